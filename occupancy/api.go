@@ -167,4 +167,7 @@ type Settlement struct {
 	Rows       []Row
 	Checkpoint Checkpoint
 	Unparked   []Event
+	// RewriteFrom, when > 0, deletes every settled row with TS >= RewriteFrom before
+	// writing Rows (import's recomputation; DESIGN section 6).
+	RewriteFrom int64
 }
