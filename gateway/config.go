@@ -1,7 +1,21 @@
 package gateway
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/rs/zerolog"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/occupancyd/occupancyd/occupancy"
 )
@@ -104,4 +118,761 @@ func DefaultConfig() Config {
 		HTTP: HTTPConfig{Listen: "127.0.0.1:8080"},
 		Log:  LogConfig{Level: "info", Format: "console"},
 	}
+}
+
+// UnmarshalYAML accepts a single string or a list of strings.
+func (l *StringList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			*l = nil
+			return nil
+		}
+		*l = StringList{n.Value}
+		return nil
+	case yaml.SequenceNode:
+		out := make(StringList, 0, len(n.Content))
+		for i, c := range n.Content {
+			if c.Kind == yaml.AliasNode && c.Alias != nil {
+				c = c.Alias
+			}
+			if c.Kind != yaml.ScalarNode || c.Tag == "!!null" {
+				return fmt.Errorf("want a string or a list of strings, got %s at [%d]", describeNode(c), i)
+			}
+			out = append(out, c.Value)
+		}
+		*l = out
+		return nil
+	default:
+		return fmt.Errorf("want a string or a list of strings, got %s", describeNode(n))
+	}
+}
+
+// MarshalYAML writes a single filter as a string and several as a list.
+func (l StringList) MarshalYAML() (any, error) {
+	if len(l) == 1 {
+		return l[0], nil
+	}
+	return []string(l), nil
+}
+
+// Problem is one configuration problem: the key path (e.g. `mqtt.max_payload`,
+// `topology.dpus[3].plus_space`), what is wrong, and the line of the key in the file
+// when known (0 otherwise).
+type Problem struct {
+	Path    string
+	Message string
+	Line    int
+}
+
+func (p Problem) String() string {
+	s := p.Message
+	if p.Path != "" {
+		s = p.Path + ": " + s
+	}
+	if p.Line > 0 {
+		if p.Path == "" {
+			return fmt.Sprintf("line %d: %s", p.Line, s)
+		}
+		s += fmt.Sprintf(" (line %d)", p.Line)
+	}
+	return s
+}
+
+// ConfigError lists every problem found in a configuration. Source is the file name
+// ("" when the configuration did not come from a file).
+type ConfigError struct {
+	Source   string
+	Problems []Problem
+}
+
+func (e *ConfigError) Error() string {
+	prefix := "invalid config"
+	if e.Source != "" {
+		prefix = "invalid config " + e.Source
+	}
+	if len(e.Problems) == 1 {
+		return prefix + ": " + e.Problems[0].String()
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d problems:", prefix, len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// LoadConfig reads, decodes, completes and validates the configuration file at path.
+// A *ConfigError (errors.As) lists every problem with its key path and line.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := ParseConfig(data)
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		ce.Source = path
+	}
+	return cfg, err
+}
+
+// ParseConfig decodes a YAML configuration over DefaultConfig strictly (unknown keys
+// are problems), fills the defaults derived from gateway.id (ApplyDefaults) and
+// validates it. On error the returned Config is what could be decoded, and the error
+// is a *ConfigError with every problem found.
+func ParseConfig(data []byte) (Config, error) {
+	cfg := DefaultConfig()
+	d := configDecoder{lines: map[string]int{}}
+	if !d.decodeDocument(data, &cfg) {
+		return cfg, &ConfigError{Problems: d.problems} // not YAML: nothing else to say
+	}
+	cfg.ApplyDefaults()
+	decodeProblems := len(d.problems)
+	for _, p := range cfg.validate() {
+		if d.reported(p.Path, decodeProblems) {
+			continue // a value that did not decode: already reported
+		}
+		if p.Line == 0 {
+			p.Line = d.lineOf(p.Path)
+		}
+		d.problems = append(d.problems, p)
+	}
+	if len(d.problems) == 0 {
+		return cfg, nil
+	}
+	// In file order, like a compiler; problems without a line (keys absent from the
+	// file) last.
+	sort.SliceStable(d.problems, func(i, j int) bool {
+		li, lj := d.problems[i].Line, d.problems[j].Line
+		return li != 0 && (lj == 0 || li < lj)
+	})
+	return cfg, &ConfigError{Problems: d.problems}
+}
+
+// reported tells whether one of the first n problems is about path or a key under it.
+func (d *configDecoder) reported(path string, n int) bool {
+	for _, p := range d.problems[:n] {
+		if p.Path == path || strings.HasPrefix(p.Path, path+".") || strings.HasPrefix(p.Path, path+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// ApplyDefaults fills the settings whose defaults derive from other settings:
+// mqtt.client_id (occupancyd-<gateway.id>), mqtt.status_topic
+// (occupancyd/<gateway.id>/status) and mqtt.rejected_topic
+// (occupancyd/<gateway.id>/rejected). Settings already set are kept.
+func (c *Config) ApplyDefaults() {
+	if c.MQTT.ClientID == "" {
+		c.MQTT.ClientID = "occupancyd-" + c.Gateway.ID
+	}
+	if c.MQTT.StatusTopic == "" {
+		c.MQTT.StatusTopic = "occupancyd/" + c.Gateway.ID + "/status"
+	}
+	if c.MQTT.RejectedTopic == "" {
+		c.MQTT.RejectedTopic = "occupancyd/" + c.Gateway.ID + "/rejected"
+	}
+}
+
+// Validate reports every problem of the configuration, each with its key path, as a
+// *ConfigError; nil when the configuration is usable. Settings derived by
+// ApplyDefaults may be empty.
+func (c Config) Validate() error {
+	if ps := c.validate(); len(ps) > 0 {
+		return &ConfigError{Problems: ps}
+	}
+	return nil
+}
+
+// validate collects the problems in key order.
+func (c Config) validate() []Problem {
+	var ps []Problem
+	add := func(path, format string, args ...any) {
+		ps = append(ps, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+
+	// gateway
+	if c.Gateway.ID == "" {
+		add("gateway.id", "required")
+	} else if !validID(c.Gateway.ID) {
+		add("gateway.id", "%q must match [A-Za-z0-9_-]{1,64} (it appears in topics)", c.Gateway.ID)
+	}
+
+	// mqtt
+	m := c.MQTT
+	tlsSet := m.TLS.CAFile != "" || m.TLS.CertFile != "" || m.TLS.KeyFile != ""
+	if m.Broker == "" {
+		if m.Embedded.Listen == "" {
+			add("mqtt.embedded.listen", "required when mqtt.broker is empty (the embedded broker)")
+		} else if host, err := checkHostPort(m.Embedded.Listen); err != nil {
+			add("mqtt.embedded.listen", "%v", err)
+		} else if !isLoopbackHost(host) && (m.Username == "" || m.PasswordFile == "") {
+			add("mqtt.embedded.listen", "%q is not a loopback address: set mqtt.username and mqtt.password_file so the embedded broker does not accept anyone", m.Embedded.Listen)
+		}
+		if tlsSet {
+			add("mqtt.tls", "set, but the embedded broker (mqtt.broker empty) is reached over loopback without TLS")
+		}
+	} else {
+		u, err := url.Parse(m.Broker)
+		switch {
+		case err != nil:
+			add("mqtt.broker", "not a URL: %v", errors.Unwrap(err))
+		case !brokerSchemes[u.Scheme]:
+			add("mqtt.broker", "want a tcp://, ssl://, ws:// or wss:// URL (or empty for the embedded broker), got %q", m.Broker)
+		case u.Host == "" || u.Hostname() == "":
+			add("mqtt.broker", "%q has no host", m.Broker)
+		case tlsSet && !tlsSchemes[u.Scheme]:
+			add("mqtt.tls", "set, but mqtt.broker %q does not use TLS (want ssl:// or wss://)", m.Broker)
+		}
+	}
+	if m.ClientID != "" && (strings.ContainsAny(m.ClientID, "+#/") || len(m.ClientID) > 65535) {
+		add("mqtt.client_id", "%q must not contain '+', '#' or '/'", m.ClientID)
+	}
+	if m.PasswordFile != "" {
+		if m.Username == "" {
+			add("mqtt.password_file", "set without mqtt.username")
+		}
+		if err := checkReadable(m.PasswordFile); err != nil {
+			add("mqtt.password_file", "%v", err)
+		}
+	}
+	if (m.TLS.CertFile == "") != (m.TLS.KeyFile == "") {
+		add("mqtt.tls", "cert_file and key_file go together (client certificate)")
+	}
+	for _, f := range []struct{ key, file string }{
+		{"mqtt.tls.ca_file", m.TLS.CAFile}, {"mqtt.tls.cert_file", m.TLS.CertFile}, {"mqtt.tls.key_file", m.TLS.KeyFile},
+	} {
+		if f.file != "" {
+			if err := checkReadable(f.file); err != nil {
+				add(f.key, "%v", err)
+			}
+		}
+	}
+	if len(m.EventsTopic) == 0 {
+		add("mqtt.events_topic", "required: a topic filter such as dpu/+/events, or a list of them")
+	}
+	seen := map[string]bool{}
+	for i, f := range m.EventsTopic {
+		path := "mqtt.events_topic"
+		if len(m.EventsTopic) > 1 {
+			path = fmt.Sprintf("mqtt.events_topic[%d]", i)
+		}
+		if err := checkEventsFilter(f); err != nil {
+			add(path, "%v", err)
+		} else if seen[f] {
+			add(path, "%q is listed twice", f)
+		}
+		seen[f] = true
+	}
+	if m.MaxPayload <= 0 {
+		add("mqtt.max_payload", "must be > 0")
+	} else if m.MaxPayload > maxMQTTPayload {
+		add("mqtt.max_payload", "must be <= %d (the MQTT limit)", maxMQTTPayload)
+	}
+	for _, t := range []struct{ key, topic string }{
+		{"mqtt.output_prefix", m.OutputPrefix}, {"mqtt.status_topic", m.StatusTopic}, {"mqtt.rejected_topic", m.RejectedTopic},
+	} {
+		if t.topic == "" {
+			if t.key == "mqtt.output_prefix" {
+				add(t.key, "required")
+			}
+			continue // status and rejected topics derive from gateway.id
+		}
+		if err := checkTopicName(t.topic); err != nil {
+			add(t.key, "%v", err)
+		}
+	}
+	if m.HomeAssistant.Enabled {
+		if m.HomeAssistant.DiscoveryPrefix == "" {
+			add("mqtt.homeassistant.discovery_prefix", "required when mqtt.homeassistant.enabled is true")
+		} else if err := checkTopicName(m.HomeAssistant.DiscoveryPrefix); err != nil {
+			add("mqtt.homeassistant.discovery_prefix", "%v", err)
+		}
+	}
+
+	// storage
+	if c.Storage.Dir == "" {
+		add("storage.dir", "required")
+	}
+	if c.Storage.Retention <= 0 {
+		add("storage.retention", "must be > 0, got %s", c.Storage.Retention)
+	}
+	if c.Storage.MaxParked < 0 {
+		add("storage.max_parked", "must be >= 0, got %d", c.Storage.MaxParked)
+	}
+
+	// engine
+	e := c.Engine
+	if e.SettleAfter <= 0 {
+		add("engine.settle_after", "must be > 0, got %s", e.SettleAfter)
+	}
+	if e.Tick <= 0 {
+		add("engine.tick", "must be > 0, got %s", e.Tick)
+	} else if e.Tick < time.Millisecond {
+		add("engine.tick", "must be >= 1ms, got %s", e.Tick)
+	}
+	if e.LateEvents != "apply" && e.LateEvents != "drop" {
+		add("engine.late_events", `want "apply" or "drop", got %q`, e.LateEvents)
+	}
+	if e.MaxFutureSkew < 0 {
+		add("engine.max_future_skew", "must be >= 0, got %s", e.MaxFutureSkew)
+	}
+	if e.SettleAfter > 0 && c.Storage.Retention > 0 && c.Storage.Retention <= e.SettleAfter {
+		add("storage.retention", "must be longer than engine.settle_after (%s), got %s", e.SettleAfter, c.Storage.Retention)
+	}
+
+	// http
+	if c.HTTP.Listen != "" {
+		if _, err := checkHostPort(c.HTTP.Listen); err != nil {
+			add("http.listen", "%v", err)
+		}
+	}
+
+	// log
+	if !logLevels[c.Log.Level] {
+		add("log.level", `want "debug", "info", "warn" or "error", got %q`, c.Log.Level)
+	}
+	if c.Log.Format != "console" && c.Log.Format != "json" {
+		add("log.format", `want "console" or "json", got %q`, c.Log.Format)
+	}
+
+	// topology
+	if len(c.Topology.Spaces) == 0 {
+		add("topology.spaces", "at least one space is required")
+	}
+	for _, p := range topologyProblems(c.Topology) {
+		path := "topology"
+		if p.Path != "" {
+			path += "." + p.Path
+		}
+		ps = append(ps, Problem{Path: path, Message: p.Message})
+	}
+	return ps
+}
+
+// topologyProblems returns occupancy's validation of the topology.
+// TODO(C1): call c.Topology.Validate() directly once occupancy/ has landed; until then
+// this compiles without it.
+func topologyProblems(tc occupancy.TopologyConfig) []occupancy.Problem {
+	if v, ok := any(tc).(interface{ Validate() []occupancy.Problem }); ok {
+		return v.Validate()
+	}
+	return nil
+}
+
+const maxMQTTPayload = 268435455
+
+var (
+	brokerSchemes = map[string]bool{"tcp": true, "mqtt": true, "ssl": true, "tls": true, "mqtts": true, "ws": true, "wss": true}
+	tlsSchemes    = map[string]bool{"ssl": true, "tls": true, "mqtts": true, "wss": true}
+	logLevels     = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
+)
+
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		b := id[i]
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_' || b == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkHostPort checks a listen address "host:port" and returns the host.
+func checkHostPort(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("want host:port such as 127.0.0.1:8080, got %q", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return "", fmt.Errorf("port of %q must be a number from 0 to 65535", addr)
+	}
+	return host, nil
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func checkReadable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// checkEventsFilter checks an events topic filter: a valid MQTT filter with at least
+// one '+' level (the last one is the DPU id).
+func checkEventsFilter(f string) error {
+	if f == "" {
+		return errors.New("empty topic filter")
+	}
+	levels := strings.Split(f, "/")
+	plus := false
+	for i, l := range levels {
+		switch {
+		case l == "+":
+			plus = true
+		case l == "#":
+			if i != len(levels)-1 {
+				return fmt.Errorf("%q: '#' must be the last level", f)
+			}
+		case strings.ContainsAny(l, "+#"):
+			return fmt.Errorf("%q: '+' and '#' must fill a whole level", f)
+		}
+	}
+	if !plus {
+		return fmt.Errorf("%q has no '+' level for the DPU id (e.g. dpu/+/events)", f)
+	}
+	return nil
+}
+
+// checkTopicName checks a topic (or topic prefix) occupancyd publishes to.
+func checkTopicName(t string) error {
+	if t == "" {
+		return errors.New("empty topic")
+	}
+	if strings.ContainsAny(t, "+#") {
+		return fmt.Errorf("%q must not contain the wildcards '+' or '#'", t)
+	}
+	if strings.HasSuffix(t, "/") {
+		return fmt.Errorf("%q must not end with '/'", t)
+	}
+	return nil
+}
+
+// configDecoder decodes a yaml.Node tree into Config field by field, so that every
+// unknown key and every value of the wrong type is reported with its key path and
+// line, and the rest of the file still decodes.
+type configDecoder struct {
+	problems []Problem
+	lines    map[string]int // key path -> line of the key
+}
+
+func (d *configDecoder) problem(path string, line int, format string, args ...any) {
+	d.problems = append(d.problems, Problem{Path: path, Message: fmt.Sprintf(format, args...), Line: line})
+}
+
+// lineOf returns the line of path or of its nearest ancestor in the file, 0 if none.
+func (d *configDecoder) lineOf(path string) int {
+	for path != "" {
+		if l, ok := d.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			return 0
+		}
+		path = path[:i]
+	}
+	return 0
+}
+
+// decodeDocument decodes data over cfg; false when data is not one YAML document.
+func (d *configDecoder) decodeDocument(data []byte, cfg *Config) bool {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return true // empty file: all defaults
+		}
+		d.problems = append(d.problems, yamlSyntaxProblem(err))
+		return false
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		d.problem("", extra.Line, "a second YAML document: a config file holds one")
+		return false
+	} else if !errors.Is(err, io.EOF) {
+		d.problems = append(d.problems, yamlSyntaxProblem(err))
+		return false
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode {
+		if len(root.Content) == 0 {
+			return true
+		}
+		root = root.Content[0]
+	}
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return true
+	}
+	if root.Kind != yaml.MappingNode {
+		d.problem("", root.Line, "want a mapping of keys (gateway, mqtt, storage, engine, http, log, topology), got %s", describeNode(root))
+		return false
+	}
+	d.decode(root, reflect.ValueOf(cfg).Elem(), "")
+	return true
+}
+
+// yamlSyntaxProblem turns "yaml: line 3: mapping values are not allowed ..." into a
+// Problem with its line.
+func yamlSyntaxProblem(err error) Problem {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	var line int
+	if n, _ := fmt.Sscanf(msg, "line %d: ", &line); n == 1 {
+		msg = msg[strings.Index(msg, ": ")+2:]
+	}
+	return Problem{Message: "invalid YAML: " + msg, Line: line}
+}
+
+var (
+	unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+	durationType    = reflect.TypeOf(time.Duration(0))
+	stringListType  = reflect.TypeOf(StringList(nil))
+)
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func (d *configDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // key present without a value: keep the default
+	}
+	t := v.Type()
+	switch {
+	case t == stringListType && n.Kind == yaml.SequenceNode:
+		// element by element, so that each bad element is reported with its index
+		var l StringList
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			d.lines[p] = c.Line
+			for c.Kind == yaml.AliasNode && c.Alias != nil {
+				c = c.Alias
+			}
+			if c.Kind != yaml.ScalarNode || c.Tag == "!!null" {
+				d.problem(p, c.Line, "want a string, got %s", describeNode(c))
+				continue
+			}
+			l = append(l, c.Value)
+		}
+		v.Set(reflect.ValueOf(l))
+	case reflect.PointerTo(t).Implements(unmarshalerType):
+		d.decodeLeaf(n, v, path)
+	case t.Kind() == reflect.Struct && t != durationType:
+		d.decodeStruct(n, v, path)
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		if n.Kind != yaml.SequenceNode {
+			d.problem(path, n.Line, "want a list, got %s", describeNode(n))
+			return
+		}
+		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			d.lines[p] = c.Line
+			d.decode(c, s.Index(i), p)
+		}
+		v.Set(s)
+	default:
+		d.decodeLeaf(n, v, path)
+	}
+}
+
+func (d *configDecoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.problem(path, n.Line, "want a mapping of keys, got %s", describeNode(n))
+		return
+	}
+	fields := yamlFields(v.Type())
+	// Merge keys (<<: *anchor) first, so that explicit keys override them.
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i]; k.Value == "<<" && k.Tag == "!!merge" {
+			m := n.Content[i+1]
+			for m.Kind == yaml.AliasNode && m.Alias != nil {
+				m = m.Alias
+			}
+			if m.Kind == yaml.SequenceNode {
+				for _, c := range m.Content {
+					d.decode(c, v, path)
+				}
+			} else {
+				d.decode(m, v, path)
+			}
+		}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Value == "<<" && k.Tag == "!!merge" {
+			continue
+		}
+		p := joinPath(path, k.Value)
+		idx, ok := fields[k.Value]
+		if !ok || k.Kind != yaml.ScalarNode {
+			d.problem(p, k.Line, "unknown key%s", suggestKey(k.Value, fields))
+			continue
+		}
+		d.lines[p] = k.Line
+		d.decode(val, v.Field(idx), p)
+	}
+}
+
+// decodeLeaf decodes a scalar (or a StringList) through yaml, into a copy so a bad
+// value leaves the default in place.
+func (d *configDecoder) decodeLeaf(n *yaml.Node, v reflect.Value, path string) {
+	tmp := reflect.New(v.Type())
+	tmp.Elem().Set(v)
+	if err := n.Decode(tmp.Interface()); err != nil {
+		d.problem(path, n.Line, "%s", leafMessage(v.Type(), n, err))
+		return
+	}
+	v.Set(tmp.Elem())
+}
+
+func leafMessage(t reflect.Type, n *yaml.Node, err error) string {
+	got := describeNode(n)
+	switch {
+	case t == durationType:
+		return fmt.Sprintf(`want a duration such as "90s", "5m" or "2160h", got %s`, got)
+	case reflect.PointerTo(t).Implements(unmarshalerType):
+		var te *yaml.TypeError
+		if errors.As(err, &te) && len(te.Errors) > 0 {
+			return te.Errors[0]
+		}
+		return err.Error()
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return fmt.Sprintf("want an integer, got %s", got)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return fmt.Sprintf("want a non-negative integer, got %s", got)
+	case reflect.Bool:
+		return fmt.Sprintf("want true or false, got %s", got)
+	case reflect.String:
+		return fmt.Sprintf("want a string, got %s", got)
+	}
+	return fmt.Sprintf("cannot use %s: %v", got, err)
+}
+
+func describeNode(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return strconv.Quote(n.Value)
+	}
+	return "nothing"
+}
+
+// yamlFields maps the yaml key of each field of a struct type to its index.
+func yamlFields(t reflect.Type) map[string]int {
+	m := make(map[string]int, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		m[name] = i
+	}
+	return m
+}
+
+// suggestKey returns ` (did you mean "x"?)` for a near miss, listing the valid keys
+// otherwise.
+func suggestKey(key string, fields map[string]int) string {
+	best, bestD := "", 3
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+		if dist := editDistance(strings.ToLower(key), name); dist < bestD {
+			best, bestD = name, dist
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	sortStrings(names)
+	return " (want one of " + strings.Join(names, ", ") + ")"
+}
+
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// NewLogger builds the process logger: JSON lines when cfg.Format is "json", a
+// human-readable console format otherwise (colours only on a terminal), at cfg.Level.
+func NewLogger(cfg LogConfig, w io.Writer) (zerolog.Logger, error) {
+	level := zerolog.InfoLevel
+	if cfg.Level != "" {
+		if !logLevels[cfg.Level] {
+			return zerolog.Nop(), fmt.Errorf("log.level: want \"debug\", \"info\", \"warn\" or \"error\", got %q", cfg.Level)
+		}
+		l, err := zerolog.ParseLevel(cfg.Level)
+		if err != nil {
+			return zerolog.Nop(), fmt.Errorf("log.level: %w", err)
+		}
+		level = l
+	}
+	switch cfg.Format {
+	case "json":
+		return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+	case "console", "":
+		cw := zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !isTerminal(w)}
+		return zerolog.New(cw).Level(level).With().Timestamp().Logger(), nil
+	default:
+		return zerolog.Nop(), fmt.Errorf("log.format: want \"console\" or \"json\", got %q", cfg.Format)
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

@@ -1,0 +1,464 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden .err files of testdata/bad")
+
+// designDefaults is DESIGN section 7 written out by hand (an independent model of
+// DefaultConfig + ApplyDefaults for gateway.id "demo").
+func designDefaults() Config {
+	return Config{
+		Gateway: GatewayConfig{ID: "demo"},
+		MQTT: MQTTConfig{
+			Broker:        "",
+			Embedded:      EmbeddedConfig{Listen: "127.0.0.1:1883"},
+			ClientID:      "occupancyd-demo",
+			EventsTopic:   StringList{"dpu/+/events"},
+			MaxPayload:    262144,
+			OutputPrefix:  "occupancy",
+			StatusTopic:   "occupancyd/demo/status",
+			RejectedTopic: "occupancyd/demo/rejected",
+			HomeAssistant: HomeAssistantConfig{Enabled: true, DiscoveryPrefix: "homeassistant"},
+		},
+		Storage: StorageConfig{Dir: "./data", Retention: 2160 * time.Hour, ArchiveDir: "", MaxParked: 1000000},
+		Engine: EngineConfig{
+			SettleAfter: 5 * time.Minute, Tick: time.Second, LateEvents: "apply",
+			ClampNegative: true, MaxFutureSkew: time.Minute,
+		},
+		HTTP: HTTPConfig{Listen: "127.0.0.1:8080"},
+		Log:  LogConfig{Level: "info", Format: "console"},
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	t.Run("minimal file gets every default", func(t *testing.T) {
+		got, err := ParseConfig([]byte("topology:\n  spaces: [{id: hq, name: HQ}]\n"))
+		if err != nil {
+			t.Fatalf("ParseConfig: %v", err)
+		}
+		want := designDefaults()
+		want.Topology = occupancy.TopologyConfig{Spaces: []occupancy.SpaceConfig{{ID: "hq", Name: "HQ"}}}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("got  %+v\nwant %+v", got, want)
+		}
+	})
+
+	t.Run("derived defaults follow gateway.id", func(t *testing.T) {
+		got, err := ParseConfig([]byte("gateway: {id: north}\ntopology:\n  spaces: [{id: hq, name: HQ}]\n"))
+		if err != nil {
+			t.Fatalf("ParseConfig: %v", err)
+		}
+		for _, c := range []struct{ name, got, want string }{
+			{"client_id", got.MQTT.ClientID, "occupancyd-north"},
+			{"status_topic", got.MQTT.StatusTopic, "occupancyd/north/status"},
+			{"rejected_topic", got.MQTT.RejectedTopic, "occupancyd/north/rejected"},
+		} {
+			if c.got != c.want {
+				t.Errorf("%s: got %q, want %q", c.name, c.got, c.want)
+			}
+		}
+	})
+
+	t.Run("DESIGN section 7 example", func(t *testing.T) {
+		got, err := LoadConfig("testdata/design.yaml")
+		if err != nil {
+			t.Fatalf("LoadConfig: %v", err)
+		}
+		want := designDefaults()
+		want.Topology = occupancy.TopologyConfig{
+			Spaces: []occupancy.SpaceConfig{
+				{ID: "hq", Name: "HQ", Capacity: 300, TimeZone: "Europe/Berlin", DailyReset: "04:00"},
+				{ID: "lobby", Name: "Lobby", Parent: "hq"},
+			},
+			Doorways: []occupancy.DoorwayConfig{{ID: "main", Name: "Main entrance"}},
+			DPUs:     []occupancy.DPUConfig{{ID: "283", Doorway: "main", PlusSpace: "lobby", MinusSpace: ""}},
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("got  %+v\nwant %+v", got, want)
+		}
+	})
+
+	t.Run("every key set", func(t *testing.T) {
+		got, err := LoadConfig("testdata/full.yaml")
+		if err != nil {
+			t.Fatalf("LoadConfig: %v", err)
+		}
+		want := Config{
+			Gateway: GatewayConfig{ID: "site-b"},
+			MQTT: MQTTConfig{
+				Broker:        "ssl://broker.example.com:8883",
+				Embedded:      EmbeddedConfig{Listen: "127.0.0.1:1883"},
+				ClientID:      "gw-b",
+				Username:      "occupancyd",
+				PasswordFile:  "testdata/secret.txt",
+				TLS:           TLSConfig{CAFile: "testdata/secret.txt", CertFile: "testdata/secret.txt", KeyFile: "testdata/secret.txt"},
+				EventsTopic:   StringList{"site-b/dpu/+/events", "legacy/+/crossings/#"},
+				MaxPayload:    1024,
+				OutputPrefix:  "site-b/occupancy",
+				StatusTopic:   "gw/b/status",
+				RejectedTopic: "gw/b/rejected",
+				HomeAssistant: HomeAssistantConfig{Enabled: false, DiscoveryPrefix: "ha"},
+			},
+			Storage: StorageConfig{Dir: "/var/lib/occupancyd", Retention: 720 * time.Hour, ArchiveDir: "/srv/archive", MaxParked: 5000},
+			Engine: EngineConfig{
+				SettleAfter: 90 * time.Second, Tick: 250 * time.Millisecond, LateEvents: "drop",
+				ClampNegative: false, MaxFutureSkew: 150 * time.Second,
+			},
+			HTTP: HTTPConfig{Listen: ":9090", Token: "s3cret"},
+			Log:  LogConfig{Level: "debug", Format: "json"},
+			Topology: occupancy.TopologyConfig{
+				Spaces: []occupancy.SpaceConfig{
+					{ID: "b", Name: "Building B", Capacity: 40, TimeZone: "Europe/Berlin", DailyReset: "03:30"},
+					// merged from the anchor, then overridden
+					{ID: "b1", Name: "Building B", Parent: "b", Capacity: 10, TimeZone: "Europe/Berlin", DailyReset: "03:30"},
+				},
+				Doorways: []occupancy.DoorwayConfig{{ID: "d1", Name: "Door 1"}},
+				// an id that YAML would read as a number keeps its text
+				DPUs: []occupancy.DPUConfig{{ID: "0283", Doorway: "d1", PlusSpace: "b1", MinusSpace: "b"}},
+			},
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("got  %+v\nwant %+v", got, want)
+		}
+	})
+
+	t.Run("empty file is all defaults but needs a space", func(t *testing.T) {
+		_, err := ParseConfig(nil)
+		assertProblems(t, err, "topology.spaces: at least one space is required")
+	})
+
+	t.Run("key without value keeps the default", func(t *testing.T) {
+		got, err := ParseConfig([]byte("mqtt:\nengine:\n  tick:\ntopology:\n  spaces: [{id: hq, name: HQ}]\n"))
+		if err != nil {
+			t.Fatalf("ParseConfig: %v", err)
+		}
+		if got.Engine.Tick != time.Second || got.MQTT.MaxPayload != 262144 {
+			t.Errorf("got tick %s max_payload %d, want the defaults 1s 262144", got.Engine.Tick, got.MQTT.MaxPayload)
+		}
+	})
+
+	t.Run("a bad value leaves the rest decoded", func(t *testing.T) {
+		got, err := ParseConfig([]byte("mqtt: {max_payload: lots, output_prefix: occ}\ntopology:\n  spaces: [{id: hq, name: HQ}]\n"))
+		assertProblems(t, err, `mqtt.max_payload: want an integer, got "lots" (line 1)`)
+		if got.MQTT.OutputPrefix != "occ" || got.MQTT.MaxPayload != 262144 {
+			t.Errorf("got output_prefix %q max_payload %d, want occ and the default 262144", got.MQTT.OutputPrefix, got.MQTT.MaxPayload)
+		}
+	})
+}
+
+func assertProblems(t *testing.T, err error, want ...string) {
+	t.Helper()
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("got error %v, want a *ConfigError", err)
+	}
+	got := problemLines(ce)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got problems\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+func problemLines(ce *ConfigError) []string {
+	var out []string
+	for _, p := range ce.Problems {
+		out = append(out, p.String())
+	}
+	return out
+}
+
+// TestBadConfigs loads every testdata/bad/*.yaml and compares the problems reported,
+// one a line, with the golden file of the same name ending in .err (go test -update
+// rewrites them; review the diff).
+func TestBadConfigs(t *testing.T) {
+	files, err := filepath.Glob("testdata/bad/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no bad configs: %v", err)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			_, err := LoadConfig(f)
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("LoadConfig: got %v, want a *ConfigError", err)
+			}
+			if ce.Source != f {
+				t.Errorf("Source: got %q, want %q", ce.Source, f)
+			}
+			if !strings.HasPrefix(err.Error(), "invalid config "+f+": ") {
+				t.Errorf("error %q does not name the file", err)
+			}
+			got := strings.Join(problemLines(ce), "\n") + "\n"
+			golden := strings.TrimSuffix(f, ".yaml") + ".err"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("golden file: %v (run go test -update and review it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("problems:\ngot\n%swant\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	base := func() Config {
+		c := designDefaults()
+		c.Topology.Spaces = []occupancy.SpaceConfig{{ID: "hq", Name: "HQ"}}
+		return c
+	}
+	t.Run("defaults are valid", func(t *testing.T) {
+		if err := base().Validate(); err != nil {
+			t.Errorf("got %v, want nil", err)
+		}
+	})
+	t.Run("derived settings may be empty", func(t *testing.T) {
+		c := DefaultConfig()
+		c.Topology.Spaces = []occupancy.SpaceConfig{{ID: "hq", Name: "HQ"}}
+		if err := c.Validate(); err != nil {
+			t.Errorf("got %v, want nil", err)
+		}
+	})
+	cases := []struct {
+		name   string
+		change func(*Config)
+		want   []string
+	}{
+		{"every problem at once", func(c *Config) {
+			c.MQTT.MaxPayload = -1
+			c.Engine.LateEvents = "keep"
+			c.Log.Format = "xml"
+		}, []string{
+			"mqtt.max_payload: must be > 0",
+			`engine.late_events: want "apply" or "drop", got "keep"`,
+			`log.format: want "console" or "json", got "xml"`,
+		}},
+		{"payload beyond MQTT", func(c *Config) { c.MQTT.MaxPayload = 1 << 30 },
+			[]string{"mqtt.max_payload: must be <= 268435455 (the MQTT limit)"}},
+		{"embedded on all interfaces with users", func(c *Config) {
+			c.MQTT.Embedded.Listen = ":1883"
+			c.MQTT.Username = "u"
+			c.MQTT.PasswordFile = "testdata/secret.txt"
+		}, nil},
+		{"embedded on localhost", func(c *Config) { c.MQTT.Embedded.Listen = "localhost:0" }, nil},
+		{"embedded on ipv6 loopback", func(c *Config) { c.MQTT.Embedded.Listen = "[::1]:1883" }, nil},
+		{"embedded on all interfaces without users", func(c *Config) { c.MQTT.Embedded.Listen = ":1883" },
+			[]string{`mqtt.embedded.listen: ":1883" is not a loopback address: set mqtt.username and mqtt.password_file so the embedded broker does not accept anyone`}},
+		{"external broker ignores embedded", func(c *Config) {
+			c.MQTT.Broker = "tcp://10.0.0.1:1883"
+			c.MQTT.Embedded.Listen = "0.0.0.0:1883"
+		}, nil},
+		{"ws broker", func(c *Config) { c.MQTT.Broker = "ws://10.0.0.1:9001/mqtt" }, nil},
+		{"broker without host", func(c *Config) { c.MQTT.Broker = "tcp://:1883" },
+			[]string{`mqtt.broker: "tcp://:1883" has no host`}},
+		{"http disabled", func(c *Config) { c.HTTP.Listen = "" }, nil},
+		{"http port out of range", func(c *Config) { c.HTTP.Listen = "127.0.0.1:70000" },
+			[]string{`http.listen: port of "127.0.0.1:70000" must be a number from 0 to 65535`}},
+		{"password file without username", func(c *Config) {
+			c.MQTT.Broker = "tcp://h:1883"
+			c.MQTT.PasswordFile = "testdata/secret.txt"
+		}, []string{"mqtt.password_file: set without mqtt.username"}},
+		{"key without cert", func(c *Config) {
+			c.MQTT.Broker = "ssl://h:8883"
+			c.MQTT.TLS.KeyFile = "testdata/secret.txt"
+		}, []string{"mqtt.tls: cert_file and key_file go together (client certificate)"}},
+		{"tls with embedded broker", func(c *Config) { c.MQTT.TLS.CAFile = "testdata/secret.txt" },
+			[]string{"mqtt.tls: set, but the embedded broker (mqtt.broker empty) is reached over loopback without TLS"}},
+		{"zero max_parked parks nothing", func(c *Config) { c.Storage.MaxParked = 0 }, nil},
+		{"tick below a millisecond", func(c *Config) { c.Engine.Tick = time.Microsecond },
+			[]string{"engine.tick: must be >= 1ms, got 1µs"}},
+		{"no events filter", func(c *Config) { c.MQTT.EventsTopic = nil },
+			[]string{"mqtt.events_topic: required: a topic filter such as dpu/+/events, or a list of them"}},
+		{"topology problems get the topology prefix", func(c *Config) {
+			c.Topology.DPUs = []occupancy.DPUConfig{{ID: "x", PlusSpace: "nowhere"}}
+		}, prefixedTopologyProblems(occupancy.TopologyConfig{
+			Spaces: []occupancy.SpaceConfig{{ID: "hq", Name: "HQ"}},
+			DPUs:   []occupancy.DPUConfig{{ID: "x", PlusSpace: "nowhere"}},
+		})},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.change(&c)
+			err := c.Validate()
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("got %v, want nil", err)
+				}
+				return
+			}
+			assertProblems(t, err, tc.want...)
+		})
+	}
+}
+
+// topologyProblems is what Validate must report for a topology: occupancy's own
+// problems, each under "topology.".
+func prefixedTopologyProblems(tc occupancy.TopologyConfig) []string {
+	var out []string
+	for _, p := range tc.Validate() {
+		out = append(out, "topology."+p.Path+": "+p.Message)
+	}
+	return out
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.yaml"))
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("got %v, want an error wrapping fs.ErrNotExist", err)
+	}
+	if !strings.HasPrefix(err.Error(), "read config: ") {
+		t.Errorf("got %q, want it to start with %q", err, "read config: ")
+	}
+}
+
+func TestStringList(t *testing.T) {
+	cases := []struct {
+		yaml string
+		want StringList
+		err  string
+	}{
+		{"events_topic: a/+/b", StringList{"a/+/b"}, ""},
+		{"events_topic: [a/+/b, c/+/d]", StringList{"a/+/b", "c/+/d"}, ""},
+		{"events_topic:\n  - a/+/b\n", StringList{"a/+/b"}, ""},
+		{"events_topic: {a: b}", nil, `mqtt.events_topic: want a string or a list of strings, got a mapping (line 2)`},
+		{"events_topic: [[a]]", nil, `mqtt.events_topic[0]: want a string, got a list (line 2)`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.yaml, func(t *testing.T) {
+			doc := "mqtt:\n  " + strings.ReplaceAll(tc.yaml, "\n", "\n  ") + "\ntopology: {spaces: [{id: a, name: A}]}\n"
+			got, err := ParseConfig([]byte(doc))
+			if tc.err != "" {
+				assertProblems(t, err, tc.err)
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseConfig: %v", err)
+			}
+			if !reflect.DeepEqual(got.MQTT.EventsTopic, tc.want) {
+				t.Errorf("got %q, want %q", got.MQTT.EventsTopic, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewLogger(t *testing.T) {
+	t.Run("json", func(t *testing.T) {
+		var buf bytes.Buffer
+		log, err := NewLogger(LogConfig{Level: "warn", Format: "json"}, &buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info().Msg("hidden")
+		log.Warn().Str("space", "lobby").Msg("shown")
+		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+		if len(lines) != 1 {
+			t.Fatalf("got %d lines %q, want 1 (info filtered at warn)", len(lines), buf.String())
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(lines[0]), &rec); err != nil {
+			t.Fatalf("not JSON: %v: %s", err, lines[0])
+		}
+		for k, want := range map[string]any{"level": "warn", "message": "shown", "space": "lobby"} {
+			if rec[k] != want {
+				t.Errorf("%s: got %v, want %v", k, rec[k], want)
+			}
+		}
+		if _, err := time.Parse(time.RFC3339, rec["time"].(string)); err != nil {
+			t.Errorf("time: %v", err)
+		}
+	})
+	t.Run("console", func(t *testing.T) {
+		var buf bytes.Buffer
+		log, err := NewLogger(LogConfig{Level: "debug", Format: "console"}, &buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Debug().Str("space", "lobby").Msg("hello")
+		out := buf.String()
+		if json.Valid(bytes.TrimSpace(buf.Bytes())) {
+			t.Errorf("console output is JSON: %s", out)
+		}
+		for _, want := range []string{"DBG", "hello", "space=lobby"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("got %q, want it to contain %q", out, want)
+			}
+		}
+		if strings.Contains(out, "\x1b[") {
+			t.Errorf("colours written to a non-terminal: %q", out)
+		}
+	})
+	t.Run("bad level", func(t *testing.T) {
+		_, err := NewLogger(LogConfig{Level: "loud", Format: "json"}, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), `log.level: want "debug", "info", "warn" or "error", got "loud"`) {
+			t.Errorf("got %v", err)
+		}
+	})
+	t.Run("bad format", func(t *testing.T) {
+		_, err := NewLogger(LogConfig{Level: "info", Format: "xml"}, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), `log.format`) {
+			t.Errorf("got %v", err)
+		}
+	})
+	_ = zerolog.InfoLevel
+}
+
+// TestDemoConfig keeps configs/demo.yaml (used by make run and the README) valid and
+// as DESIGN and the README describe it.
+func TestDemoConfig(t *testing.T) {
+	cfg, err := LoadConfig("../configs/demo.yaml")
+	if err != nil {
+		t.Fatalf("LoadConfig: %v", err)
+	}
+	if cfg.Storage.Dir != "./data" || cfg.MQTT.Broker != "" || cfg.HTTP.Listen != "127.0.0.1:8080" {
+		t.Errorf("got storage.dir %q broker %q http.listen %q, want ./data, embedded, 127.0.0.1:8080",
+			cfg.Storage.Dir, cfg.MQTT.Broker, cfg.HTTP.Listen)
+	}
+	floors, nested, resets, capacities, tz := 0, 0, 0, 0, 0
+	parent := map[string]string{}
+	for _, s := range cfg.Topology.Spaces {
+		parent[s.ID] = s.Parent
+	}
+	for _, s := range cfg.Topology.Spaces {
+		if s.Parent != "" && parent[s.Parent] == "" {
+			floors++
+		}
+		if s.Parent != "" && parent[s.Parent] != "" {
+			nested++
+		}
+		if s.DailyReset != "" {
+			resets++
+		}
+		if s.Capacity > 0 {
+			capacities++
+		}
+		if s.TimeZone != "" {
+			tz++
+		}
+	}
+	if floors < 2 || nested < 2 || resets < 1 || capacities < 2 || tz < 1 || len(cfg.Topology.DPUs) < 6 {
+		t.Errorf("demo building: %d floors, %d rooms, %d daily resets, %d capacities, %d time zones, %d DPUs; want >= 2, 2, 1, 2, 1, 6",
+			floors, nested, resets, capacities, tz, len(cfg.Topology.DPUs))
+	}
+}
