@@ -446,7 +446,7 @@ func (c Config) validate() []Problem {
 	if len(c.Topology.Spaces) == 0 {
 		add("topology.spaces", "at least one space is required")
 	}
-	for _, p := range topologyProblems(c.Topology) {
+	for _, p := range c.Topology.Validate() {
 		path := "topology"
 		if p.Path != "" {
 			path += "." + p.Path
@@ -454,16 +454,6 @@ func (c Config) validate() []Problem {
 		ps = append(ps, Problem{Path: path, Message: p.Message})
 	}
 	return ps
-}
-
-// topologyProblems returns occupancy's validation of the topology.
-// TODO(C1): call c.Topology.Validate() directly once occupancy/ has landed; until then
-// this compiles without it.
-func topologyProblems(tc occupancy.TopologyConfig) []occupancy.Problem {
-	if v, ok := any(tc).(interface{ Validate() []occupancy.Problem }); ok {
-		return v.Validate()
-	}
-	return nil
 }
 
 const maxMQTTPayload = 268435455

@@ -317,7 +317,7 @@ func TestValidate(t *testing.T) {
 // problems, each under "topology.".
 func prefixedTopologyProblems(tc occupancy.TopologyConfig) []string {
 	var out []string
-	for _, p := range topologyProblems(tc) {
+	for _, p := range tc.Validate() {
 		out = append(out, "topology."+p.Path+": "+p.Message)
 	}
 	return out
