@@ -1,0 +1,370 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/gateway"
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+// closeTimeout bounds a clean stop (DESIGN 6: within 10 s).
+const closeTimeout = 10 * time.Second
+
+// Main is the running daemon: storage, engine, embedded broker, HTTP API and MQTT.
+// Set ConfigPath (or Config) and Logger, then Run; Close stops it; Reload re-reads
+// ConfigPath (SIGHUP).
+type Main struct {
+	ConfigPath string
+	Config     gateway.Config
+	Logger     zerolog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+
+	mu       sync.Mutex
+	store    *buffer.Store
+	gw       *gateway.Gateway
+	http     *gateway.HTTPServer
+	httpDone chan error
+	runStop  context.CancelFunc
+	runDone  chan struct{}
+	started  time.Time
+	closed   bool
+}
+
+// NewMain returns a Main with the default configuration and a logger on stderr.
+func NewMain() *Main {
+	cfg := gateway.DefaultConfig()
+	cfg.ApplyDefaults()
+	return &Main{
+		Config: cfg,
+		Logger: zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339}).With().Timestamp().Logger(),
+		Now:    time.Now,
+	}
+}
+
+func (m *Main) now() time.Time {
+	if m.Now == nil {
+		return time.Now()
+	}
+	return m.Now()
+}
+
+// HTTPAddr is the HTTP API's address ("" when disabled or not running).
+func (m *Main) HTTPAddr() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.http == nil {
+		return ""
+	}
+	return m.http.Addr()
+}
+
+// BrokerAddr is the embedded broker's address ("" with an external broker).
+func (m *Main) BrokerAddr() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.gw == nil {
+		return ""
+	}
+	return m.gw.BrokerAddr()
+}
+
+// Gateway returns the running gateway (nil before Run).
+func (m *Main) Gateway() *gateway.Gateway {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.gw
+}
+
+// Run opens storage, stores the configured topology as a new version (unless it is
+// the latest stored already), rebuilds the engine, starts the embedded broker, the
+// HTTP API and the MQTT client, and returns once all are started. Readiness (MQTT
+// connected and subscribed) follows shortly; see /readyz.
+func (m *Main) Run(ctx context.Context) (err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.store != nil {
+		return errors.New("already running")
+	}
+	m.started = time.Now()
+	if m.ConfigPath != "" {
+		cfg, err := gateway.LoadConfig(m.ConfigPath)
+		if err != nil {
+			return err
+		}
+		m.Config = cfg
+	}
+	cfg := m.Config
+	cfg.ApplyDefaults()
+	m.Config = cfg
+	log := m.Logger
+
+	defer func() {
+		if err != nil {
+			m.cleanupLocked()
+		}
+	}()
+
+	store, err := buffer.Open(buffer.Options{
+		Dir:        cfg.Storage.Dir,
+		Retention:  cfg.Storage.Retention,
+		ArchiveDir: cfg.Storage.ArchiveDir,
+		MaxParked:  cfg.Storage.MaxParked,
+		Logger:     log.With().Str("component", "buffer").Logger(),
+		Now:        m.Now,
+	})
+	if err != nil {
+		return fmt.Errorf("open storage %s: %w", cfg.Storage.Dir, err)
+	}
+	m.store = store
+
+	now := m.now().UnixMilli()
+	if err := ensureVersion(store, cfg.Topology, now); err != nil {
+		return err
+	}
+	eng, err := occupancy.Open(occupancy.Options{
+		SettleAfter:   cfg.Engine.SettleAfter.Milliseconds(),
+		LateEvents:    occupancy.LatePolicy(cfg.Engine.LateEvents),
+		ClampNegative: cfg.Engine.ClampNegative,
+		MaxParked:     cfg.Storage.MaxParked,
+	}, store, now)
+	if err != nil {
+		return fmt.Errorf("rebuild engine from storage: %w", err)
+	}
+
+	metrics := gateway.NewMetrics()
+	gw, err := gateway.New(gateway.Options{
+		Config:  cfg,
+		Store:   store,
+		Engine:  eng,
+		Metrics: metrics,
+		Stats:   gateway.NewDPUStats(),
+		Logger:  log,
+		Now:     m.Now,
+	})
+	if err != nil {
+		return err
+	}
+	m.gw = gw
+	if err := gw.StartBroker(); err != nil {
+		return err
+	}
+	if cfg.HTTP.Listen != "" {
+		hs, err := gateway.NewHTTPServer(cfg.HTTP.Listen, cfg.HTTP.Token, gw, metrics,
+			log.With().Str("component", "http").Logger())
+		if err != nil {
+			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+		}
+		m.http = hs
+		m.httpDone = make(chan error, 1)
+		go func() { m.httpDone <- hs.Serve() }()
+		log.Info().Str("listen", hs.Addr()).Msg("HTTP API listening")
+	}
+	if err := gw.Start(ctx); err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	m.runStop = stop
+	m.runDone = make(chan struct{})
+	go func() {
+		defer close(m.runDone)
+		if err := store.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error().Err(err).Msg("storage maintenance stopped")
+		}
+	}()
+	log.Info().Str("gateway", cfg.Gateway.ID).Dur("startup", time.Since(m.started)).
+		Str("storage", cfg.Storage.Dir).Msg("occupancyd started")
+	return nil
+}
+
+// ensureVersion stores topology tc as a version in force from now unless it equals the
+// latest stored version.
+func ensureVersion(store *buffer.Store, tc occupancy.TopologyConfig, now int64) error {
+	versions, err := store.Versions()
+	if err != nil {
+		return fmt.Errorf("read topology versions: %w", err)
+	}
+	at := now
+	if n := len(versions); n > 0 {
+		last := versions[n-1]
+		if gateway.TopologyEqual(last.Topology, tc) {
+			return nil
+		}
+		if at <= last.At {
+			at = last.At + 1
+		}
+	}
+	if err := store.PutVersion(occupancy.Version{At: at, Topology: tc}); err != nil {
+		return fmt.Errorf("store topology version: %w", err)
+	}
+	return nil
+}
+
+// Close stops intake, finishes in-flight appends and acks, runs a final tick and
+// commit, publishes `offline`, disconnects, stops the broker and the HTTP API and
+// closes Badger, within 10 s.
+func (m *Main) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	return m.cleanupLocked()
+}
+
+func (m *Main) cleanupLocked() error {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout-time.Second)
+	defer cancel()
+	var errs []error
+	if m.gw != nil {
+		if err := m.gw.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop gateway: %w", err))
+		}
+		m.gw.SetStorageClosed()
+	}
+	if m.http != nil {
+		if err := m.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop http: %w", err))
+		}
+		select {
+		case <-m.httpDone:
+		case <-ctx.Done():
+		}
+	}
+	if m.runStop != nil {
+		m.runStop()
+		select {
+		case <-m.runDone:
+		case <-ctx.Done():
+		}
+	}
+	if m.store != nil {
+		if err := m.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close storage: %w", err))
+		}
+	}
+	if len(errs) == 0 && m.gw != nil {
+		m.Logger.Info().Msg("occupancyd stopped")
+	}
+	return errors.Join(errs...)
+}
+
+// Reload re-reads ConfigPath (SIGHUP): topology (a new version from now), capacities,
+// resets, engine.tick and log.level take effect; other changes are logged as needing a
+// restart. A bad file is refused and the running config stays.
+func (m *Main) Reload() error {
+	m.mu.Lock()
+	gw := m.gw
+	path := m.ConfigPath
+	m.mu.Unlock()
+	if gw == nil {
+		return errors.New("reload: not running")
+	}
+	if path == "" {
+		return errors.New("reload: no config file (run --config FILE)")
+	}
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		m.Logger.Error().Err(err).Msg("reload refused; the running config stays")
+		return fmt.Errorf("reload: %w", err)
+	}
+	cfg.ApplyDefaults()
+	restart, err := gw.Reload(cfg)
+	if err != nil {
+		m.Logger.Error().Err(err).Msg("reload failed")
+		return fmt.Errorf("reload: %w", err)
+	}
+	if lvl, err := zerolog.ParseLevel(cfg.Log.Level); err == nil && cfg.Log.Level != "" {
+		zerolog.SetGlobalLevel(lvl)
+	}
+	m.mu.Lock()
+	m.Config = gw.Config()
+	m.mu.Unlock()
+	if len(restart) > 0 {
+		m.Logger.Warn().Strs("keys", restart).Msg("config changes that need a restart to take effect")
+	}
+	m.Logger.Info().Str("config", path).Msg("config reloaded")
+	return nil
+}
+
+// runCommand is `occupancyd run [--config FILE]`.
+func runCommand(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	configPath := fs.String("config", "", "configuration file (YAML)")
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("run: %w (usage: occupancyd run [--config FILE])", err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("run: unexpected argument %q (usage: occupancyd run [--config FILE])", fs.Arg(0))
+	}
+	m := NewMain()
+	if *configPath != "" {
+		cfg, err := gateway.LoadConfig(*configPath)
+		if err != nil {
+			return err
+		}
+		m.Config = cfg
+		m.ConfigPath = *configPath
+	}
+	// The logger itself passes everything; the level is the global one so that a
+	// reload can change it.
+	logCfg := m.Config.Log
+	level := logCfg.Level
+	logCfg.Level = "debug"
+	log, err := gateway.NewLogger(logCfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if lvl, err := zerolog.ParseLevel(level); err == nil && level != "" {
+		zerolog.SetGlobalLevel(lvl)
+	}
+	m.Logger = log
+	return runUntilSignal(m, log)
+}
+
+// runUntilSignal runs m until SIGINT/SIGTERM (a second one aborts the drain: exit at
+// once); SIGHUP reloads.
+func runUntilSignal(m *Main, log zerolog.Logger) error {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if err := m.Run(context.Background()); err != nil {
+		return err
+	}
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			_ = m.Reload() // logged; the running config stays on error
+			continue
+		}
+		log.Info().Str("signal", sig.String()).Msg("stopping (a second signal exits at once)")
+		done := make(chan error, 1)
+		go func() { done <- m.Close() }()
+		for {
+			select {
+			case err := <-done:
+				return err
+			case s := <-sigs:
+				if s == syscall.SIGHUP {
+					continue
+				}
+				log.Warn().Str("signal", s.String()).Msg("second signal: exiting without draining")
+				os.Exit(1)
+			}
+		}
+	}
+	return nil
+}

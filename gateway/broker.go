@@ -1,0 +1,146 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/rs/zerolog"
+)
+
+// BrokerOptions configure the embedded MQTT broker.
+type BrokerOptions struct {
+	Listen   string // host:port; loopback unless Username and Password are set
+	Username string // with Password: every client must present them
+	Password string
+	Logger   zerolog.Logger
+}
+
+// Broker is the embedded mochi-mqtt broker (mqtt.broker "").
+type Broker struct {
+	srv  *mochi.Server
+	tcp  *listeners.TCP
+	addr string
+}
+
+// ErrOpenBroker refuses an embedded broker on a non-loopback address without users.
+var ErrOpenBroker = errors.New("embedded broker on a non-loopback address needs mqtt.username and mqtt.password_file")
+
+// isLoopback reports whether a listen address only accepts local connections.
+func isLoopback(listen string) (bool, error) {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false, fmt.Errorf("mqtt.embedded.listen %q: %w", listen, err)
+	}
+	if host == "localhost" {
+		return true, nil
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback(), nil
+}
+
+// StartBroker starts the embedded broker and returns once it listens. Retained
+// messages never expire (retained occupancy must outlive any idle period), client
+// inflight and write queues are raised so a connected gateway is not dropped from.
+func StartBroker(o BrokerOptions) (*Broker, error) {
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:1883"
+	}
+	loop, err := isLoopback(o.Listen)
+	if err != nil {
+		return nil, err
+	}
+	if !loop && (o.Username == "" || o.Password == "") {
+		return nil, fmt.Errorf("mqtt.embedded.listen %q: %w", o.Listen, ErrOpenBroker)
+	}
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumMessageExpiryInterval = 0 // 0: retained messages never expire
+	caps.MaximumInflight = 65535          // per client; QoS messages are never dropped below it
+	caps.MaximumClientWritesPending = 64 * 1024
+	caps.ReceiveMaximum = 65535
+	srv := mochi.New(&mochi.Options{
+		Capabilities: caps,
+		Logger:       slog.New(&slogBridge{log: o.Logger.With().Str("component", "broker").Logger()}),
+	})
+	if err := srv.AddHook(&authHook{user: []byte(o.Username), pass: []byte(o.Password)}, nil); err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	tcp := listeners.NewTCP(listeners.Config{ID: "occupancyd-tcp", Address: o.Listen})
+	if err := srv.AddListener(tcp); err != nil {
+		return nil, fmt.Errorf("embedded broker listen on %s: %w", o.Listen, err)
+	}
+	if err := srv.Serve(); err != nil {
+		_ = srv.Close()
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	b := &Broker{srv: srv, tcp: tcp, addr: tcp.Address()}
+	o.Logger.Info().Str("listen", b.addr).Bool("auth", o.Username != "").Msg("embedded MQTT broker started")
+	return b, nil
+}
+
+// Addr is the address the broker listens on (the real port when listening on :0).
+func (b *Broker) Addr() string { return b.addr }
+
+// Close stops the broker.
+func (b *Broker) Close() error { return b.srv.Close() }
+
+// authHook allows every client when no user is configured (loopback only), else
+// requires the configured username and password.
+type authHook struct {
+	mochi.HookBase
+	user, pass []byte
+}
+
+func (h *authHook) ID() string { return "occupancyd-auth" }
+
+func (h *authHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mochi.OnConnectAuthenticate, mochi.OnACLCheck}, []byte{b})
+}
+
+func (h *authHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
+	if len(h.user) == 0 {
+		return true
+	}
+	u := subtle.ConstantTimeCompare(cl.Properties.Username, h.user)
+	p := subtle.ConstantTimeCompare(pk.Connect.Password, h.pass)
+	return u&p == 1
+}
+
+func (h *authHook) OnACLCheck(*mochi.Client, string, bool) bool { return true }
+
+// slogBridge forwards mochi's slog records at warn and above to zerolog.
+type slogBridge struct {
+	log   zerolog.Logger
+	attrs []slog.Attr
+}
+
+func (s *slogBridge) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (s *slogBridge) Handle(_ context.Context, r slog.Record) error {
+	e := s.log.Warn()
+	if r.Level >= slog.LevelError {
+		e = s.log.Error()
+	}
+	for _, a := range s.attrs {
+		e = e.Str(a.Key, a.Value.String())
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		e = e.Str(a.Key, a.Value.String())
+		return true
+	})
+	e.Msg(r.Message)
+	return nil
+}
+
+func (s *slogBridge) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &slogBridge{log: s.log, attrs: append(append([]slog.Attr(nil), s.attrs...), attrs...)}
+}
+
+func (s *slogBridge) WithGroup(string) slog.Handler { return s }

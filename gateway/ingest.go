@@ -1,0 +1,486 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+// inMsg is one MQTT message handed from the paho handler to the ingest workers.
+type inMsg struct {
+	topic    string
+	payload  []byte
+	ack      func()
+	received int64 // Unix ms
+}
+
+// ingester owns the bounded hand-off channel and the worker goroutines. paho's
+// handlers only push into the channel; the workers decode, store (group commit),
+// acknowledge and apply.
+type ingester struct {
+	g       *Gateway
+	ch      chan inMsg
+	workers int
+	batch   int
+
+	stopping chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	ctx      context.Context // cancelled when a drain must be abandoned
+	cancel   context.CancelFunc
+
+	parkedInFlight atomic.Int64
+}
+
+func newIngester(g *Gateway, workers, batch int) *ingester {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &ingester{
+		g:        g,
+		ch:       make(chan inMsg, workers*batch),
+		workers:  workers,
+		batch:    batch,
+		stopping: make(chan struct{}),
+		ctx:      ctx,
+		cancel:   cancel,
+	}
+}
+
+func (in *ingester) start() {
+	for i := 0; i < in.workers; i++ {
+		in.wg.Add(1)
+		go func() {
+			defer in.wg.Done()
+			in.work()
+		}()
+	}
+}
+
+// submit hands one message to the workers. It blocks while the channel is full
+// (paho runs each handler in its own goroutine with SetOrderMatters(false), so this
+// never blocks the client's loop). After stop it returns false and the message stays
+// unacknowledged: the broker redelivers it to the persistent session.
+func (in *ingester) submit(m inMsg) bool {
+	select {
+	case <-in.stopping:
+		return false
+	default:
+	}
+	select {
+	case in.ch <- m:
+		return true
+	case <-in.stopping:
+		return false
+	}
+}
+
+// stop stops intake and waits for the workers to finish what they hold, or for ctx.
+func (in *ingester) stop(ctx context.Context) {
+	in.stopOnce.Do(func() { close(in.stopping) })
+	done := make(chan struct{})
+	go func() {
+		in.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		in.cancel() // abandon appends in flight: they are not acknowledged
+		<-done
+	}
+}
+
+func (in *ingester) work() {
+	msgs := make([]inMsg, 0, in.batch)
+	for {
+		msgs = msgs[:0]
+		select {
+		case m := <-in.ch:
+			msgs = append(msgs, m)
+		case <-in.stopping:
+			// Drain what was already handed over, then exit.
+			for {
+				msgs = in.fill(msgs[:0])
+				if len(msgs) == 0 {
+					return
+				}
+				in.process(msgs)
+			}
+		}
+		in.process(in.fill(msgs))
+	}
+}
+
+// fill adds messages already waiting in the channel, up to the batch size.
+func (in *ingester) fill(msgs []inMsg) []inMsg {
+	for len(msgs) < in.batch {
+		select {
+		case m := <-in.ch:
+			msgs = append(msgs, m)
+		default:
+			return msgs
+		}
+	}
+	return msgs
+}
+
+// msgWork is the state of one message through process.
+type msgWork struct {
+	msg        inMsg
+	dpu        string
+	events     []occupancy.Event
+	parked     []bool
+	rejections []occupancy.Rejection
+}
+
+// process takes a batch of messages through decode -> checks -> buffer.Append ->
+// ack -> engine.Apply.
+func (in *ingester) process(msgs []inMsg) {
+	g := in.g
+	cfg := g.Config()
+	names := g.currentNames()
+	start := time.Now()
+
+	work := make([]msgWork, len(msgs))
+	nEvents := 0
+	for i, m := range msgs {
+		w := &work[i]
+		w.msg = m
+		dpu, err := dpuFromTopic(names.filters, m.topic)
+		if err != nil {
+			w.rejections = []occupancy.Rejection{{Reason: occupancy.ReasonBadTopic, Detail: err.Error(), Index: -1}}
+			continue
+		}
+		w.dpu = dpu
+		lim := occupancy.Limits{
+			Now:           m.received,
+			MaxFutureSkew: cfg.Engine.MaxFutureSkew.Milliseconds(),
+			MaxPayload:    cfg.MQTT.MaxPayload,
+		}
+		if cfg.Storage.Retention > 0 {
+			lim.Oldest = m.received - cfg.Storage.Retention.Milliseconds()
+		}
+		evs, rejs := occupancy.DecodePayload(dpu, m.payload, lim)
+		for j := range evs {
+			evs[j].Received = m.received
+		}
+		w.events, w.rejections = evs, rejs
+		nEvents += len(evs)
+	}
+
+	// Hold the topology steady from the Mappable check until the engine has the
+	// events, so the parked flag stored with each event matches the engine.
+	g.topoMu.RLock()
+	defer g.topoMu.RUnlock()
+
+	drop := cfg.Engine.LateEvents == "drop"
+	maxParked := cfg.Storage.MaxParked
+	var batchParked int64
+	g.mu.Lock()
+	horizon := g.eng.Horizon()
+	for i := range work {
+		w := &work[i]
+		kept := w.events[:0]
+		for j, e := range w.events {
+			if e.TS < horizon {
+				if drop {
+					w.rejections = append(w.rejections, occupancy.Rejection{
+						Reason: occupancy.ReasonLate,
+						Detail: fmt.Sprintf("ts %s is before the settled horizon %s", msString(e.TS), msString(horizon)),
+						Index:  eventIndex(len(w.events), j),
+					})
+					continue
+				}
+				e.Late = true
+			}
+			parked := !g.eng.Mappable(e.DPU, e.TS)
+			if parked {
+				if maxParked > 0 && int64(g.store.ParkedCount())+in.parkedInFlight.Load()+batchParked >= int64(maxParked) {
+					w.rejections = append(w.rejections, occupancy.Rejection{
+						Reason: occupancy.ReasonUnknownDPU,
+						Detail: fmt.Sprintf("DPU %q is in no topology version and storage.max_parked (%d) is reached", e.DPU, maxParked),
+						Index:  eventIndex(len(w.events), j),
+					})
+					continue
+				}
+				batchParked++
+			}
+			kept = append(kept, e)
+			w.parked = append(w.parked, parked)
+		}
+		w.events = kept
+	}
+	g.mu.Unlock()
+	in.parkedInFlight.Add(batchParked)
+	defer in.parkedInFlight.Add(-batchParked)
+
+	// One Append for the whole batch: the buffer group-commits it with the batches of
+	// the other workers.
+	var all []occupancy.Event
+	var allParked []bool
+	for i := range work {
+		all = append(all, work[i].events...)
+		allParked = append(allParked, work[i].parked...)
+	}
+	var results []buffer.AppendResult
+	var storeErr error
+	if len(all) > 0 {
+		results, storeErr = g.store.Append(in.ctx, all, allParked)
+		if storeErr == nil && len(results) != len(all) {
+			storeErr = fmt.Errorf("buffer returned %d results for %d events", len(results), len(all))
+		}
+	}
+	if storeErr != nil {
+		g.log.Error().Err(storeErr).Int("events", len(all)).
+			Msg("store events failed; not acknowledged, the broker will redeliver")
+	}
+
+	// Acknowledge: a message whose events are durable (or that had none to store),
+	// after its rejections are recorded.
+	for i := range work {
+		w := &work[i]
+		g.metrics.EventsReceived.Add(float64(len(w.events) + len(w.rejections)))
+		if storeErr != nil && len(w.events) > 0 {
+			continue
+		}
+		for _, r := range w.rejections {
+			g.reject(w.msg, w.dpu, r)
+		}
+		w.msg.ack()
+	}
+	g.metrics.IngestBatch.Observe(time.Since(start).Seconds())
+	if storeErr != nil || len(all) == 0 {
+		return
+	}
+
+	// Apply the events that were new.
+	fresh := make([]occupancy.Event, 0, len(all))
+	dups := 0
+	for i, e := range all {
+		if results[i].Duplicate {
+			dups++
+			g.stats.Duplicate(e.DPU)
+			continue
+		}
+		fresh = append(fresh, e)
+		g.stats.Accepted(e)
+		if allParked[i] {
+			g.stats.Parked(e.DPU)
+		}
+	}
+	g.metrics.EventsDuplicate.Add(float64(dups))
+	g.metrics.EventsAccepted.Add(float64(len(fresh)))
+	if len(fresh) == 0 {
+		return
+	}
+	g.mu.Lock()
+	res, err := g.eng.Apply(fresh, g.nowMS())
+	g.mu.Unlock()
+	if err != nil {
+		g.log.Error().Err(err).Int("events", len(fresh)).Msg("engine apply failed (events are stored)")
+		return
+	}
+	g.metrics.EventsLate.Add(float64(res.Late))
+}
+
+// eventIndex is the batch index of element j for a rejection (-1 for a single event).
+func eventIndex(n, j int) int {
+	if n <= 1 {
+		return -1
+	}
+	return j
+}
+
+// reject records one rejection: published on the rejected topic (QoS 0), kept as a
+// dead letter, counted, and logged at a bounded rate.
+func (g *Gateway) reject(m inMsg, dpu string, r occupancy.Rejection) {
+	names := g.currentNames()
+	g.metrics.EventsRejected.WithLabelValues(string(r.Reason)).Inc()
+	if dpu != "" {
+		g.stats.Rejected(dpu)
+	}
+	if g.mqtt != nil {
+		payload := RejectionJSON(m.topic, r, m.payload)
+		g.mqtt.publish(names.rejectedTopic, 0, false, payload)
+	}
+	dl := buffer.DeadLetter{
+		Time:    m.received,
+		Topic:   m.topic,
+		Reason:  string(r.Reason),
+		Detail:  r.Detail,
+		Payload: cut(m.payload, maxDeadLetterPayload),
+	}
+	if err := g.store.PutDeadLetter(dl); err != nil {
+		g.log.Warn().Err(err).Msg("store dead letter")
+	}
+	g.rej.log(func(e *zerolog.Event) *zerolog.Event {
+		return e.Str("topic", m.topic).Str("reason", string(r.Reason)).Str("detail", r.Detail)
+	}, "rejected input")
+}
+
+const (
+	maxRejectedPayload   = 1024
+	maxDeadLetterPayload = 64 * 1024
+)
+
+func cut(b []byte, n int) []byte {
+	if len(b) > n {
+		b = b[:n]
+	}
+	return append([]byte(nil), b...)
+}
+
+// rejectionJSON is the payload on the rejected topic (DESIGN 2).
+type rejectionJSON struct {
+	Topic   string `json:"topic"`
+	Reason  string `json:"reason"`
+	Payload string `json:"payload"`
+	Detail  string `json:"detail,omitempty"`
+	Index   *int   `json:"index,omitempty"`
+}
+
+// RejectionJSON renders `{"topic","reason","payload"}` (plus "detail" and, for a batch
+// element, "index"); payload is the message cut to 1 KiB, as a JSON string.
+func RejectionJSON(topic string, r occupancy.Rejection, payload []byte) []byte {
+	v := rejectionJSON{
+		Topic:   topic,
+		Reason:  string(r.Reason),
+		Payload: strings.ToValidUTF8(string(cut(payload, maxRejectedPayload)), "\uFFFD"),
+		Detail:  r.Detail,
+	}
+	if r.Index >= 0 {
+		idx := r.Index
+		v.Index = &idx
+	}
+	b, err := json.Marshal(v)
+	if err != nil { // cannot happen with strings only
+		return []byte(`{"topic":"","reason":"` + string(r.Reason) + `","payload":""}`)
+	}
+	return b
+}
+
+// ---- topics ----
+
+// dpuSegment returns the index of the last `+` level of filter, the DPU id's level.
+func dpuSegment(filter string) (int, error) {
+	levels := strings.Split(filter, "/")
+	idx := -1
+	for i, l := range levels {
+		switch {
+		case l == "+":
+			idx = i
+		case l == "#":
+			if i != len(levels)-1 {
+				return 0, fmt.Errorf("filter %q: # must be the last level", filter)
+			}
+		case strings.ContainsAny(l, "+#"):
+			return 0, fmt.Errorf("filter %q: wildcards must fill a whole level", filter)
+		}
+	}
+	if idx < 0 {
+		return 0, fmt.Errorf("filter %q has no + level for the DPU id", filter)
+	}
+	return idx, nil
+}
+
+// matchTopic reports whether topic matches filter and returns the level matched by
+// the filter's last `+`.
+func matchTopic(filter, topic string) (string, bool) {
+	fl := strings.Split(filter, "/")
+	tl := strings.Split(topic, "/")
+	last := -1
+	for i, l := range fl {
+		if l == "+" {
+			last = i
+		}
+	}
+	for i, l := range fl {
+		if l == "#" {
+			if last < 0 || last >= len(tl) {
+				return "", false
+			}
+			return tl[last], true
+		}
+		if i >= len(tl) {
+			return "", false
+		}
+		if l != "+" && l != tl[i] {
+			return "", false
+		}
+	}
+	if len(fl) != len(tl) || last < 0 {
+		return "", false
+	}
+	return tl[last], true
+}
+
+var errNoFilter = errors.New("topic matches no mqtt.events_topic filter")
+
+// dpuFromTopic finds the first filter matching topic and returns the DPU id (the
+// level matched by its last `+`), which must be a valid id.
+func dpuFromTopic(filters []string, topic string) (string, error) {
+	for _, f := range filters {
+		if dpu, ok := matchTopic(f, topic); ok {
+			if !occupancy.ValidID(dpu) {
+				return "", fmt.Errorf("DPU id %q in topic %q is not [A-Za-z0-9_-]{1,64}", dpu, topic)
+			}
+			return dpu, nil
+		}
+	}
+	return "", fmt.Errorf("%w: %q", errNoFilter, topic)
+}
+
+// ---- bounded-rate logging ----
+
+// rateLog logs at most one line per interval; lines in between are counted and the
+// count is reported with the next line.
+type rateLog struct {
+	l          zerolog.Logger
+	every      time.Duration
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func newRateLog(l zerolog.Logger, every time.Duration) *rateLog {
+	return &rateLog{l: l, every: every}
+}
+
+func (r *rateLog) log(fields func(*zerolog.Event) *zerolog.Event, msg string) {
+	r.mu.Lock()
+	now := time.Now()
+	if !r.last.IsZero() && now.Sub(r.last) < r.every {
+		r.suppressed++
+		r.mu.Unlock()
+		return
+	}
+	n := r.suppressed
+	r.suppressed = 0
+	r.last = now
+	r.mu.Unlock()
+	e := fields(r.l.Warn())
+	if n > 0 {
+		e = e.Int("suppressed", n)
+	}
+	e.Msg(msg)
+}
+
+// flush reports lines suppressed since the last one.
+func (r *rateLog) flush() {
+	r.mu.Lock()
+	n := r.suppressed
+	r.suppressed = 0
+	r.mu.Unlock()
+	if n > 0 {
+		r.l.Warn().Int("suppressed", n).Msg("rejected input (suppressed lines)")
+	}
+}

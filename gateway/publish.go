@@ -1,0 +1,54 @@
+package gateway
+
+import (
+	"strconv"
+
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+// occupancyTopic is `<output_prefix>/<space>`; its value topic adds `/count`.
+func occupancyTopic(prefix, space string) string { return prefix + "/" + space }
+
+// publishOccupancies publishes, retained with QoS 1, the JSON object and the bare
+// count of each space.
+func (g *Gateway) publishOccupancies(occs []occupancy.Occupancy) {
+	if g.mqtt == nil {
+		return
+	}
+	prefix := g.currentNames().outputPrefix
+	for _, o := range occs {
+		b, err := OccupancyJSON(o)
+		if err != nil {
+			g.log.Error().Err(err).Str("space", o.Space).Msg("render occupancy")
+			continue
+		}
+		topic := occupancyTopic(prefix, o.Space)
+		g.mqtt.publish(topic, 1, true, b)
+		g.mqtt.publish(topic+"/count", 1, true, []byte(strconv.FormatInt(o.Occupancy, 10)))
+	}
+}
+
+// publishAllSpaces publishes every space (at start and after every reconnect).
+func (g *Gateway) publishAllSpaces() {
+	occs := g.Spaces()
+	g.publishOccupancies(occs)
+	for _, o := range occs {
+		g.metrics.SpaceOccupancy.WithLabelValues(o.Space).Set(float64(o.Occupancy))
+	}
+}
+
+// clearSpace removes a deleted space's retained topics and its Home Assistant config
+// (empty retained payloads).
+func (g *Gateway) clearSpace(id string) {
+	if g.mqtt == nil {
+		return
+	}
+	names := g.currentNames()
+	topic := occupancyTopic(names.outputPrefix, id)
+	g.mqtt.publish(topic, 1, true, nil)
+	g.mqtt.publish(topic+"/count", 1, true, nil)
+	if names.haEnabled {
+		g.mqtt.publish(discoveryTopic(names.haPrefix, g.Config().Gateway.ID, id), 1, true, nil)
+	}
+	g.metrics.SpaceOccupancy.DeleteLabelValues(id)
+}
