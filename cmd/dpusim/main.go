@@ -1,0 +1,215 @@
+// Command dpusim is a DPU simulator and load generator for occupancyd (DESIGN 10):
+// it writes synthetic campus configs, publishes realistic DPU traffic with a known
+// truth and verifies a gateway against it, and runs the end-to-end benchmark.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const usage = `dpusim: a DPU simulator and load generator for occupancyd
+
+Usage:
+  dpusim topology --sites N --dpus-per-site M [--seed S] [--site-topics] [--shard K/N] [...]
+  dpusim run --config FILE [--broker URL] [--rate EVENTS_PER_S] [--duration D]
+             [--reorder FRACTION] [--max-delay D] [--duplicates FRACTION]
+             [--late FRACTION] [--bad FRACTION] [--connections N] [--seed S]
+             [--verify HTTP_URL[,HTTP_URL...]] [--site-topics]
+  dpusim bench [--sites N] [--dpus-per-site M] [--rate R] [--duration D] [...]
+
+topology writes a complete occupancyd config (YAML) for a synthetic campus to stdout:
+  sites > floors (up to 10 rooms each) > rooms; an entrance from the outside into each
+  site's lobby, doorways between neighbouring rooms, stairs between floors, and the
+  remaining DPUs as extra entrances or doorways between random rooms; one DPU per
+  doorway, capacities on rooms, sites and most floors. Deterministic per --seed.
+  Ids: site s0001, floor s0001-f1, room s0001-f1-r01, doorway s0001-w01, DPU s0001-d01.
+  By default DPUs publish to dpu/<id>/events. Sharding by site (DESIGN 9):
+    --site-topics   DPUs publish under their site, <site>/dpu/<id>/events; the config
+                    subscribes to +/dpu/+/events
+    --shard K/N     only the sites of shard K of N (a contiguous block of sites), with
+                    mqtt.events_topic listing <site>/dpu/+/events for each (implies
+                    site topics); shards of one --sites/--seed are disjoint and their
+                    union is the full campus
+  Also: --gateway-id, --broker, --embedded-listen, --http-listen, --storage-dir,
+  --settle-after, --tick, --log-level, --homeassistant, --probe.
+
+run publishes the traffic of simulated people (enter, move, leave; the true count is
+  never negative) for the config's DPUs over --connections QoS 1 connections, at --rate
+  events/s (0 = as fast as possible) for --duration. Every event has the DPU's integer
+  sequence number as id and an RFC 3339 ms ts. --reorder holds an event back by up to
+  --max-delay; --duplicates publishes it again; --late dates an entrance before the
+  settle window (engine.settle_after); --bad publishes malformed payloads. A progress
+  line goes to stderr every 5s; at the end the true occupancy of every space goes to
+  stdout. --verify URL[,URL...] then polls GET URL/v1/spaces (the union over all URLs,
+  for shards) until it equals the truth, or its values stop changing for 20s, or
+  --verify-timeout passes, prints the differing spaces and exits 1 on any difference.
+  --site-topics publishes to <site>/dpu/<id>/events (configs written with
+  --site-topics or --shard). The broker defaults to the config's (mqtt.broker, else
+  its embedded listener). Same --seed, same traffic.
+
+bench starts Mosquitto on a free 127.0.0.1 port (max_inflight_messages 1000,
+  max_queued_messages 1000000, persistence true) and puts the same dpusim load through
+  (a) a do-nothing QoS 1 subscriber and (b) occupancyd, and reports events/s of each,
+  their ratio, publish-to-retained-update latency p50/p99, occupancyd's peak RSS and
+  CPU. It prints a table and writes it as Markdown to bench-out/e2e.md.
+  See dpusim bench --help.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Main runs one dpusim command and returns its exit status.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "topology":
+		err = topologyCommand(args[1:], stdout, stderr)
+	case "run":
+		err = runCommand(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = benchCommand(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help", "-help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "dpusim: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "dpusim: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "dpusim: %v\n", err)
+		return 1
+	}
+}
+
+var errUsage = errors.New("usage")
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("dpusim "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: %s: unexpected argument %q", errUsage, fs.Name(), fs.Arg(0))
+	}
+	return nil
+}
+
+func topoFlags(fs *flag.FlagSet, o *TopoOptions) *string {
+	fs.IntVar(&o.Sites, "sites", o.Sites, "number of sites")
+	fs.IntVar(&o.DPUsPerSite, "dpus-per-site", o.DPUsPerSite, "DPUs per site")
+	fs.Uint64Var(&o.Seed, "seed", o.Seed, "random seed")
+	fs.BoolVar(&o.SiteTopics, "site-topics", o.SiteTopics, "subscribe to +/dpu/+/events (DPUs publish under their site)")
+	shard := fs.String("shard", "", "K/N: only the sites of shard K of N, with one <site>/dpu/+/events filter per site")
+	fs.StringVar(&o.GatewayID, "gateway-id", o.GatewayID, "gateway.id")
+	fs.StringVar(&o.Broker, "broker", o.Broker, `mqtt.broker ("" = embedded broker)`)
+	fs.StringVar(&o.EmbeddedListen, "embedded-listen", o.EmbeddedListen, "mqtt.embedded.listen")
+	fs.StringVar(&o.HTTPListen, "http-listen", o.HTTPListen, "http.listen")
+	fs.StringVar(&o.StorageDir, "storage-dir", o.StorageDir, "storage.dir")
+	fs.DurationVar(&o.SettleAfter, "settle-after", o.SettleAfter, "engine.settle_after")
+	fs.DurationVar(&o.Tick, "tick", o.Tick, "engine.tick")
+	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "log.level")
+	fs.BoolVar(&o.HomeAssistant, "homeassistant", o.HomeAssistant, "mqtt.homeassistant.enabled")
+	fs.BoolVar(&o.Probe, "probe", o.Probe, `add the quiet latency-probe site "probe" (DPU probe-d1)`)
+	return shard
+}
+
+func topologyCommand(args []string, stdout, stderr io.Writer) error {
+	o := DefaultTopoOptions()
+	fs := newFlagSet("topology", stderr)
+	shard := topoFlags(fs, &o)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *shard != "" {
+		k, n, err := parseShard(*shard)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		o.Shard, o.Shards = k, n
+	}
+	if err := o.check(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return WriteConfig(stdout, o)
+}
+
+func runFlags(fs *flag.FlagSet, o *RunOptions) *string {
+	fs.StringVar(&o.Config, "config", o.Config, "occupancyd config whose topology to simulate (required)")
+	fs.StringVar(&o.Broker, "broker", o.Broker, "MQTT broker URL (default: the config's mqtt.broker or embedded listener)")
+	fs.Float64Var(&o.Rate, "rate", o.Rate, "events per second over all connections (0 = as fast as possible)")
+	fs.DurationVar(&o.Duration, "duration", o.Duration, "how long to publish")
+	fs.Float64Var(&o.Reorder, "reorder", o.Reorder, "fraction of events held back by up to --max-delay")
+	fs.DurationVar(&o.MaxDelay, "max-delay", o.MaxDelay, "longest hold-back of a reordered or duplicated event")
+	fs.Float64Var(&o.Duplicates, "duplicates", o.Duplicates, "fraction of events published twice")
+	fs.Float64Var(&o.Late, "late", o.Late, "fraction of events dated before the settle window")
+	fs.Float64Var(&o.Bad, "bad", o.Bad, "fraction of malformed messages")
+	fs.IntVar(&o.Connections, "connections", o.Connections, "MQTT connections the DPUs are spread over")
+	fs.Uint64Var(&o.Seed, "seed", o.Seed, "random seed (same seed, same traffic)")
+	verify := fs.String("verify", "", "gateway HTTP base URL(s), comma-separated: compare GET /v1/spaces with the truth")
+	fs.DurationVar(&o.VerifyTimeout, "verify-timeout", o.VerifyTimeout, "longest wait for --verify")
+	fs.BoolVar(&o.SiteTopics, "site-topics", o.SiteTopics, "publish to <site>/dpu/<id>/events")
+	fs.DurationVar(&o.Progress, "progress", o.Progress, "interval of the progress line")
+	fs.BoolVar(&o.Quiet, "quiet", o.Quiet, "do not print the true occupancy table")
+	return verify
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := DefaultRunOptions()
+	fs := newFlagSet("run", stderr)
+	verify := runFlags(fs, &o)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if o.Config == "" {
+		return fmt.Errorf("%w: run: --config FILE is required", errUsage)
+	}
+	o.Verify = splitList(*verify)
+	if o.Progress <= 0 {
+		o.Progress = 5 * time.Second
+	}
+	_, err := Run(ctx, o, stdout, stderr)
+	return err
+}

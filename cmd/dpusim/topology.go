@@ -1,0 +1,333 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+// TopoOptions are the knobs of `dpusim topology`.
+type TopoOptions struct {
+	Sites       int
+	DPUsPerSite int
+	Seed        uint64
+
+	// SiteTopics makes the config subscribe to `+/dpu/+/events` (DPUs publish under
+	// their site, DESIGN 9); with a shard selected, to one `<site>/dpu/+/events`
+	// filter per owned site.
+	SiteTopics bool
+	// Shard K of Shards (1-based): only the sites of that shard. 0 = all sites.
+	Shard, Shards int
+	// Probe adds a quiet site "probe" (one room, one DPU "probe-d1") that the
+	// simulator never loads; `dpusim bench` times publish-to-retained on it.
+	Probe bool
+
+	GatewayID      string
+	Broker         string
+	EmbeddedListen string
+	HTTPListen     string
+	StorageDir     string
+	SettleAfter    time.Duration
+	Tick           time.Duration
+	LogLevel       string
+	HomeAssistant  bool
+}
+
+// DefaultTopoOptions are the flag defaults.
+func DefaultTopoOptions() TopoOptions {
+	return TopoOptions{
+		Sites: 10, DPUsPerSite: 50, Seed: 1,
+		GatewayID:      "campus",
+		EmbeddedListen: "127.0.0.1:1883",
+		HTTPListen:     "127.0.0.1:8080",
+		StorageDir:     "./data",
+		SettleAfter:    5 * time.Minute,
+		Tick:           time.Second,
+		LogLevel:       "info",
+		HomeAssistant:  true,
+	}
+}
+
+// Probe ids, see TopoOptions.Probe.
+const (
+	probeSite = "probe"
+	probeRoom = "probe-r1"
+	probeDPU  = "probe-d1"
+)
+
+// Site is one generated site of the campus.
+type Site struct {
+	ID       string
+	Spaces   []occupancy.SpaceConfig
+	Doorways []occupancy.DoorwayConfig
+	DPUs     []occupancy.DPUConfig
+}
+
+// siteWidth is the number of digits of site numbers: ids sort in site order.
+func siteWidth(n int) int {
+	w := len(strconv.Itoa(n))
+	if w < 4 {
+		w = 4
+	}
+	return w
+}
+
+// SiteID is the id of site i (0-based).
+func SiteID(i, sites int) string {
+	return fmt.Sprintf("s%0*d", siteWidth(sites), i+1)
+}
+
+// siteRNG gives each site its own stream so a shard's sites are exactly the sites of
+// the full campus, whatever else is selected.
+func siteRNG(seed uint64, site int) *rand.Rand {
+	return rand.New(rand.NewPCG(seed, uint64(site)*0x9E3779B97F4A7C15+1))
+}
+
+// GenerateSite builds site i of a campus of `sites` sites with m DPUs: floors of up
+// to 10 rooms; a spanning tree of doorways (an entrance into the lobby, corridors
+// between neighbouring rooms, stairs between floors) and the remaining DPUs as extra
+// entrances from the outside or doorways between random rooms. One DPU per doorway;
+// some DPUs face the other way (plus and minus swapped).
+func GenerateSite(seed uint64, i, sites, m int) Site {
+	r := siteRNG(seed, i)
+	sid := SiteID(i, sites)
+	s := Site{ID: sid}
+	rooms := (m*3 + 4) / 5 // ceil(0.6 m): at least one room, never more rooms than DPUs
+	if rooms < 1 {
+		rooms = 1
+	}
+	floors := (rooms + 9) / 10
+	roomID := func(k int) string { return fmt.Sprintf("%s-f%d-r%02d", sid, k/10+1, k%10+1) }
+	floorID := func(f int) string { return fmt.Sprintf("%s-f%d", sid, f+1) }
+
+	caps := make([]int64, rooms)
+	floorCap := make([]int64, floors)
+	var siteCap int64
+	for k := range caps {
+		caps[k] = 4 + r.Int64N(57)
+		floorCap[k/10] += caps[k]
+		siteCap += caps[k]
+	}
+	s.Spaces = append(s.Spaces, occupancy.SpaceConfig{ID: sid, Name: fmt.Sprintf("Site %d", i+1), Capacity: siteCap})
+	for f := 0; f < floors; f++ {
+		sp := occupancy.SpaceConfig{ID: floorID(f), Name: fmt.Sprintf("Site %d floor %d", i+1, f+1), Parent: sid}
+		if r.IntN(4) != 0 { // most floors have a capacity, some do not
+			sp.Capacity = floorCap[f]
+		}
+		s.Spaces = append(s.Spaces, sp)
+	}
+	for k := 0; k < rooms; k++ {
+		s.Spaces = append(s.Spaces, occupancy.SpaceConfig{
+			ID: roomID(k), Name: fmt.Sprintf("Site %d room %d.%02d", i+1, k/10+1, k%10+1),
+			Parent: floorID(k / 10), Capacity: caps[k],
+		})
+	}
+	add := func(from, to string, kind string) {
+		n := len(s.DPUs) + 1
+		door := fmt.Sprintf("%s-w%02d", sid, n)
+		s.Doorways = append(s.Doorways, occupancy.DoorwayConfig{ID: door, Name: fmt.Sprintf("Site %d %s %d", i+1, kind, n)})
+		d := occupancy.DPUConfig{ID: fmt.Sprintf("%s-d%02d", sid, n), Doorway: door, PlusSpace: to, MinusSpace: from}
+		if r.IntN(10) < 3 {
+			d.PlusSpace, d.MinusSpace = d.MinusSpace, d.PlusSpace
+		}
+		s.DPUs = append(s.DPUs, d)
+	}
+	add("", roomID(0), "entrance")
+	for k := 1; k < rooms; k++ {
+		if k%10 == 0 {
+			add(roomID(k-10), roomID(k), "stairs")
+		} else {
+			add(roomID(k-1), roomID(k), "door")
+		}
+	}
+	for len(s.DPUs) < m {
+		if rooms < 2 || r.IntN(4) == 0 {
+			add("", roomID(r.IntN(rooms)), "entrance")
+			continue
+		}
+		a := r.IntN(rooms)
+		b := r.IntN(rooms - 1)
+		if b >= a {
+			b++
+		}
+		add(roomID(a), roomID(b), "door")
+	}
+	return s
+}
+
+// ShardSites returns the 0-based site indexes of shard k of n (1-based k): a
+// contiguous block, so every shard has sites/n sites (±1).
+func ShardSites(sites, k, n int) []int {
+	if n <= 0 {
+		k, n = 1, 1
+	}
+	var out []int
+	for i := 0; i < sites; i++ {
+		if i*n/sites == k-1 {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// ProbeSite is the quiet site used by the latency probe.
+func ProbeSite() Site {
+	return Site{
+		ID: probeSite,
+		Spaces: []occupancy.SpaceConfig{
+			{ID: probeSite, Name: "Latency probe"},
+			{ID: probeRoom, Name: "Latency probe room", Parent: probeSite, Capacity: 10},
+		},
+		Doorways: []occupancy.DoorwayConfig{{ID: "probe-w1", Name: "Latency probe door"}},
+		DPUs:     []occupancy.DPUConfig{{ID: probeDPU, Doorway: "probe-w1", PlusSpace: probeRoom}},
+	}
+}
+
+func (o TopoOptions) check() error {
+	if o.Sites < 1 {
+		return fmt.Errorf("--sites must be at least 1, got %d", o.Sites)
+	}
+	if o.DPUsPerSite < 1 {
+		return fmt.Errorf("--dpus-per-site must be at least 1, got %d", o.DPUsPerSite)
+	}
+	if o.Shards < 0 || (o.Shards > 0 && (o.Shard < 1 || o.Shard > o.Shards)) {
+		return fmt.Errorf("--shard must be K/N with 1 <= K <= N, got %d/%d", o.Shard, o.Shards)
+	}
+	if o.Shards > o.Sites {
+		return fmt.Errorf("--shard %d/%d: more shards than sites (%d)", o.Shard, o.Shards, o.Sites)
+	}
+	return nil
+}
+
+// Sites returns the selected sites (all, or those of the shard), plus the probe.
+func (o TopoOptions) SelectedSites() []Site {
+	idx := ShardSites(o.Sites, o.Shard, o.Shards)
+	out := make([]Site, 0, len(idx)+1)
+	for _, i := range idx {
+		out = append(out, GenerateSite(o.Seed, i, o.Sites, o.DPUsPerSite))
+	}
+	if o.Probe {
+		out = append(out, ProbeSite())
+	}
+	return out
+}
+
+// EventsTopics is the mqtt.events_topic of the generated config.
+func (o TopoOptions) EventsTopics(sites []Site) []string {
+	switch {
+	case o.Shards > 0:
+		t := make([]string, 0, len(sites))
+		for _, s := range sites {
+			t = append(t, s.ID+"/dpu/+/events")
+		}
+		return t
+	case o.SiteTopics:
+		return []string{"+/dpu/+/events"}
+	}
+	return []string{"dpu/+/events"}
+}
+
+// WriteConfig writes a complete occupancyd config (DESIGN 7) for the options.
+func WriteConfig(w io.Writer, o TopoOptions) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	sites := o.SelectedSites()
+	bw := bufio.NewWriterSize(w, 1<<16)
+	q := strconv.Quote
+	p := func(format string, a ...any) { fmt.Fprintf(bw, format, a...) }
+	p("# occupancyd config for a synthetic campus, written by:\n")
+	p("#   dpusim topology --sites %d --dpus-per-site %d --seed %d", o.Sites, o.DPUsPerSite, o.Seed)
+	if o.Shards > 0 {
+		p(" --shard %d/%d", o.Shard, o.Shards)
+	} else if o.SiteTopics {
+		p(" --site-topics")
+	}
+	p("\n")
+	var nDPU, nSpace int
+	for _, s := range sites {
+		nDPU += len(s.DPUs)
+		nSpace += len(s.Spaces)
+	}
+	p("# %d sites, %d spaces, %d DPUs\n", len(sites), nSpace, nDPU)
+	p("gateway: {id: %s}\n", q(o.GatewayID))
+	p("mqtt:\n")
+	p("  broker: %s\n", q(o.Broker))
+	p("  embedded: {listen: %s}\n", q(o.EmbeddedListen))
+	topics := o.EventsTopics(sites)
+	if len(topics) == 1 {
+		p("  events_topic: %s\n", q(topics[0]))
+	} else {
+		p("  events_topic:\n")
+		for _, t := range topics {
+			p("    - %s\n", q(t))
+		}
+	}
+	p("  max_payload: 262144\n")
+	p("  output_prefix: occupancy\n")
+	p("  homeassistant: {enabled: %t, discovery_prefix: homeassistant}\n", o.HomeAssistant)
+	p("storage: {dir: %s, retention: 2160h, max_parked: 1000000}\n", q(o.StorageDir))
+	p("engine: {settle_after: %s, tick: %s, late_events: apply, clamp_negative: true, max_future_skew: 1m}\n",
+		shortDuration(o.SettleAfter), shortDuration(o.Tick))
+	p("http: {listen: %s}\n", q(o.HTTPListen))
+	p("log: {level: %s, format: console}\n", q(o.LogLevel))
+	p("topology:\n  spaces:\n")
+	for _, s := range sites {
+		for _, sp := range s.Spaces {
+			p("    - {id: %s, name: %s", q(sp.ID), q(sp.Name))
+			if sp.Parent != "" {
+				p(", parent: %s", q(sp.Parent))
+			}
+			if sp.Capacity > 0 {
+				p(", capacity: %d", sp.Capacity)
+			}
+			p("}\n")
+		}
+	}
+	p("  doorways:\n")
+	for _, s := range sites {
+		for _, d := range s.Doorways {
+			p("    - {id: %s, name: %s}\n", q(d.ID), q(d.Name))
+		}
+	}
+	p("  dpus:\n")
+	for _, s := range sites {
+		for _, d := range s.DPUs {
+			p("    - {id: %s, doorway: %s, plus_space: %s, minus_space: %s}\n", q(d.ID), q(d.Doorway), q(d.PlusSpace), q(d.MinusSpace))
+		}
+	}
+	return bw.Flush()
+}
+
+// shortDuration renders 5m0s as 5m and 1h0m0s as 1h (both parse with time.ParseDuration).
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// parseShard parses "K/N".
+func parseShard(s string) (k, n int, err error) {
+	a, b, ok := strings.Cut(s, "/")
+	if ok {
+		k, err = strconv.Atoi(a)
+		if err == nil {
+			n, err = strconv.Atoi(b)
+		}
+	}
+	if !ok || err != nil || n < 1 || k < 1 || k > n {
+		return 0, 0, fmt.Errorf("--shard wants K/N with 1 <= K <= N, got %q", s)
+	}
+	return k, n, nil
+}
