@@ -1,0 +1,268 @@
+package gateway
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+// DPUStat is one DPU's row of GET /v1/dpus.
+type DPUStat struct {
+	DPU         string `json:"dpu"`
+	LastEvent   string `json:"last_event,omitempty"` // RFC 3339 ms UTC of the last event ts
+	ClockSkewMS int64  `json:"clock_skew_ms"`        // last ts minus its receive time
+	Accepted    int64  `json:"accepted"`
+	Duplicates  int64  `json:"duplicates"`
+	Rejected    int64  `json:"rejected"`
+	Parked      int64  `json:"parked"`
+	Gaps        int64  `json:"gaps"` // sequence ids skipped (DESIGN 2)
+	Restarts    int64  `json:"restarts"`
+}
+
+// maxHoles bounds the sequence ids a DPU run remembers as missing (so that a late,
+// reordered event can fill its hole again). Holes past the bound stay counted as gaps
+// but can no longer be filled.
+const maxHoles = 256
+
+// DPUStats keeps per-DPU counters. It is goroutine-safe.
+//
+// Sequence tracking (DESIGN 2): where event ids are integers (decimal digits), each DPU
+// has a current run of its sequence and remembers the previous one. Within a run, ids
+// between the lowest and highest seen that have not arrived are gaps; a reordered event
+// that arrives later fills its hole again, so reordering alone never counts as a gap.
+// An id at or below the run's highest with a ts later than every event of the run is a
+// restart: a new run begins. Events with a ts before the current run that fit the
+// previous run (delivered late across the restart) count there.
+type DPUStats struct {
+	mu   sync.Mutex
+	dpus map[string]*dpuState
+}
+
+type dpuState struct {
+	stat     DPUStat
+	lastTS   int64 // max event ts seen
+	hasTS    bool
+	skew     int64
+	closed   int64 // gaps of runs that were dropped
+	cur, prv seqRun
+}
+
+// seqRun is one run of a DPU's integer sequence.
+type seqRun struct {
+	ok             bool
+	minSeq, maxSeq int64
+	minTS, maxTS   int64
+	holes          []int64 // sorted missing ids in (minSeq, maxSeq), at most maxHoles
+	untracked      int64   // missing ids not remembered in holes
+}
+
+func (r *seqRun) gaps() int64 { return int64(len(r.holes)) + r.untracked }
+
+// NewDPUStats returns empty statistics.
+func NewDPUStats() *DPUStats {
+	return &DPUStats{dpus: make(map[string]*dpuState)}
+}
+
+func (s *DPUStats) get(dpu string) *dpuState {
+	d := s.dpus[dpu]
+	if d == nil {
+		d = &dpuState{stat: DPUStat{DPU: dpu}}
+		s.dpus[dpu] = d
+	}
+	return d
+}
+
+// Accepted records an event stored for the first time (call it for parked events too;
+// Parked counts them additionally). It updates the last event time, the clock skew
+// (from the event with the latest ts and its receive time) and the sequence tracking.
+func (s *DPUStats) Accepted(e occupancy.Event) {
+	s.mu.Lock()
+	s.accepted(e)
+	s.mu.Unlock()
+}
+
+// AcceptedBatch records several accepted events under one lock.
+func (s *DPUStats) AcceptedBatch(evs []occupancy.Event) {
+	s.mu.Lock()
+	for _, e := range evs {
+		s.accepted(e)
+	}
+	s.mu.Unlock()
+}
+
+func (s *DPUStats) accepted(e occupancy.Event) {
+	d := s.get(e.DPU)
+	d.stat.Accepted++
+	if !d.hasTS || e.TS >= d.lastTS {
+		d.lastTS, d.hasTS = e.TS, true
+		if e.Received != 0 {
+			d.skew = e.TS - e.Received
+		}
+	}
+	if seq, ok := parseSeq(e.ID); ok {
+		d.observe(seq, e.TS)
+	}
+}
+
+// Duplicate counts an event that was already stored.
+func (s *DPUStats) Duplicate(dpu string) {
+	s.mu.Lock()
+	s.get(dpu).stat.Duplicates++
+	s.mu.Unlock()
+}
+
+// Rejected counts a rejected event (or message) of the DPU.
+func (s *DPUStats) Rejected(dpu string) {
+	s.mu.Lock()
+	s.get(dpu).stat.Rejected++
+	s.mu.Unlock()
+}
+
+// Parked counts an event parked because no topology version maps its DPU yet.
+func (s *DPUStats) Parked(dpu string) {
+	s.mu.Lock()
+	s.get(dpu).stat.Parked++
+	s.mu.Unlock()
+}
+
+// Snapshot returns a row for every known DPU (the topology's, never seen ones with zero
+// counters) and every DPU seen, sorted by id.
+func (s *DPUStats) Snapshot(known []string) []DPUStat {
+	s.mu.Lock()
+	out := make([]DPUStat, 0, len(s.dpus)+len(known))
+	for _, d := range s.dpus {
+		st := d.stat
+		if d.hasTS {
+			st.LastEvent = formatMS(d.lastTS)
+			st.ClockSkewMS = d.skew
+		}
+		st.Gaps = d.closed + d.cur.gaps() + d.prv.gaps()
+		out = append(out, st)
+	}
+	for _, id := range known {
+		if _, seen := s.dpus[id]; !seen {
+			out = append(out, DPUStat{DPU: id})
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].DPU < out[j].DPU })
+	// known may repeat an id; keep one row per DPU.
+	w := 0
+	for i := range out {
+		if w > 0 && out[w-1].DPU == out[i].DPU {
+			continue
+		}
+		out[w] = out[i]
+		w++
+	}
+	return out[:w]
+}
+
+// parseSeq reads an integer sequence id: 1 to 18 decimal digits.
+func parseSeq(id string) (int64, bool) {
+	if len(id) == 0 || len(id) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// observe places one integer sequence id with its ts (see DPUStats).
+func (d *dpuState) observe(seq, ts int64) {
+	switch {
+	case !d.cur.ok:
+		d.cur = newRun(seq, ts)
+	case d.cur.consistent(seq, ts):
+		d.cur.add(seq, ts)
+	case d.prv.ok && ts < d.cur.minTS && d.prv.consistent(seq, ts):
+		d.prv.add(seq, ts)
+	case seq <= d.cur.maxSeq && ts > d.cur.maxTS:
+		d.stat.Restarts++
+		d.closed += d.prv.gaps()
+		d.prv = d.cur
+		d.cur = newRun(seq, ts)
+	default:
+		// Sequence and clock disagree (e.g. the DPU clock stepped back): follow the
+		// sequence.
+		d.cur.add(seq, ts)
+	}
+}
+
+func newRun(seq, ts int64) seqRun {
+	return seqRun{ok: true, minSeq: seq, maxSeq: seq, minTS: ts, maxTS: ts}
+}
+
+// consistent reports whether (seq, ts) fits the run's order: sequence and time move
+// together.
+func (r *seqRun) consistent(seq, ts int64) bool {
+	switch {
+	case seq > r.maxSeq:
+		return ts >= r.maxTS
+	case seq < r.minSeq:
+		return ts <= r.minTS
+	default:
+		return ts >= r.minTS && ts <= r.maxTS
+	}
+}
+
+func (r *seqRun) add(seq, ts int64) {
+	switch {
+	case seq > r.maxSeq:
+		r.addHoles(r.maxSeq+1, seq-1)
+		r.maxSeq = seq
+	case seq < r.minSeq:
+		r.addHoles(seq+1, r.minSeq-1)
+		r.minSeq = seq
+	default:
+		i := sort.Search(len(r.holes), func(i int) bool { return r.holes[i] >= seq })
+		if i < len(r.holes) && r.holes[i] == seq {
+			r.holes = append(r.holes[:i], r.holes[i+1:]...)
+			if len(r.holes) == 0 {
+				r.holes = nil
+			}
+		}
+	}
+	r.minTS = min(r.minTS, ts)
+	r.maxTS = max(r.maxTS, ts)
+}
+
+// addHoles records the ids lo..hi as missing.
+func (r *seqRun) addHoles(lo, hi int64) {
+	if hi < lo {
+		return
+	}
+	n := hi - lo + 1
+	if n > maxHoles {
+		r.untracked += n
+		return
+	}
+	at := sort.Search(len(r.holes), func(i int) bool { return r.holes[i] > lo })
+	ins := make([]int64, 0, len(r.holes)+int(n))
+	ins = append(ins, r.holes[:at]...)
+	for v := lo; v <= hi; v++ {
+		ins = append(ins, v)
+	}
+	ins = append(ins, r.holes[at:]...)
+	if over := len(ins) - maxHoles; over > 0 {
+		// Forget the oldest holes; they stay counted.
+		r.untracked += int64(over)
+		ins = append(ins[:0:0], ins[over:]...)
+	}
+	r.holes = ins
+}
+
+// formatMS renders Unix ms as RFC 3339 with milliseconds in UTC.
+func formatMS(ms int64) string {
+	return time.UnixMilli(ms).UTC().Format(timeLayoutMS)
+}
+
+const timeLayoutMS = "2006-01-02T15:04:05.000Z"

@@ -1,0 +1,684 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// fakeQuerier is a tiny in-memory Querier for the HTTP layer's own tests: it records
+// what the server asked for and answers from fixed data. The real-stack test
+// (http_stack_test.go) runs the API over the real engine and store.
+type fakeQuerier struct {
+	mu       sync.Mutex
+	spaces   []occupancy.Occupancy
+	horizon  int64
+	notReady error
+	atCalls  [][2]int64
+	counts   [][3]int64
+	resets   []occupancy.Reset
+	dpus     []DPUStat
+	failAll  error
+	panicky  bool
+}
+
+func newFakeQuerier() *fakeQuerier {
+	return &fakeQuerier{
+		spaces: []occupancy.Occupancy{
+			{Space: "hq", Name: "HQ", Occupancy: 9, Capacity: 300, Updated: 1_795_000_000_000, SettledUntil: 1_794_999_700_000},
+			{Space: "lobby", Name: "Lobby", Occupancy: 7, Updated: 1_795_000_000_000, SettledUntil: 1_794_999_700_000},
+		},
+		horizon: 1_794_999_700_000,
+		dpus:    []DPUStat{{DPU: "283", LastEvent: "2026-11-27T10:00:00.123Z", ClockSkewMS: -40, Accepted: 12, Gaps: 1}},
+	}
+}
+
+func (f *fakeQuerier) Spaces() []occupancy.Occupancy {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]occupancy.Occupancy(nil), f.spaces...)
+}
+
+func (f *fakeQuerier) Space(id string) (occupancy.Occupancy, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, o := range f.spaces {
+		if o.Space == id {
+			return o, true
+		}
+	}
+	return occupancy.Occupancy{}, false
+}
+
+func (f *fakeQuerier) known(id string) bool { _, ok := f.Space(id); return ok }
+
+func (f *fakeQuerier) At(id string, t int64) (int64, error) {
+	if !f.known(id) {
+		return 0, fmt.Errorf("at: %w %q", occupancy.ErrUnknownSpace, id)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.atCalls = append(f.atCalls, [2]int64{t})
+	return t % 100, nil // a value derived from t, so the test sees which t arrived
+}
+
+func (f *fakeQuerier) Counts(id string, start, end, interval int64) ([]occupancy.Bucket, error) {
+	if !f.known(id) {
+		return nil, fmt.Errorf("counts: %w %q", occupancy.ErrUnknownSpace, id)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failAll != nil {
+		return nil, f.failAll
+	}
+	f.counts = append(f.counts, [3]int64{start, end, interval})
+	var bs []occupancy.Bucket
+	for s := start; s < end; s += interval {
+		bs = append(bs, occupancy.Bucket{Start: s, End: min(s+interval, end), Occupancy: 2, Min: 1, Max: 3, Entrances: 4, Exits: 5})
+	}
+	return bs, nil
+}
+
+func (f *fakeQuerier) Reset(r occupancy.Reset) error {
+	if !f.known(r.Space) {
+		return fmt.Errorf("reset: %w %q", occupancy.ErrUnknownSpace, r.Space)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r.TS < f.horizon {
+		return fmt.Errorf("%w: ts %d is before the settled horizon %d", ErrBadReset, r.TS, f.horizon)
+	}
+	f.resets = append(f.resets, r)
+	for i := range f.spaces {
+		if f.spaces[i].Space == r.Space {
+			f.spaces[i].Occupancy = r.Occupancy
+			f.spaces[i].Updated = r.TS
+		}
+	}
+	return nil
+}
+
+func (f *fakeQuerier) DPUs() []DPUStat {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.panicky {
+		panic("boom")
+	}
+	return f.dpus
+}
+
+func (f *fakeQuerier) Ready() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.notReady
+}
+
+// startServer runs a real HTTPServer on 127.0.0.1:0 until the test ends, then checks
+// that Shutdown works and Serve returned nil.
+func startServer(t *testing.T, token string, q Querier, m *Metrics, log zerolog.Logger) *HTTPServer {
+	t.Helper()
+	s, err := NewHTTPServer("127.0.0.1:0", token, q, m, log)
+	if err != nil {
+		t.Fatalf("NewHTTPServer: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Serve returned %v after Shutdown, want nil", err)
+		}
+	})
+	return s
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func do(t *testing.T, method, url, auth, body string) reply {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reply{resp.StatusCode, resp.Header, b}
+}
+
+// jsonEqual compares a JSON body with the expected JSON text structurally.
+func jsonEqual(t *testing.T, got []byte, want string) {
+	t.Helper()
+	var g, w any
+	if err := json.Unmarshal(got, &g); err != nil {
+		t.Fatalf("body %q is not JSON: %v", got, err)
+	}
+	if err := json.Unmarshal([]byte(want), &w); err != nil {
+		t.Fatalf("bad expectation %q: %v", want, err)
+	}
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("body:\n got %s\nwant %s", bytes.TrimSpace(got), want)
+	}
+}
+
+const (
+	tFake    = int64(1_795_000_000_000) // 2026-11-18T11:06:40Z
+)
+
+func TestHTTPReadRoutes(t *testing.T) {
+	q := newFakeQuerier()
+	s := startServer(t, "", q, nil, zerolog.Nop())
+	s.now = func() time.Time { return time.UnixMilli(tFake + 42) }
+	base := "http://" + s.Addr()
+
+	hqJSON := `{"space":"hq","name":"HQ","occupancy":9,"capacity":300,"utilization":0.03,"updated":"2026-11-18T11:06:40.000Z","settled_until":"2026-11-18T11:01:40.000Z"}`
+	lobbyJSON := `{"space":"lobby","name":"Lobby","occupancy":7,"updated":"2026-11-18T11:06:40.000Z","settled_until":"2026-11-18T11:01:40.000Z"}`
+	cases := []struct {
+		name   string
+		path   string
+		status int
+		want   string // exact JSON, or "" to check errSub
+		errSub string
+	}{
+		{"healthz", "/healthz", 200, `{"status":"ok"}`, ""},
+		{"readyz", "/readyz", 200, `{"status":"ready"}`, ""},
+		{"all spaces", "/v1/spaces", 200, "[" + hqJSON + "," + lobbyJSON + "]", ""},
+		{"one space", "/v1/spaces/lobby", 200, lobbyJSON, ""},
+		{"unknown space", "/v1/spaces/nope", 404, "", `unknown space "nope"`},
+		{"occupancy at offset time", "/v1/spaces/hq/occupancy?at=2026-11-27T10:00:00.123%2B01:00", 200,
+			`{"space":"hq","at":"2026-11-27T09:00:00.123Z","occupancy":23}`, ""},
+		{"occupancy at unescaped plus", "/v1/spaces/hq/occupancy?at=2026-11-27T10:00:00.123+01:00", 200,
+			`{"space":"hq","at":"2026-11-27T09:00:00.123Z","occupancy":23}`, ""},
+		{"occupancy at Z without fraction", "/v1/spaces/hq/occupancy?at=2026-11-27T09:00:00Z", 200,
+			`{"space":"hq","at":"2026-11-27T09:00:00.000Z","occupancy":0}`, ""},
+		{"occupancy at defaults to now", "/v1/spaces/hq/occupancy", 200,
+			`{"space":"hq","at":"2026-11-18T11:06:40.042Z","occupancy":42}`, ""},
+		{"occupancy bad at", "/v1/spaces/hq/occupancy?at=yesterday", 400, "", "query parameter at"},
+		{"occupancy unknown space", "/v1/spaces/nope/occupancy?at=2026-11-27T09:00:00Z", 404, "", `unknown space "nope"`},
+		{"counts", "/v1/spaces/hq/counts?start=2026-11-27T09:00:00Z&end=2026-11-27T09:40:00Z&interval=20m", 200,
+			`[{"start":"2026-11-27T09:00:00.000Z","end":"2026-11-27T09:20:00.000Z","occupancy":2,"min":1,"max":3,"entrances":4,"exits":5},
+			  {"start":"2026-11-27T09:20:00.000Z","end":"2026-11-27T09:40:00.000Z","occupancy":2,"min":1,"max":3,"entrances":4,"exits":5}]`, ""},
+		{"counts default interval", "/v1/spaces/hq/counts?start=2026-11-27T09:00:00Z&end=2026-11-27T09:15:00Z", 200,
+			`[{"start":"2026-11-27T09:00:00.000Z","end":"2026-11-27T09:15:00.000Z","occupancy":2,"min":1,"max":3,"entrances":4,"exits":5}]`, ""},
+		{"counts missing start", "/v1/spaces/hq/counts?end=2026-11-27T09:15:00Z", 400, "", "query parameter start is required"},
+		{"counts missing end", "/v1/spaces/hq/counts?start=2026-11-27T09:15:00Z", 400, "", "query parameter end is required"},
+		{"counts bad end", "/v1/spaces/hq/counts?start=2026-11-27T09:15:00Z&end=soon", 400, "", "query parameter end"},
+		{"counts end before start", "/v1/spaces/hq/counts?start=2026-11-27T09:15:00Z&end=2026-11-27T09:00:00Z", 400, "", "must be after start"},
+		{"counts end equals start", "/v1/spaces/hq/counts?start=2026-11-27T09:15:00Z&end=2026-11-27T09:15:00Z", 400, "", "must be after start"},
+		{"counts bad interval", "/v1/spaces/hq/counts?start=2026-11-27T09:00:00Z&end=2026-11-27T10:00:00Z&interval=often", 400, "", "query parameter interval"},
+		{"counts zero interval", "/v1/spaces/hq/counts?start=2026-11-27T09:00:00Z&end=2026-11-27T10:00:00Z&interval=0s", 400, "", "query parameter interval"},
+		{"counts negative interval", "/v1/spaces/hq/counts?start=2026-11-27T09:00:00Z&end=2026-11-27T10:00:00Z&interval=-5m", 400, "", "query parameter interval"},
+		{"counts too many buckets", "/v1/spaces/hq/counts?start=2026-11-27T00:00:00Z&end=2026-11-28T00:00:00Z&interval=1s", 400, "", "86400 buckets asked for, at most 10000"},
+		{"counts huge range", "/v1/spaces/hq/counts?start=0001-01-01T00:00:00Z&end=9999-12-31T00:00:00Z&interval=1ms", 400, "", "at most 10000"},
+		{"counts unknown space", "/v1/spaces/nope/counts?start=2026-11-27T09:00:00Z&end=2026-11-27T10:00:00Z", 404, "", `unknown space "nope"`},
+		{"dpus", "/v1/dpus", 200,
+			`[{"dpu":"283","last_event":"2026-11-27T10:00:00.123Z","clock_skew_ms":-40,"accepted":12,"duplicates":0,"rejected":0,"parked":0,"gaps":1,"restarts":0}]`, ""},
+		{"unknown route", "/v2/nothing", 404, "", "no route GET /v2/nothing"},
+		{"trailing slash is no route", "/v1/spaces/lobby/occupancy/extra", 404, "", "no route"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := do(t, "GET", base+c.path, "", "")
+			if r.status != c.status {
+				t.Fatalf("status = %d, want %d (body %s)", r.status, c.status, r.body)
+			}
+			if ct := r.header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("content type = %q, want application/json", ct)
+			}
+			if c.want != "" {
+				jsonEqual(t, r.body, c.want)
+				return
+			}
+			var e map[string]string
+			if err := json.Unmarshal(r.body, &e); err != nil || len(e) != 1 {
+				t.Fatalf("error body %q is not {\"error\": ...}: %v", r.body, err)
+			}
+			if !strings.Contains(e["error"], c.errSub) {
+				t.Errorf("error = %q, want it to contain %q", e["error"], c.errSub)
+			}
+		})
+	}
+
+	t.Run("counts arguments in ms", func(t *testing.T) {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		want := [][3]int64{
+			{1_795_770_000_000, 1_795_772_400_000, 1_200_000},
+			{1_795_770_000_000, 1_795_770_900_000, 900_000},
+		}
+		if !reflect.DeepEqual(q.counts, want) {
+			t.Errorf("Counts calls = %v, want %v", q.counts, want)
+		}
+	})
+	t.Run("largest bucket count allowed", func(t *testing.T) {
+		// 10,000 one-second buckets exactly.
+		r := do(t, "GET", base+"/v1/spaces/hq/counts?start=2026-11-27T00:00:00Z&end=2026-11-27T02:46:40Z&interval=1s", "", "")
+		var bs []bucketDoc
+		if err := json.Unmarshal(r.body, &bs); r.status != 200 || err != nil || len(bs) != MaxBuckets {
+			t.Errorf("status %d, %d buckets, %v; want 200, %d buckets", r.status, len(bs), err, MaxBuckets)
+		}
+	})
+	t.Run("not ready", func(t *testing.T) {
+		q.mu.Lock()
+		q.notReady = errors.New("mqtt not subscribed yet")
+		q.mu.Unlock()
+		defer func() { q.mu.Lock(); q.notReady = nil; q.mu.Unlock() }()
+		r := do(t, "GET", base+"/readyz", "", "")
+		if r.status != 503 {
+			t.Fatalf("status = %d, want 503", r.status)
+		}
+		jsonEqual(t, r.body, `{"error":"not ready: mqtt not subscribed yet"}`)
+		if r := do(t, "GET", base+"/healthz", "", ""); r.status != 200 {
+			t.Errorf("healthz status = %d while not ready, want 200", r.status)
+		}
+	})
+	t.Run("empty lists are arrays", func(t *testing.T) {
+		q.mu.Lock()
+		saved, savedD := q.spaces, q.dpus
+		q.spaces, q.dpus = nil, nil
+		q.mu.Unlock()
+		defer func() { q.mu.Lock(); q.spaces, q.dpus = saved, savedD; q.mu.Unlock() }()
+		for _, p := range []string{"/v1/spaces", "/v1/dpus"} {
+			r := do(t, "GET", base+p, "", "")
+			if r.status != 200 || strings.TrimSpace(string(r.body)) != "[]" {
+				t.Errorf("%s: %d %q, want 200 []", p, r.status, r.body)
+			}
+		}
+	})
+	t.Run("internal error", func(t *testing.T) {
+		q.mu.Lock()
+		q.failAll = errors.New("store: disk on fire")
+		q.mu.Unlock()
+		defer func() { q.mu.Lock(); q.failAll = nil; q.mu.Unlock() }()
+		r := do(t, "GET", base+"/v1/spaces/hq/counts?start=2026-11-27T09:00:00Z&end=2026-11-27T10:00:00Z", "", "")
+		if r.status != 500 {
+			t.Fatalf("status = %d, want 500", r.status)
+		}
+		jsonEqual(t, r.body, `{"error":"store: disk on fire"}`)
+	})
+	t.Run("handler panic", func(t *testing.T) {
+		q.mu.Lock()
+		q.panicky = true
+		q.mu.Unlock()
+		defer func() { q.mu.Lock(); q.panicky = false; q.mu.Unlock() }()
+		r := do(t, "GET", base+"/v1/dpus", "", "")
+		if r.status != 500 {
+			t.Fatalf("status = %d, want 500", r.status)
+		}
+		jsonEqual(t, r.body, `{"error":"internal error"}`)
+		if r := do(t, "GET", base+"/healthz", "", ""); r.status != 200 {
+			t.Errorf("server unhealthy after a panic: %d", r.status)
+		}
+	})
+}
+
+func TestHTTPMethods(t *testing.T) {
+	s := startServer(t, "secret", newFakeQuerier(), nil, zerolog.Nop())
+	base := "http://" + s.Addr()
+	cases := []struct {
+		method, path, allow string
+	}{
+		{"GET", "/v1/spaces/hq/reset", "POST"},
+		{"POST", "/v1/spaces", "GET, HEAD"},
+		{"DELETE", "/v1/spaces/hq", "GET, HEAD"},
+		{"PUT", "/healthz", "GET, HEAD"},
+	}
+	for _, c := range cases {
+		t.Run(c.method+" "+c.path, func(t *testing.T) {
+			r := do(t, c.method, base+c.path, "Bearer secret", "")
+			if r.status != http.StatusMethodNotAllowed {
+				t.Fatalf("status = %d, want 405 (body %s)", r.status, r.body)
+			}
+			if got := r.header.Get("Allow"); got != c.allow {
+				t.Errorf("Allow = %q, want %q", got, c.allow)
+			}
+			var e map[string]string
+			if err := json.Unmarshal(r.body, &e); err != nil || !strings.Contains(e["error"], "not allowed") {
+				t.Errorf("body %q, want a JSON error about the method", r.body)
+			}
+		})
+	}
+	t.Run("HEAD healthz", func(t *testing.T) {
+		if r := do(t, "HEAD", base+"/healthz", "", ""); r.status != 200 {
+			t.Errorf("status = %d, want 200", r.status)
+		}
+	})
+}
+
+func TestHTTPReset(t *testing.T) {
+	t.Run("no token configured", func(t *testing.T) {
+		q := newFakeQuerier()
+		s := startServer(t, "", q, nil, zerolog.Nop())
+		for _, auth := range []string{"", "Bearer ", "Bearer anything"} {
+			r := do(t, "POST", "http://"+s.Addr()+"/v1/spaces/hq/reset", auth, `{"occupancy":0}`)
+			if r.status != http.StatusForbidden {
+				t.Errorf("auth %q: status = %d, want 403", auth, r.status)
+			}
+			if !strings.Contains(string(r.body), "http.token") {
+				t.Errorf("body %s does not say how to enable writes", r.body)
+			}
+		}
+		if len(q.resets) != 0 {
+			t.Errorf("resets applied without a token: %v", q.resets)
+		}
+	})
+
+	q := newFakeQuerier()
+	s := startServer(t, "s3cret-token", q, nil, zerolog.Nop())
+	now := tFake + 5_000
+	s.now = func() time.Time { return time.UnixMilli(now) }
+	url := "http://" + s.Addr() + "/v1/spaces/%s/reset"
+	const good = "Bearer s3cret-token"
+	cases := []struct {
+		name, space, auth, body string
+		status                  int
+		errSub                  string
+		reset                   *occupancy.Reset
+	}{
+		{"missing token", "hq", "", `{"occupancy":0}`, 401, "bearer token", nil},
+		{"wrong token", "hq", "Bearer s3cret-tokem", `{"occupancy":0}`, 401, "bearer token", nil},
+		{"token prefix only", "hq", "Bearer s3cret", `{"occupancy":0}`, 401, "bearer token", nil},
+		{"token with suffix", "hq", "Bearer s3cret-token2", `{"occupancy":0}`, 401, "bearer token", nil},
+		{"basic scheme", "hq", "Basic s3cret-token", `{"occupancy":0}`, 401, "bearer token", nil},
+		{"raw token", "hq", "s3cret-token", `{"occupancy":0}`, 401, "bearer token", nil},
+		{"reset to zero now", "hq", good, `{"occupancy":0}`, 200, "",
+			&occupancy.Reset{Space: "hq", TS: now, Occupancy: 0}},
+		{"lowercase scheme, explicit ts", "lobby", "bearer s3cret-token", `{"occupancy": 4, "ts": "2026-11-18T12:06:41.5+01:00"}`, 200, "",
+			&occupancy.Reset{Space: "lobby", TS: tFake + 1_500, Occupancy: 4}},
+		{"ts as Unix ms", "lobby", good, `{"occupancy": 3, "ts": 1795000002000}`, 200, "",
+			&occupancy.Reset{Space: "lobby", TS: tFake + 2_000, Occupancy: 3}},
+		{"null ts is now", "hq", good, `{"occupancy": 1, "ts": null}`, 200, "",
+			&occupancy.Reset{Space: "hq", TS: now, Occupancy: 1}},
+		{"ts before horizon", "hq", good, `{"occupancy": 0, "ts": "2020-01-01T00:00:00Z"}`, 400, "before the settled horizon", nil},
+		{"negative occupancy", "hq", good, `{"occupancy": -1}`, 400, "must be >= 0", nil},
+		{"missing occupancy", "hq", good, `{"ts": "2026-11-18T11:06:41Z"}`, 400, `"occupancy" is required`, nil},
+		{"fractional occupancy", "hq", good, `{"occupancy": 1.5}`, 400, "body must be JSON", nil},
+		{"string occupancy", "hq", good, `{"occupancy": "3"}`, 400, "body must be JSON", nil},
+		{"unknown field", "hq", good, `{"occupancy": 0, "space": "lobby"}`, 400, `unknown field "space"`, nil},
+		{"bad ts", "hq", good, `{"occupancy": 0, "ts": "noon"}`, 400, `"ts"`, nil},
+		{"bad ts type", "hq", good, `{"occupancy": 0, "ts": true}`, 400, `"ts"`, nil},
+		{"empty body", "hq", good, ``, 400, "body must be JSON", nil},
+		{"not JSON", "hq", good, `occupancy=0`, 400, "body must be JSON", nil},
+		{"two objects", "hq", good, `{"occupancy":0}{"occupancy":1}`, 400, "one JSON object", nil},
+		{"too large", "hq", good, `{"occupancy":0,"ts":"` + strings.Repeat("x", 70<<10) + `"}`, 413, "body over", nil},
+		{"unknown space", "nope", good, `{"occupancy":0}`, 404, `unknown space "nope"`, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			q.mu.Lock()
+			before := len(q.resets)
+			q.mu.Unlock()
+			r := do(t, "POST", fmt.Sprintf(url, c.space), c.auth, c.body)
+			if r.status != c.status {
+				t.Fatalf("status = %d, want %d (body %s)", r.status, c.status, r.body)
+			}
+			q.mu.Lock()
+			got := q.resets[before:]
+			q.mu.Unlock()
+			if c.reset == nil {
+				if len(got) != 0 {
+					t.Errorf("resets applied: %v, want none", got)
+				}
+				if c.status == 401 && r.header.Get("WWW-Authenticate") == "" {
+					t.Errorf("401 without WWW-Authenticate")
+				}
+				var e map[string]string
+				if err := json.Unmarshal(r.body, &e); err != nil || !strings.Contains(e["error"], c.errSub) {
+					t.Errorf("error body %s, want it to contain %q", r.body, c.errSub)
+				}
+				return
+			}
+			if len(got) != 1 || got[0] != *c.reset {
+				t.Fatalf("resets = %v, want [%v]", got, *c.reset)
+			}
+			// The answer is the space's occupancy object after the reset.
+			o, _ := q.Space(c.space)
+			want, _ := OccupancyJSON(o)
+			jsonEqual(t, r.body, string(want))
+			var doc map[string]any
+			_ = json.Unmarshal(r.body, &doc)
+			if doc["occupancy"] != float64(c.reset.Occupancy) {
+				t.Errorf("occupancy after reset = %v, want %d", doc["occupancy"], c.reset.Occupancy)
+			}
+		})
+	}
+}
+
+func TestHTTPListen(t *testing.T) {
+	t.Run("busy port", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		_, err = NewHTTPServer(ln.Addr().String(), "", newFakeQuerier(), nil, zerolog.Nop())
+		if err == nil || !strings.Contains(err.Error(), "http listen on") {
+			t.Fatalf("err = %v, want a listen error", err)
+		}
+	})
+	t.Run("bad address", func(t *testing.T) {
+		_, err := NewHTTPServer("127.0.0.1:99999", "", newFakeQuerier(), nil, zerolog.Nop())
+		if err == nil {
+			t.Fatal("no error for port 99999")
+		}
+	})
+	t.Run("nil querier", func(t *testing.T) {
+		if _, err := NewHTTPServer("127.0.0.1:0", "", nil, nil, zerolog.Nop()); err == nil {
+			t.Fatal("no error for a nil querier")
+		}
+	})
+	t.Run("shutdown before serve frees the port", func(t *testing.T) {
+		s, err := NewHTTPServer("127.0.0.1:0", "", newFakeQuerier(), nil, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := s.Addr()
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		if err := s.Serve(); err != nil {
+			t.Fatalf("Serve after Shutdown = %v, want nil", err)
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("port still held after Shutdown: %v", err)
+		}
+		ln.Close()
+	})
+	t.Run("shutdown waits for a running request", func(t *testing.T) {
+		q := &slowQuerier{fakeQuerier: newFakeQuerier(), entered: make(chan struct{}), release: make(chan struct{})}
+		s, err := NewHTTPServer("127.0.0.1:0", "", q, nil, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- s.Serve() }()
+		got := make(chan int, 1)
+		go func() {
+			resp, err := http.Get("http://" + s.Addr() + "/v1/spaces")
+			if err != nil {
+				got <- -1
+				return
+			}
+			resp.Body.Close()
+			got <- resp.StatusCode
+		}()
+		<-q.entered
+		shut := make(chan error, 1)
+		go func() { shut <- s.Shutdown(context.Background()) }()
+		select {
+		case err := <-shut:
+			t.Fatalf("Shutdown returned %v while a request was running", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		close(q.release)
+		if code := <-got; code != 200 {
+			t.Errorf("in-flight request status = %d, want 200", code)
+		}
+		if err := <-shut; err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+}
+
+type slowQuerier struct {
+	*fakeQuerier
+	entered, release chan struct{}
+}
+
+func (q *slowQuerier) Spaces() []occupancy.Occupancy {
+	close(q.entered)
+	<-q.release
+	return q.fakeQuerier.Spaces()
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestHTTPRequestLog(t *testing.T) {
+	for _, lvl := range []zerolog.Level{zerolog.DebugLevel, zerolog.InfoLevel} {
+		t.Run(lvl.String(), func(t *testing.T) {
+			var buf syncBuffer
+			s := startServer(t, "", newFakeQuerier(), nil, zerolog.New(&buf).Level(lvl))
+			do(t, "GET", "http://"+s.Addr()+"/v1/spaces/nope?x=1", "", "")
+			var line map[string]any
+			for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+				if strings.Contains(l, `"http request"`) {
+					_ = json.Unmarshal([]byte(l), &line)
+				}
+			}
+			if lvl > zerolog.DebugLevel {
+				if line != nil {
+					t.Errorf("request logged at %s: %v", lvl, line)
+				}
+				return
+			}
+			want := map[string]any{"level": "debug", "component": "http", "method": "GET", "path": "/v1/spaces/nope", "query": "x=1", "status": float64(404)}
+			for k, v := range want {
+				if line[k] != v {
+					t.Errorf("log %s = %v, want %v (line %v)", k, line[k], v, line)
+				}
+			}
+		})
+	}
+}
+
+func TestOccupancyJSONGolden(t *testing.T) {
+	ts := time.Date(2026, 11, 27, 10, 0, 1, 0, time.UTC).UnixMilli()
+	cases := []struct {
+		name string
+		o    occupancy.Occupancy
+	}{
+		{"design_example", occupancy.Occupancy{Space: "room-a", Name: "Room A", Occupancy: 7, Capacity: 12, Updated: ts, SettledUntil: ts - 300_000}},
+		{"no_capacity", occupancy.Occupancy{Space: "lobby", Name: "Lobby", Occupancy: 3, Updated: ts + 123, SettledUntil: ts - 300_000}},
+		{"empty_with_capacity", occupancy.Occupancy{Space: "hq", Name: "HQ", Occupancy: 0, Capacity: 300, Updated: ts, SettledUntil: ts}},
+		{"rounding", occupancy.Occupancy{Space: "r", Name: "R", Occupancy: 2, Capacity: 3, Updated: ts, SettledUntil: ts}},
+		{"over_capacity", occupancy.Occupancy{Space: "r", Name: "R \"quoted\" <&>", Occupancy: 15, Capacity: 12, Updated: ts, SettledUntil: ts}},
+		{"never_updated", occupancy.Occupancy{Space: "new", Name: "New"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := OccupancyJSON(c.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join("testdata", "occupancy", c.name+".json")
+			if *update {
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, append(got, '\n'), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create)", err)
+			}
+			if string(got) != strings.TrimSuffix(string(want), "\n") {
+				t.Errorf("OccupancyJSON:\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+	t.Run("independent checks", func(t *testing.T) {
+		// Independent of the golden files: field set and values from DESIGN 2.
+		for _, c := range []struct {
+			occ, capy int64
+			util      any // nil = omitted
+		}{{7, 12, 0.583}, {0, 300, 0.0}, {2, 3, 0.667}, {1, 3, 0.333}, {15, 12, 1.25}, {3, 0, nil}} {
+			b, _ := OccupancyJSON(occupancy.Occupancy{Space: "s", Name: "S", Occupancy: c.occ, Capacity: c.capy, Updated: 1, SettledUntil: 2})
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			if got := m["utilization"]; got != c.util {
+				t.Errorf("%d/%d: utilization = %v, want %v", c.occ, c.capy, got, c.util)
+			}
+			_, hasCap := m["capacity"]
+			if hasCap != (c.capy > 0) {
+				t.Errorf("%d/%d: capacity present = %v", c.occ, c.capy, hasCap)
+			}
+			if m["updated"] != "1970-01-01T00:00:00.001Z" || m["settled_until"] != "1970-01-01T00:00:00.002Z" {
+				t.Errorf("times = %v, %v", m["updated"], m["settled_until"])
+			}
+		}
+	})
+}
