@@ -202,7 +202,7 @@ func jsonEqual(t *testing.T, got []byte, want string) {
 }
 
 const (
-	tFake    = int64(1_795_000_000_000) // 2026-11-18T11:06:40Z
+	tFake = int64(1_795_000_000_000) // 2026-11-18T11:06:40Z
 )
 
 func TestHTTPReadRoutes(t *testing.T) {
