@@ -1,0 +1,315 @@
+package occupancy
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ProblemsError is returned by Compile for a topology that does not validate.
+type ProblemsError struct{ Problems []Problem }
+
+func (e *ProblemsError) Error() string {
+	var b strings.Builder
+	b.WriteString("invalid topology:")
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// Validate reports every problem of the topology with its key path relative to
+// `topology`, in configuration order.
+func (c TopologyConfig) Validate() []Problem {
+	var ps []Problem
+	add := func(path, format string, args ...any) {
+		ps = append(ps, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+	checkID := func(path, id string, seen map[string]string) {
+		if !ValidID(id) {
+			add(path, "invalid id %q: want [A-Za-z0-9_-]{1,64}", id)
+			return
+		}
+		if first, dup := seen[id]; dup {
+			add(path, "duplicate id %q (first at %s)", id, first)
+			return
+		}
+		seen[id] = strings.TrimSuffix(path, ".id")
+	}
+	spaces := map[string]string{}
+	spaceIdx := map[string]int{}
+	for i, s := range c.Spaces {
+		p := fmt.Sprintf("spaces[%d]", i)
+		checkID(p+".id", s.ID, spaces)
+		if _, ok := spaceIdx[s.ID]; !ok && ValidID(s.ID) {
+			spaceIdx[s.ID] = i
+		}
+	}
+	for i, s := range c.Spaces {
+		p := fmt.Sprintf("spaces[%d]", i)
+		if s.Parent != "" {
+			if _, ok := spaceIdx[s.Parent]; !ok {
+				add(p+".parent", "unknown space %q", s.Parent)
+			}
+		}
+		if s.Capacity < 0 {
+			add(p+".capacity", "must be >= 0, got %d", s.Capacity)
+		}
+		if s.TimeZone != "" {
+			if _, err := loadLocation(s.TimeZone); err != nil {
+				add(p+".time_zone", "unknown time zone %q", s.TimeZone)
+			}
+		}
+		if s.DailyReset != "" {
+			if _, ok := parseHHMM(s.DailyReset); !ok {
+				add(p+".daily_reset", "want \"HH:MM\", got %q", s.DailyReset)
+			}
+		}
+	}
+	// Parent cycles: each cycle reported once, at its member listed first.
+	reported := map[int]bool{}
+	for i := range c.Spaces {
+		if _, ok := spaceIdx[c.Spaces[i].ID]; !ok || spaceIdx[c.Spaces[i].ID] != i {
+			continue
+		}
+		// Walk up from i; if we come back to i, i is on a cycle.
+		var chain []string
+		cur := i
+		seen := map[int]bool{}
+		onCycle := false
+		for {
+			if seen[cur] {
+				onCycle = cur == i
+				break
+			}
+			seen[cur] = true
+			chain = append(chain, c.Spaces[cur].ID)
+			par := c.Spaces[cur].Parent
+			j, ok := spaceIdx[par]
+			if par == "" || !ok {
+				break
+			}
+			cur = j
+		}
+		if !onCycle || reported[i] {
+			continue
+		}
+		// Mark every member so the cycle is reported once, at the first member.
+		members := []int{i}
+		for cur = spaceIdx[c.Spaces[i].Parent]; cur != i; cur = spaceIdx[c.Spaces[cur].Parent] {
+			members = append(members, cur)
+		}
+		for _, m := range members {
+			reported[m] = true
+		}
+		chain = append(chain, c.Spaces[i].ID)
+		quoted := make([]string, len(chain))
+		for k, id := range chain {
+			quoted[k] = fmt.Sprintf("%q", id)
+		}
+		add(fmt.Sprintf("spaces[%d].parent", i), "cycle through %s", strings.Join(quoted, " -> "))
+	}
+	doorways := map[string]string{}
+	for i, d := range c.Doorways {
+		checkID(fmt.Sprintf("doorways[%d].id", i), d.ID, doorways)
+	}
+	dpus := map[string]string{}
+	for i, d := range c.DPUs {
+		p := fmt.Sprintf("dpus[%d]", i)
+		checkID(p+".id", d.ID, dpus)
+		if d.Doorway != "" {
+			if _, ok := doorways[d.Doorway]; !ok {
+				add(p+".doorway", "unknown doorway %q", d.Doorway)
+			}
+		}
+		if d.PlusSpace != "" {
+			if _, ok := spaceIdx[d.PlusSpace]; !ok {
+				add(p+".plus_space", "unknown space %q", d.PlusSpace)
+			}
+		}
+		if d.MinusSpace != "" {
+			if _, ok := spaceIdx[d.MinusSpace]; !ok {
+				add(p+".minus_space", "unknown space %q", d.MinusSpace)
+			}
+		}
+		switch {
+		case d.PlusSpace == "" && d.MinusSpace == "":
+			add(p, "plus_space and minus_space are both empty")
+		case d.PlusSpace == d.MinusSpace:
+			add(p+".minus_space", "same as plus_space %q", d.PlusSpace)
+		}
+	}
+	return ps
+}
+
+func parseHHMM(s string) (int, bool) {
+	if len(s) != 5 || s[2] != ':' {
+		return 0, false
+	}
+	for _, i := range []int{0, 1, 3, 4} {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	h := int(s[0]-'0')*10 + int(s[1]-'0')
+	m := int(s[3]-'0')*10 + int(s[4]-'0')
+	if h > 23 || m > 59 {
+		return 0, false
+	}
+	return h*60 + m, true
+}
+
+var locCache sync.Map // string -> *time.Location
+
+func loadLocation(name string) (*time.Location, error) {
+	if name == "" || name == "UTC" {
+		return time.UTC, nil
+	}
+	if l, ok := locCache.Load(name); ok {
+		return l.(*time.Location), nil
+	}
+	if strings.EqualFold(name, "local") {
+		return nil, fmt.Errorf("time zone %q is not an IANA name", name)
+	}
+	l, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("load time zone: %w", err)
+	}
+	locCache.Store(name, l)
+	return l, nil
+}
+
+// Topology is one compiled, validated topology version.
+type Topology struct {
+	cfg      TopologyConfig
+	spaces   []compiledSpace
+	spaceIdx map[string]int
+	dpus     map[string]*compiledDPU
+}
+
+type compiledSpace struct {
+	cfg       SpaceConfig
+	parent    int   // -1 for a root
+	chain     []int // the space itself, then its ancestors up to the root
+	desc      []int // the space itself and every space nested in it
+	loc       *time.Location
+	resetMin  int // minutes after local midnight; -1 for no daily reset
+	resetHHMM string
+}
+
+type compiledDPU struct {
+	cfg  DPUConfig
+	plus []effect // effect of direction +1 (minus_space -> plus_space); -1 negates
+}
+
+type effect struct {
+	space int32 // index in Topology.spaces
+	delta int8
+}
+
+// Compile validates c and precomputes, for every DPU, the spaces a crossing changes
+// (the ancestor-chain rule of DESIGN section 1) so the hot path walks no tree.
+func Compile(c TopologyConfig) (*Topology, error) {
+	if ps := c.Validate(); len(ps) > 0 {
+		return nil, &ProblemsError{Problems: ps}
+	}
+	t := &Topology{cfg: c, spaceIdx: make(map[string]int, len(c.Spaces)), dpus: make(map[string]*compiledDPU, len(c.DPUs))}
+	t.spaces = make([]compiledSpace, len(c.Spaces))
+	for i, s := range c.Spaces {
+		t.spaceIdx[s.ID] = i
+	}
+	for i, s := range c.Spaces {
+		cs := compiledSpace{cfg: s, parent: -1, resetMin: -1}
+		if cs.cfg.Name == "" {
+			cs.cfg.Name = s.ID
+		}
+		if s.Parent != "" {
+			cs.parent = t.spaceIdx[s.Parent]
+		}
+		cs.loc, _ = loadLocation(s.TimeZone)
+		if s.DailyReset != "" {
+			cs.resetMin, _ = parseHHMM(s.DailyReset)
+		}
+		t.spaces[i] = cs
+	}
+	for i := range t.spaces {
+		for cur := i; cur >= 0; cur = t.spaces[cur].parent {
+			t.spaces[i].chain = append(t.spaces[i].chain, cur)
+			t.spaces[cur].desc = append(t.spaces[cur].desc, i)
+		}
+	}
+	for _, d := range c.DPUs {
+		cd := &compiledDPU{cfg: d}
+		var to, from []int
+		if d.PlusSpace != "" {
+			to = t.spaces[t.spaceIdx[d.PlusSpace]].chain
+		}
+		if d.MinusSpace != "" {
+			from = t.spaces[t.spaceIdx[d.MinusSpace]].chain
+		}
+		for _, s := range to {
+			if !containsInt(from, s) {
+				cd.plus = append(cd.plus, effect{space: int32(s), delta: 1})
+			}
+		}
+		for _, s := range from {
+			if !containsInt(to, s) {
+				cd.plus = append(cd.plus, effect{space: int32(s), delta: -1})
+			}
+		}
+		t.dpus[d.ID] = cd
+	}
+	return t, nil
+}
+
+func containsInt(xs []int, x int) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// Config returns the topology as configured.
+func (t *Topology) Config() TopologyConfig { return t.cfg }
+
+// Spaces returns the spaces in configuration order (Name defaults to the id).
+func (t *Topology) Spaces() []SpaceConfig {
+	out := make([]SpaceConfig, len(t.spaces))
+	for i, s := range t.spaces {
+		out[i] = s.cfg
+	}
+	return out
+}
+
+// DPUs returns the DPUs in configuration order.
+func (t *Topology) DPUs() []DPUConfig { return append([]DPUConfig(nil), t.cfg.DPUs...) }
+
+// Space returns the space with id.
+func (t *Topology) Space(id string) (SpaceConfig, bool) {
+	i, ok := t.spaceIdx[id]
+	if !ok {
+		return SpaceConfig{}, false
+	}
+	return t.spaces[i].cfg, true
+}
+
+// HasDPU reports whether the topology maps dpu.
+func (t *Topology) HasDPU(dpu string) bool { _, ok := t.dpus[dpu]; return ok }
+
+// Effects returns the spaces a crossing of dpu in direction dir changes, with +1/-1
+// each (ancestor-chain rule), or ok=false for an unknown DPU.
+func (t *Topology) Effects(dpu string, dir int8) (map[string]int, bool) {
+	d, ok := t.dpus[dpu]
+	if !ok {
+		return nil, false
+	}
+	out := make(map[string]int, len(d.plus))
+	for _, ef := range d.plus {
+		out[t.spaces[ef.space].cfg.ID] = int(ef.delta) * int(dir)
+	}
+	return out, true
+}
