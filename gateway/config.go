@@ -403,8 +403,8 @@ func (c Config) validate() []Problem {
 	if c.Storage.Retention <= 0 {
 		add("storage.retention", "must be > 0, got %s", c.Storage.Retention)
 	}
-	if c.Storage.MaxParked < 0 {
-		add("storage.max_parked", "must be >= 0, got %d", c.Storage.MaxParked)
+	if c.Storage.MaxParked <= 0 {
+		add("storage.max_parked", "must be > 0, got %d", c.Storage.MaxParked)
 	}
 
 	// engine

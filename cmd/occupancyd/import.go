@@ -1,0 +1,544 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/gateway"
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+const (
+	importBatch           = 8192    // events per buffer.Append call
+	importDefaultProgress = 100_000 // rows between progress lines
+	importMaxLine         = 1 << 20 // longest JSON line accepted
+	importListRejected    = 100     // rejected rows listed in the summary
+)
+
+// importCommand is `occupancyd import --config FILE EVENTS` (DESIGN section 6).
+func importCommand(args []string, stdout, stderr io.Writer) error {
+	fset := flag.NewFlagSet("import", flag.ContinueOnError)
+	configPath := fset.String("config", "", "configuration file (YAML)")
+	progress := fset.Int("progress", importDefaultProgress, "print a progress line every N rows (0: never)")
+	pos, err := parseCommandFlags(fset, args)
+	if err != nil {
+		return err
+	}
+	path, err := requireConfig("import", *configPath)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErrorf("import needs one EVENTS file (CSV with header timestamp,direction,dpu_id, or JSON lines; - for stdin)")
+	}
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	logCfg := cfg.Log
+	if logCfg.Level != "debug" {
+		logCfg.Level = "warn" // the summary is the output; storage warnings still show
+	}
+	log, err := gateway.NewLogger(logCfg, stderr)
+	if err != nil {
+		return err
+	}
+
+	name := pos[0]
+	var in io.Reader = os.Stdin
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return fmt.Errorf("import: %w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	sum, err := runImport(context.Background(), importOptions{
+		Config:   cfg,
+		Logger:   log,
+		Progress: *progress,
+		ProgOut:  stderr,
+		Now:      time.Now,
+	}, name, in)
+	if err != nil {
+		if sum.Rows > 0 {
+			fmt.Fprint(stdout, sum.String())
+		}
+		return fmt.Errorf("import %s: %w", name, err)
+	}
+	fmt.Fprint(stdout, sum.String())
+	return nil
+}
+
+type importOptions struct {
+	Config   gateway.Config
+	Logger   zerolog.Logger
+	Progress int       // rows between progress lines; 0 = none
+	ProgOut  io.Writer // progress lines
+	Now      func() time.Time
+}
+
+// importSummary is what an import did.
+type importSummary struct {
+	Name       string
+	Format     string // "csv" or "jsonl" (+ ", gzip")
+	Rows       int    // data rows read (header excluded)
+	Imported   int    // new events stored
+	Parked     int    // of Imported: DPU not mapped by any topology version yet
+	Duplicates int    // rows already stored or repeated in the file
+	Rejected   []importRejection
+	From       int64 // earliest ts recomputed from (Unix ms); 0 = nothing recomputed
+}
+
+type importRejection struct {
+	Line   int
+	Reason string
+	Detail string
+}
+
+func (s importSummary) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "import %s (%s): %d rows\n", s.Name, s.Format, s.Rows)
+	fmt.Fprintf(&b, "  imported:   %d", s.Imported)
+	if s.Parked > 0 {
+		fmt.Fprintf(&b, " (%d parked: their DPU is in no topology version yet)", s.Parked)
+	}
+	fmt.Fprintf(&b, "\n  duplicates: %d\n", s.Duplicates)
+	fmt.Fprintf(&b, "  rejected:   %d\n", len(s.Rejected))
+	for i, r := range s.Rejected {
+		if i == importListRejected {
+			fmt.Fprintf(&b, "    ... and %d more\n", len(s.Rejected)-i)
+			break
+		}
+		fmt.Fprintf(&b, "    line %d: %s: %s\n", r.Line, r.Reason, r.Detail)
+	}
+	if s.From != 0 {
+		fmt.Fprintf(&b, "  recomputed occupancy from %s\n", time.UnixMilli(s.From).UTC().Format("2006-01-02T15:04:05.000Z07:00"))
+	}
+	return b.String()
+}
+
+// lockedError is the clear error for a store held by a running daemon.
+type lockedError struct {
+	dir string
+	err error
+}
+
+func (e *lockedError) Error() string {
+	return fmt.Sprintf("storage dir %s is in use by another process (is occupancyd running?)", e.dir)
+}
+func (e *lockedError) Unwrap() error { return e.err }
+
+// importer carries one import through storage and the engine.
+type importer struct {
+	opts  importOptions
+	store *buffer.Store
+	eng   *occupancy.Engine
+	lim   occupancy.Limits
+	sum   importSummary
+
+	batch     []occupancy.Event
+	lines     []int
+	earliest  int64 // earliest ts of a valid row
+	haveValid bool
+	lastProg  int
+}
+
+// runImport stores the events of in, applies them and recomputes the history from the
+// earliest of them. It opens the store of opts.Config and closes it before returning.
+func runImport(ctx context.Context, opts importOptions, name string, in io.Reader) (sum importSummary, err error) {
+	cfg := opts.Config
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	store, err := buffer.Open(buffer.Options{
+		Dir:        cfg.Storage.Dir,
+		Retention:  cfg.Storage.Retention,
+		ArchiveDir: cfg.Storage.ArchiveDir,
+		MaxParked:  cfg.Storage.MaxParked,
+		Logger:     opts.Logger,
+		Now:        opts.Now,
+	})
+	if err != nil {
+		if errors.Is(err, buffer.ErrLocked) {
+			return importSummary{Name: name}, &lockedError{dir: cfg.Storage.Dir, err: err}
+		}
+		return importSummary{Name: name}, fmt.Errorf("open storage %s: %w", cfg.Storage.Dir, err)
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close storage: %w", cerr)
+		}
+	}()
+
+	now := opts.Now().UnixMilli()
+	versions, err := store.Versions()
+	if err != nil {
+		return importSummary{Name: name}, fmt.Errorf("read topology versions: %w", err)
+	}
+	if len(versions) == 0 {
+		if err := store.PutVersion(occupancy.Version{At: now, Topology: cfg.Topology}); err != nil {
+			return importSummary{Name: name}, fmt.Errorf("store topology version: %w", err)
+		}
+	}
+	eng, err := occupancy.Open(occupancy.Options{
+		SettleAfter:   cfg.Engine.SettleAfter.Milliseconds(),
+		LateEvents:    occupancy.LatePolicy(cfg.Engine.LateEvents),
+		ClampNegative: cfg.Engine.ClampNegative,
+		MaxParked:     cfg.Storage.MaxParked,
+	}, store, now)
+	if err != nil {
+		return importSummary{Name: name}, fmt.Errorf("rebuild engine from storage: %w", err)
+	}
+	oldest := int64(0)
+	if cfg.Storage.Retention > 0 {
+		oldest = now - cfg.Storage.Retention.Milliseconds()
+	}
+	im := &importer{
+		opts:  opts,
+		store: store,
+		eng:   eng,
+		lim:   occupancy.Limits{Now: now, MaxFutureSkew: cfg.Engine.MaxFutureSkew.Milliseconds(), Oldest: oldest},
+		sum:   importSummary{Name: name},
+	}
+	if err := im.read(ctx, in); err != nil {
+		return im.sum, err
+	}
+	if err := im.flush(ctx); err != nil {
+		return im.sum, err
+	}
+	sort.SliceStable(im.sum.Rejected, func(i, j int) bool { return im.sum.Rejected[i].Line < im.sum.Rejected[j].Line })
+	if !im.haveValid {
+		return im.sum, nil
+	}
+	// Recompute from the earliest valid row, duplicates included: a re-run of an
+	// import that was interrupted after storing completes its recomputation.
+	st, err := eng.Rewind(im.earliest, opts.Now().UnixMilli())
+	if err != nil {
+		return im.sum, fmt.Errorf("recompute occupancy: %w", err)
+	}
+	if err := store.Commit(st); err != nil {
+		return im.sum, fmt.Errorf("store recomputed occupancy: %w", err)
+	}
+	im.sum.From = im.earliest
+	return im.sum, nil
+}
+
+// read detects the format (gzip-compressed or not; JSON lines when the first byte
+// that is not blank is '{' or '[', CSV otherwise) and feeds every row to add.
+func (im *importer) read(ctx context.Context, in io.Reader) error {
+	br := bufio.NewReaderSize(in, 64<<10)
+	gz := ""
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return fmt.Errorf("gzip: %w", err)
+		}
+		defer zr.Close()
+		br = bufio.NewReaderSize(zr, 64<<10)
+		gz = ", gzip"
+	}
+	if bom, _ := br.Peek(3); bytes.Equal(bom, []byte{0xEF, 0xBB, 0xBF}) {
+		_, _ = br.Discard(3)
+	}
+	first := byte(0)
+	for i := 1; ; i++ {
+		b, err := br.Peek(i)
+		if len(b) < i {
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read: %w", err)
+			}
+			break // empty or blank input
+		}
+		if c := b[i-1]; c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			first = c
+			break
+		}
+		if i >= 4096 {
+			break
+		}
+	}
+	switch first {
+	case 0:
+		im.sum.Format = "empty" + gz
+		return errors.New("no events: the file is empty")
+	case '{', '[':
+		im.sum.Format = "jsonl" + gz
+		return im.readJSONLines(ctx, br)
+	default:
+		im.sum.Format = "csv" + gz
+		return im.readCSV(ctx, br)
+	}
+}
+
+func (im *importer) readJSONLines(ctx context.Context, br *bufio.Reader) error {
+	for line := 1; ; line++ {
+		b, err := readLine(br)
+		if len(b) > 0 || err == nil {
+			if len(b) > importMaxLine {
+				im.sum.Rows++
+				im.reject(line, string(occupancy.ReasonTooLarge), fmt.Sprintf("line of %d bytes exceeds %d", len(b), importMaxLine))
+			} else if t := bytes.TrimSpace(b); len(t) > 0 {
+				im.sum.Rows++
+				if err := im.addJSON(ctx, line, t); err != nil {
+					return err
+				}
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read line %d: %w", line, err)
+		}
+	}
+}
+
+// readLine reads one line without its newline; io.EOF with the last line.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	b, err := br.ReadBytes('\n')
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	return bytes.TrimSuffix(b, []byte("\r")), err
+}
+
+func (im *importer) addJSON(ctx context.Context, line int, b []byte) error {
+	var head struct {
+		DPU json.RawMessage `json:"dpu"`
+	}
+	if b[0] != '{' {
+		im.reject(line, string(occupancy.ReasonBadJSON), "want one event object a line")
+		return nil
+	}
+	if err := json.Unmarshal(b, &head); err != nil {
+		im.reject(line, string(occupancy.ReasonBadJSON), "invalid json object: "+err.Error())
+		return nil
+	}
+	dpu, err := jsonDPU(head.DPU)
+	if err != nil {
+		im.reject(line, "bad_dpu", err.Error())
+		return nil
+	}
+	return im.decode(ctx, line, dpu, b)
+}
+
+// jsonDPU reads the dpu field: a string or an integer.
+func jsonDPU(raw json.RawMessage) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", errors.New(`"dpu" is required`)
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", fmt.Errorf("dpu: %w", err)
+		}
+		return s, nil
+	}
+	if _, err := strconv.ParseInt(string(raw), 10, 64); err != nil {
+		return "", fmt.Errorf("dpu must be a string or an integer, got %.40s", raw)
+	}
+	return string(raw), nil
+}
+
+func (im *importer) readCSV(ctx context.Context, br *bufio.Reader) error {
+	r := csv.NewReader(br)
+	r.FieldsPerRecord = -1
+	r.TrimLeadingSpace = true
+	r.ReuseRecord = true
+	header, err := r.Read()
+	if err != nil {
+		return fmt.Errorf("csv header: %w", err)
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		col[strings.ToLower(strings.TrimSpace(h))] = i
+	}
+	iTS, okTS := col["timestamp"]
+	iDir, okDir := col["direction"]
+	iDPU, okDPU := col["dpu_id"]
+	iID, okID := col["id"]
+	if !okTS || !okDir || !okDPU {
+		return fmt.Errorf("csv header: want timestamp,direction,dpu_id (and optionally id), got %q",
+			strings.Join(header, ","))
+	}
+	need := max(iTS, iDir, iDPU)
+	if okID {
+		need = max(need, iID)
+	}
+	for {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		var pe *csv.ParseError
+		if errors.As(err, &pe) {
+			im.sum.Rows++
+			im.reject(pe.StartLine, "bad_csv", pe.Err.Error())
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read csv: %w", err)
+		}
+		im.sum.Rows++
+		line, _ := r.FieldPos(0)
+		if len(rec) <= need {
+			im.reject(line, "bad_csv", fmt.Sprintf("want %d fields, got %d", len(header), len(rec)))
+			continue
+		}
+		id := ""
+		if okID {
+			id = rec[iID]
+		}
+		payload := csvPayload(rec[iTS], rec[iDir], id)
+		if err := im.decode(ctx, line, strings.TrimSpace(rec[iDPU]), payload); err != nil {
+			return err
+		}
+	}
+}
+
+// csvPayload turns the fields of a CSV row into the event object the decoder takes:
+// a timestamp of digits is Unix milliseconds, anything else a string (a space between
+// date and time, as some exports write, is read as the RFC 3339 'T').
+func csvPayload(ts, dir, id string) []byte {
+	ts, dir, id = strings.TrimSpace(ts), strings.TrimSpace(dir), strings.TrimSpace(id)
+	b := make([]byte, 0, 96)
+	b = append(b, `{"ts":`...)
+	if isDigits(ts) {
+		b = append(b, ts...)
+	} else {
+		if len(ts) > 10 && ts[10] == ' ' {
+			ts = ts[:10] + "T" + ts[11:]
+		}
+		b = strconv.AppendQuote(b, ts)
+	}
+	b = append(b, `,"direction":`...)
+	b = strconv.AppendQuote(b, dir)
+	if id != "" {
+		b = append(b, `,"id":`...)
+		b = strconv.AppendQuote(b, id)
+	}
+	return append(b, '}')
+}
+
+func isDigits(s string) bool {
+	if strings.HasPrefix(s, "-") {
+		s = s[1:]
+	}
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// decode validates one row through the event decoder and queues it.
+func (im *importer) decode(ctx context.Context, line int, dpu string, payload []byte) error {
+	evs, rejs := occupancy.DecodePayload(dpu, payload, im.lim)
+	for _, rj := range rejs {
+		reason := string(rj.Reason)
+		if rj.Reason == occupancy.ReasonBadTopic {
+			reason = "bad_dpu"
+		}
+		im.reject(line, reason, rj.Detail)
+	}
+	for _, ev := range evs {
+		ev.Received = 0 // an import, not a receive
+		ev.Late = false
+		if !im.haveValid || ev.TS < im.earliest {
+			im.earliest, im.haveValid = ev.TS, true
+		}
+		im.batch = append(im.batch, ev)
+		im.lines = append(im.lines, line)
+	}
+	if len(im.batch) >= importBatch {
+		return im.flush(ctx)
+	}
+	return nil
+}
+
+func (im *importer) reject(line int, reason, detail string) {
+	im.sum.Rejected = append(im.sum.Rejected, importRejection{Line: line, Reason: reason, Detail: detail})
+}
+
+// flush stores the queued events (dedup against each other and the store), applies
+// the new pending ones to the engine and prints progress.
+func (im *importer) flush(ctx context.Context) error {
+	defer func() {
+		im.batch, im.lines = im.batch[:0], im.lines[:0]
+		if p := im.opts.Progress; p > 0 && im.opts.ProgOut != nil && im.sum.Rows-im.lastProg >= p {
+			im.lastProg = im.sum.Rows
+			fmt.Fprintf(im.opts.ProgOut, "import: %d rows read: %d imported, %d duplicates, %d rejected\n",
+				im.sum.Rows, im.sum.Imported, im.sum.Duplicates, len(im.sum.Rejected))
+		}
+	}()
+	if len(im.batch) == 0 {
+		return nil
+	}
+	seen := make(map[string]struct{}, len(im.batch))
+	evs := make([]occupancy.Event, 0, len(im.batch))
+	parked := make([]bool, 0, len(im.batch))
+	lines := make([]int, 0, len(im.batch))
+	for i, ev := range im.batch {
+		k := string(ev.Key())
+		if _, dup := seen[k]; dup {
+			im.sum.Duplicates++
+			continue
+		}
+		seen[k] = struct{}{}
+		evs = append(evs, ev)
+		parked = append(parked, !im.eng.Mappable(ev.DPU, ev.TS))
+		lines = append(lines, im.lines[i])
+	}
+	res, err := im.store.Append(ctx, evs, parked)
+	if err != nil {
+		return fmt.Errorf("store events: %w", err)
+	}
+	h := im.eng.Horizon()
+	var pending []occupancy.Event
+	for i, r := range res {
+		switch {
+		case r.Duplicate:
+			im.sum.Duplicates++
+		case r.Rejected:
+			im.reject(lines[i], string(occupancy.ReasonUnknownDPU),
+				fmt.Sprintf("dpu %q is in no topology version and storage.max_parked events are parked already", evs[i].DPU))
+		default:
+			im.sum.Imported++
+			if parked[i] {
+				im.sum.Parked++
+			}
+			if evs[i].TS >= h {
+				pending = append(pending, evs[i])
+			}
+		}
+	}
+	// Events before the horizon reach the engine through Rewind, which replays the
+	// stored events from the earliest imported ts; applying them here first would
+	// only make late-event corrections that Rewind throws away.
+	if len(pending) > 0 {
+		if _, err := im.eng.Apply(pending, im.opts.Now().UnixMilli()); err != nil {
+			return fmt.Errorf("apply events: %w", err)
+		}
+	}
+	return nil
+}

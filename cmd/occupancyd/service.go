@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"github.com/kardianos/service"
+	"github.com/rs/zerolog"
+
+	"github.com/occupancyd/occupancyd/gateway"
+)
+
+// defaultServiceConfig is the configuration the installed service runs with unless
+// install is given --config (the path systemd/occupancyd.service uses too).
+const defaultServiceConfig = "/etc/occupancyd/occupancyd.yaml"
+
+// serviceName is the system service's name (systemd unit occupancyd.service).
+const serviceName = "occupancyd"
+
+// serviceConfig describes the system service for kardianos/service: it runs
+// `occupancyd run --config <abs path>` from workDir (where a relative storage.dir
+// resolves), restarts on failure and reloads on SIGHUP.
+func serviceConfig(configPath, workDir string) *service.Config {
+	return &service.Config{
+		Name:             serviceName,
+		DisplayName:      "occupancyd",
+		Description:      "occupancyd: MQTT gateway for people-counting sensors (occupancy per space)",
+		Arguments:        []string{"run", "--config", configPath},
+		WorkingDirectory: workDir,
+		Dependencies:     []string{"After=network-online.target", "Wants=network-online.target"},
+		Option: service.KeyValue{
+			"Restart":      "on-failure",
+			"ReloadSignal": "HUP",
+			"LimitNOFILE":  65536,
+			"OnFailure":    "restart", // Windows
+		},
+	}
+}
+
+// serviceCommand is `occupancyd install|uninstall|start|stop|restart|status`.
+func serviceCommand(action string, args []string, stdout io.Writer) error {
+	fset := flag.NewFlagSet(action, flag.ContinueOnError)
+	configPath := fset.String("config", defaultServiceConfig, "configuration file the service runs with")
+	pos, err := parseCommandFlags(fset, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageErrorf("%s: unexpected argument %q", action, pos[0])
+	}
+	abs, err := filepath.Abs(*configPath)
+	if err != nil {
+		return fmt.Errorf("%s: config path: %w", action, err)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return fmt.Errorf("%s: working directory: %w", action, err)
+	}
+	var cfg gateway.Config
+	if action == "install" {
+		// Refuse to install a service that could not start.
+		if cfg, err = gateway.LoadConfig(abs); err != nil {
+			return fmt.Errorf("install: %w", err)
+		}
+	}
+	s, err := service.New(&serviceProgram{configPath: abs}, serviceConfig(abs, wd))
+	if err != nil {
+		return fmt.Errorf("%s: %w", action, err)
+	}
+	if action == "status" {
+		st, err := s.Status()
+		switch {
+		case errors.Is(err, service.ErrNotInstalled):
+			fmt.Fprintln(stdout, "occupancyd: not installed")
+			return &exitError{code: 4}
+		case err != nil:
+			return fmt.Errorf("status: %w", err)
+		case st == service.StatusRunning:
+			fmt.Fprintln(stdout, "occupancyd: running")
+			return nil
+		case st == service.StatusStopped:
+			fmt.Fprintln(stdout, "occupancyd: stopped")
+			return &exitError{code: 3}
+		default:
+			fmt.Fprintln(stdout, "occupancyd: status unknown")
+			return &exitError{code: 4}
+		}
+	}
+	if err := service.Control(s, action); err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("%s: %w (run as root or with sudo)", action, err)
+		}
+		return fmt.Errorf("%s: %w", action, err)
+	}
+	switch action {
+	case "install":
+		fmt.Fprintf(stdout, "occupancyd: service installed (%s), running %s with config %s in %s\n",
+			s.Platform(), os.Args[0], abs, wd)
+		if !filepath.IsAbs(cfg.Storage.Dir) {
+			fmt.Fprintf(stdout, "occupancyd: storage.dir %q is relative: the service keeps its data in %s\n",
+				cfg.Storage.Dir, filepath.Join(wd, cfg.Storage.Dir))
+		}
+		fmt.Fprintln(stdout, "occupancyd: start it with: occupancyd start")
+	default:
+		fmt.Fprintf(stdout, "occupancyd: %s done\n", action)
+	}
+	return nil
+}
+
+// runService is `occupancyd run`. Interactively, and wherever the service manager
+// speaks to its service with signals only (systemd, launchd, SysV, ...), that is
+// runCommand with its signal handling. Under a service manager with its own control
+// protocol (the Windows service control manager), kardianos/service runs a
+// serviceProgram.
+func runService(args []string) error {
+	if runtime.GOOS != "windows" || service.Interactive() {
+		return runCommand(args)
+	}
+	fset := flag.NewFlagSet("run", flag.ContinueOnError)
+	configPath := fset.String("config", "", "configuration file (YAML)")
+	if _, err := parseCommandFlags(fset, args); err != nil {
+		return err
+	}
+	wd, _ := os.Getwd()
+	s, err := service.New(&serviceProgram{configPath: *configPath}, serviceConfig(*configPath, wd))
+	if err != nil {
+		return runCommand(args)
+	}
+	return s.Run()
+}
+
+// serviceProgram is the daemon as a kardianos/service program: Start builds a Main
+// from the configuration file and runs it (Run returns once started), Stop closes it.
+// While it runs, SIGHUP reloads the configuration; once stopping, a second stop
+// signal exits without draining.
+type serviceProgram struct {
+	configPath string
+	stderr     io.Writer // logs; default os.Stderr
+
+	mu   sync.Mutex
+	main *Main
+	hup  chan os.Signal
+	quit chan struct{}
+}
+
+func (p *serviceProgram) Start(s service.Service) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.main != nil {
+		return errors.New("service already started")
+	}
+	w := p.stderr
+	if w == nil {
+		w = os.Stderr
+	}
+	m := NewMain()
+	if p.configPath != "" {
+		cfg, err := gateway.LoadConfig(p.configPath)
+		if err != nil {
+			return err
+		}
+		m.Config = cfg
+		m.ConfigPath = p.configPath
+	}
+	// As runCommand: the logger passes everything, the level is the global one so
+	// that a reload can change it.
+	logCfg := m.Config.Log
+	level := logCfg.Level
+	logCfg.Level = "debug"
+	log, err := gateway.NewLogger(logCfg, w)
+	if err != nil {
+		return err
+	}
+	if lvl, err := zerolog.ParseLevel(level); err == nil && level != "" {
+		zerolog.SetGlobalLevel(lvl)
+	}
+	m.Logger = log
+	if err := m.Run(context.Background()); err != nil {
+		return err
+	}
+	p.main = m
+	p.hup = make(chan os.Signal, 1)
+	p.quit = make(chan struct{})
+	signal.Notify(p.hup, syscall.SIGHUP)
+	go func(hup <-chan os.Signal, quit <-chan struct{}) {
+		for {
+			select {
+			case <-hup:
+				_ = m.Reload() // logged; the running config stays on error
+			case <-quit:
+				return
+			}
+		}
+	}(p.hup, p.quit)
+	return nil
+}
+
+func (p *serviceProgram) Stop(s service.Service) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.main == nil {
+		return nil
+	}
+	signal.Stop(p.hup)
+	close(p.quit)
+	// A second stop signal while draining exits at once.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(again)
+	done := make(chan error, 1)
+	m := p.main
+	go func() { done <- m.Close() }()
+	p.main = nil
+	select {
+	case err := <-done:
+		return err
+	case sig := <-again:
+		m.Logger.Warn().Str("signal", sig.String()).Msg("second signal: exiting without draining")
+		os.Exit(1)
+		return nil
+	}
+}
