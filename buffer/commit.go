@@ -202,6 +202,9 @@ func (s *Store) commitBatch(c *committerState, batch []*request) {
 		return
 	}
 	s.writeOK()
+	if err := s.trimDeadLetters(0); err != nil {
+		s.log.Warn().Err(err).Msg("trimming dead letters failed")
+	}
 	for _, r := range batch {
 		if r.state.CompareAndSwap(reqPending, reqDone) {
 			for _, k := range r.keys {
@@ -223,9 +226,6 @@ func (s *Store) commitBatch(c *committerState, batch []*request) {
 		}); err == nil {
 			c.recountParked = false
 		}
-	}
-	if err := s.trimDeadLetters(0); err != nil {
-		s.log.Warn().Err(err).Msg("trimming dead letters failed")
 	}
 }
 
@@ -300,6 +300,9 @@ func (s *Store) writeBatch(c *committerState, batch []*request) error {
 				parkedNew++
 			}
 		}
+	}
+	if s.hookBeforeCommit != nil {
+		s.hookBeforeCommit()
 	}
 	if err := w.txn.Commit(); err != nil {
 		return fmt.Errorf("commit batch: %w", err)

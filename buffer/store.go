@@ -108,6 +108,8 @@ type Store struct {
 
 	space    spaceGuard
 	writeErr atomic.Bool // a write error was logged and not yet cleared
+
+	hookBeforeCommit func() // tests: runs in the committer before each batch's commit
 }
 
 // Open opens (creating if needed) the store in opts.Dir. A store held by another
@@ -125,13 +127,18 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	log := opts.Logger.With().Str("component", "buffer").Logger()
+	if err := removeEmptyLogs(opts.Dir, log); err != nil {
+		_ = lock.Close()
+		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+	}
 	bo := badger.DefaultOptions(opts.Dir).
 		WithSyncWrites(true).
 		WithLogger(badgerLogger{log}).
 		WithMemTableSize(opts.MemTableSize).
 		WithNumMemtables(3).
 		WithBlockCacheSize(32 << 20).
-		WithValueLogFileSize(64 << 20).
+		WithValueLogFileSize(128 << 20).
+		WithValueThreshold(min(1<<20, 15*opts.MemTableSize/100/2)).
 		WithNumCompactors(2).
 		WithCompression(options.Snappy).
 		WithDetectConflicts(false).
@@ -257,6 +264,34 @@ func (s *Store) Close() error {
 
 // ParkedCount is the number of parked events stored.
 func (s *Store) ParkedCount() int { return int(s.parked.Load()) }
+
+// removeEmptyLogs deletes zero-length Badger memtable (.mem) and value-log (.vlog)
+// files. A kill between a log file's creation and its first write leaves one
+// behind, and Badger v4.9.6 then refuses to open the directory with "Create a new
+// file" (dgraph-io/badger#2207). An empty file holds no data, so removing it is safe.
+func removeEmptyLogs(dir string, log zerolog.Logger) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("list store: %w", err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if e.IsDir() || (filepath.Ext(name) != ".mem" && filepath.Ext(name) != ".vlog") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return fmt.Errorf("stat %s: %w", name, err)
+		}
+		if fi.Size() == 0 {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				return fmt.Errorf("remove empty log file: %w", err)
+			}
+			log.Warn().Str("file", name).Msg("removed an empty log file left by a crash")
+		}
+	}
+	return nil
+}
 
 // lockDir takes an exclusive, non-blocking flock on <dir>/occupancyd.lock and
 // writes our pid into it. Badger's own directory lock stays as a second guard.

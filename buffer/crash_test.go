@@ -1,0 +1,192 @@
+package buffer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+const (
+	crashChildEnv = "OCCUPANCYD_BUFFER_CRASH_CHILD"
+	crashRoundEnv = "OCCUPANCYD_BUFFER_CRASH_ROUND"
+)
+
+// crashChild runs in the re-executed test binary: it appends as fast as it can
+// from many goroutines and prints one line per event once Append has returned
+// (the event is acknowledged durable), until it is killed.
+func crashChild(dir string) {
+	round, _ := strconv.Atoi(os.Getenv(crashRoundEnv))
+	s, err := Open(Options{Dir: dir, Logger: zerolog.New(os.Stderr).Level(zerolog.WarnLevel)})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "open:", err)
+		os.Exit(2)
+	}
+	var outMu sync.Mutex
+	fail := func(format string, a ...any) {
+		outMu.Lock()
+		fmt.Fprintf(os.Stderr, format+"\n", a...)
+		os.Exit(3)
+	}
+	const writers = 32
+	var wg sync.WaitGroup
+	for g := 0; g < writers; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(round), uint64(g)))
+			var acked []occupancy.Event
+			var line bytes.Buffer
+			for i := 0; ; {
+				n := 1 + r.IntN(6)
+				evs := make([]occupancy.Event, 0, n+1)
+				for j := 0; j < n; j++ {
+					e := occupancy.Event{TS: int64(round)*1e9 + int64(i), Direction: int8(1 - 2*r.IntN(2)), Received: int64(round)*1e9 + int64(i) + 5}
+					if r.IntN(4) == 0 { // identity without id: (dpu, ts, direction)
+						e.DPU = fmt.Sprintf("n%d-%d", round, g)
+					} else {
+						e.DPU = fmt.Sprintf("d%d", g)
+						e.ID = fmt.Sprintf("%d-%d", round, i)
+					}
+					evs = append(evs, e)
+					i++
+				}
+				var old int = -1
+				if len(acked) > 0 && r.IntN(8) == 0 {
+					old = len(evs)
+					evs = append(evs, acked[r.IntN(len(acked))])
+				}
+				res, err := s.Append(context.Background(), evs, nil)
+				if err != nil {
+					fail("append: %v", err)
+				}
+				line.Reset()
+				for j, e := range evs {
+					if j == old {
+						if !res[j].Duplicate {
+							fail("re-sent acknowledged event %+v was not reported duplicate", e)
+						}
+						continue
+					}
+					if res[j].Duplicate {
+						fail("new event %+v reported duplicate", e)
+					}
+					fmt.Fprintf(&line, "%s %s %d %d\n", e.DPU, e.ID, e.TS, e.Direction)
+					acked = append(acked, e)
+				}
+				outMu.Lock()
+				_, _ = os.Stdout.Write(line.Bytes())
+				outMu.Unlock()
+			}
+		}(g)
+	}
+	wg.Wait()
+}
+
+func parseAckLine(l string) (occupancy.Event, error) {
+	f := strings.Split(l, " ")
+	if len(f) != 4 {
+		return occupancy.Event{}, fmt.Errorf("bad line %q", l)
+	}
+	ts, err1 := strconv.ParseInt(f[2], 10, 64)
+	dir, err2 := strconv.Atoi(f[3])
+	if err := errors.Join(err1, err2); err != nil {
+		return occupancy.Event{}, fmt.Errorf("bad line %q: %w", l, err)
+	}
+	return occupancy.Event{DPU: f[0], ID: f[1], TS: ts, Direction: int8(dir)}, nil
+}
+
+// TestCrashRecovery SIGKILLs a child that appends as fast as it can at random
+// moments (also during Open and recovery), 20 times over one store, and then
+// checks that every event the child saw acknowledged is stored exactly once.
+func TestCrashRecovery(t *testing.T) {
+	dir := t.TempDir()
+	const rounds = 20
+	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	acked := map[occupancy.Event]int{}
+	for round := 0; round < rounds; round++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashRoundEnv+"="+strconv.Itoa(round))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		delay := time.Duration(5+r.IntN(600)) * time.Millisecond
+		timer := time.AfterFunc(delay, func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
+		br := bufio.NewReader(out)
+		lines := 0
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				if err != io.EOF {
+					t.Fatal(err)
+				}
+				break // a line cut by the kill has no newline: not acknowledged
+			}
+			e, perr := parseAckLine(strings.TrimSuffix(l, "\n"))
+			if perr != nil {
+				t.Fatal(perr)
+			}
+			acked[e]++
+			lines++
+		}
+		timer.Stop()
+		werr := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(werr, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("round %d: child ended with %v, want killed; stderr:\n%s", round, werr, stderr.String())
+		}
+		t.Logf("round %d: killed after %v, %d events acknowledged", round, delay, lines)
+	}
+	s := openT(t, Options{Dir: dir})
+	stored := map[occupancy.Event]int{}
+	if err := s.Events(minTS, maxTS, func(e occupancy.Event) error {
+		if e.Received != e.TS+5 {
+			t.Errorf("event %+v: received %d, want ts+5", e, e.Received)
+		}
+		e.Received = 0
+		stored[e]++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	missing := 0
+	for e, n := range acked {
+		if n != 1 {
+			t.Errorf("%+v acknowledged %d times, want once", e, n)
+		}
+		if stored[e] != 1 {
+			missing++
+			if missing <= 10 {
+				t.Errorf("acknowledged %+v stored %d times, want exactly once", e, stored[e])
+			}
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d acknowledged events not stored exactly once", missing, len(acked))
+	}
+	if len(acked) < rounds {
+		t.Errorf("only %d events acknowledged over %d rounds: the child barely ran", len(acked), rounds)
+	}
+	t.Logf("%d acknowledged events, %d stored (the rest were written but killed before their ack)", len(acked), len(stored))
+}
