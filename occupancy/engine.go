@@ -1,0 +1,727 @@
+package occupancy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+)
+
+// LatePolicy says what happens to an event older than the settled horizon.
+type LatePolicy string
+
+const (
+	LateApply LatePolicy = "apply"
+	LateDrop  LatePolicy = "drop"
+)
+
+// Options configure an Engine.
+type Options struct {
+	SettleAfter   int64 // ms
+	LateEvents    LatePolicy
+	ClampNegative bool
+	MaxParked     int
+}
+
+// ApplyResult counts what Apply did with a batch: Applied events entered the pending
+// timeline, Late ones were before the horizon (corrected under apply, ignored under
+// drop), Parked ones belong to DPUs no topology version maps yet.
+type ApplyResult struct{ Applied, Late, Parked int }
+
+// VersionChange reports what a new topology version changed.
+type VersionChange struct {
+	Added, Removed, Moved []string
+	Unparked              int
+}
+
+// Occupancy is the current state of one space.
+type Occupancy struct {
+	Space, Name  string
+	Occupancy    int64
+	Capacity     int64 // 0 = none
+	Updated      int64 // Unix ms of last change
+	SettledUntil int64 // Unix ms (= horizon)
+}
+
+// ErrUnknownSpace is wrapped by At, Counts and Reset for a space no version knows.
+var ErrUnknownSpace = errors.New("unknown space")
+
+// MaxBuckets bounds one Counts query.
+const MaxBuckets = 100_000
+
+type version struct {
+	at   int64
+	topo *Topology
+	l2g  []int32 // topology space index -> global space index
+}
+
+type dpuVer struct {
+	vi int
+	d  *compiledDPU
+}
+
+type gspace struct {
+	id      string
+	pl      plist
+	updated int64
+	cur     int // index in the current topology, -1 when not in it
+}
+
+type interval struct{ Lo, Hi int64 }
+
+type moveRec struct {
+	TS     int64  `json:"ts"`
+	Space  string `json:"space"`  // space whose value changes
+	Origin string `json:"origin"` // the moved space
+	Delta  int64  `json:"delta"`
+}
+
+// engineState is the engine-private part of a checkpoint.
+type engineState struct {
+	Late        map[string][]interval `json:"late,omitempty"`
+	Moves       []moveRec             `json:"moves,omitempty"`
+	Corrections map[string]int64      `json:"corrections,omitempty"`
+}
+
+// Engine computes occupancy from events. It is not safe for concurrent use: the
+// gateway serialises calls.
+type Engine struct {
+	opts  Options
+	store Store
+
+	versions []*version
+	gidx     map[string]int32
+	gs       []*gspace
+	dpuIdx   map[string]int32
+	dpuNames []string
+	dpuMaps  map[string][]dpuVer
+
+	h         int64
+	holdUntil int64
+	lastGen   int64 // daily resets generated through this instant (inclusive)
+	nextDaily int64 // earliest daily reset instant after lastGen
+
+	parked   map[string]map[string]Event // dpu -> key -> event
+	nParked  int
+	unparked []Event
+
+	late  map[int32][]interval
+	moves []moveRec
+	corr  map[int32]int64 // pending corrections at the horizon
+	dirty bool            // checkpoint state changed since the last settlement
+
+	changedMark []bool
+	changed     []int32
+	reported    []int64
+	reportedCap []int64
+
+	cmp lessFunc
+}
+
+var errStop = errors.New("stop")
+
+// Open rebuilds the engine from store: versions, the checkpoint, then the events,
+// manual resets and daily resets after the horizon, and the parked events.
+func Open(opts Options, store Store, now int64) (*Engine, error) {
+	if opts.SettleAfter < 0 {
+		return nil, fmt.Errorf("open engine: negative settle_after %d", opts.SettleAfter)
+	}
+	if opts.LateEvents == "" {
+		opts.LateEvents = LateApply
+	}
+	if opts.LateEvents != LateApply && opts.LateEvents != LateDrop {
+		return nil, fmt.Errorf("open engine: late_events %q: want apply or drop", opts.LateEvents)
+	}
+	e := &Engine{
+		opts:    opts,
+		store:   store,
+		gidx:    map[string]int32{},
+		dpuIdx:  map[string]int32{},
+		dpuMaps: map[string][]dpuVer{},
+		parked:  map[string]map[string]Event{},
+		late:    map[int32][]interval{},
+		corr:    map[int32]int64{},
+	}
+	e.cmp = e.compare
+	vs, err := store.Versions()
+	if err != nil {
+		return nil, fmt.Errorf("open engine: read versions: %w", err)
+	}
+	if len(vs) == 0 {
+		return nil, errors.New("open engine: no topology version stored")
+	}
+	for _, v := range vs {
+		if _, err := e.addVersion(v); err != nil {
+			return nil, fmt.Errorf("open engine: %w", err)
+		}
+	}
+	cp, ok, err := store.Checkpoint()
+	if err != nil {
+		return nil, fmt.Errorf("open engine: read checkpoint: %w", err)
+	}
+	var st engineState
+	if ok {
+		e.h = cp.Horizon
+		for id, v := range cp.Values {
+			e.gs[e.space(id)].pl.base = v
+		}
+		if len(cp.State) > 0 {
+			if err := json.Unmarshal(cp.State, &st); err != nil {
+				return nil, fmt.Errorf("open engine: decode checkpoint state: %w", err)
+			}
+		}
+	} else {
+		// A new store: everything stored is pending, from the first version or the
+		// earliest stored event, whichever is earlier.
+		e.h = vs[0].At
+		err := store.Events(math.MinInt64, math.MaxInt64, func(ev Event) error {
+			if ev.TS < e.h {
+				e.h = ev.TS
+			}
+			return errStop
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return nil, fmt.Errorf("open engine: read events: %w", err)
+		}
+	}
+	for id, ivs := range st.Late {
+		e.late[e.space(id)] = ivs
+	}
+	e.moves = st.Moves
+	for _, m := range e.moves {
+		if m.TS >= e.h {
+			e.insert(e.space(m.Space), entry{ts: m.TS, ref: e.space(m.Origin), val: int32(m.Delta), cls: clsMove}, true, now)
+		}
+	}
+	for id, v := range st.Corrections {
+		e.setCorrection(e.space(id), v, now)
+	}
+	err = store.Resets(e.h, func(r Reset) error {
+		e.insertReset(r, now)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open engine: read resets: %w", err)
+	}
+	e.lastGen = e.h - 1
+	e.genDaily(now)
+	err = store.Events(e.h, math.MaxInt64, func(ev Event) error {
+		e.applyOne(ev, now, nil)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open engine: read events: %w", err)
+	}
+	var late []Event
+	err = store.Parked(func(ev Event) error {
+		if e.mapEvent(ev.DPU, ev.TS) == nil {
+			e.park(ev)
+			return nil
+		}
+		e.unparked = append(e.unparked, ev)
+		e.dirty = true
+		if ev.TS < e.h {
+			late = append(late, ev)
+			return nil
+		}
+		e.applyOne(ev, now, nil)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open engine: read parked events: %w", err)
+	}
+	if len(late) > 0 && e.opts.LateEvents == LateApply {
+		if err := e.correct(late, now); err != nil {
+			return nil, fmt.Errorf("open engine: %w", err)
+		}
+	}
+	e.holdUntil = now + opts.SettleAfter
+	// The change feed starts from the rebuilt state.
+	e.changed = e.changed[:0]
+	for i := range e.changedMark {
+		e.changedMark[i] = false
+	}
+	e.reported = make([]int64, len(e.gs))
+	e.reportedCap = make([]int64, len(e.gs))
+	for g, s := range e.gs {
+		e.reported[g] = s.pl.current()
+		e.reportedCap[g] = e.capacity(int32(g))
+		if s.updated == 0 {
+			s.updated = now
+		}
+	}
+	return e, nil
+}
+
+// space returns the global index of id, registering it when new.
+func (e *Engine) space(id string) int32 {
+	if g, ok := e.gidx[id]; ok {
+		return g
+	}
+	g := int32(len(e.gs))
+	e.gidx[id] = g
+	e.gs = append(e.gs, &gspace{id: id, cur: -1})
+	e.changedMark = append(e.changedMark, false)
+	e.reported = append(e.reported, 0)
+	e.reportedCap = append(e.reportedCap, 0)
+	return g
+}
+
+func (e *Engine) current() *version { return e.versions[len(e.versions)-1] }
+
+func (e *Engine) capacity(g int32) int64 {
+	s := e.gs[g]
+	if s.cur < 0 {
+		return 0
+	}
+	return e.current().topo.spaces[s.cur].cfg.Capacity
+}
+
+// compare orders two entries of one space in timeline order.
+func (e *Engine) compare(a, b *entry) int {
+	switch {
+	case a.ts < b.ts:
+		return -1
+	case a.ts > b.ts:
+		return 1
+	case a.cls != b.cls:
+		if a.cls < b.cls {
+			return -1
+		}
+		return 1
+	}
+	if a.ref != b.ref {
+		var an, bn string
+		if a.cls == clsEvent {
+			an, bn = e.dpuNames[a.ref], e.dpuNames[b.ref]
+		} else if a.cls != clsCorrection {
+			an, bn = e.gs[a.ref].id, e.gs[b.ref].id
+		}
+		if c := strings.Compare(an, bn); c != 0 {
+			return c
+		}
+	}
+	if a.cls != clsEvent {
+		return 0
+	}
+	// Same DPU and ms: id-less events ('d') before events with an id ('i').
+	switch {
+	case a.id == "" && b.id == "":
+		return cmpInt(int(uint8(a.dir)), int(uint8(b.dir)))
+	case a.id == "":
+		return -1
+	case b.id == "":
+		return 1
+	}
+	return strings.Compare(a.id, b.id)
+}
+
+func cmpInt(a, b int) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// insert puts en into the pending timeline of space g.
+func (e *Engine) insert(g int32, en entry, replace bool, now int64) bool {
+	s := e.gs[g]
+	before := s.pl.current()
+	if !s.pl.upsert(en, e.cmp, e.opts.ClampNegative, replace) {
+		return false
+	}
+	if s.pl.current() != before {
+		s.updated = now
+		e.markChanged(g)
+	}
+	return true
+}
+
+func (e *Engine) markChanged(g int32) {
+	if !e.changedMark[g] {
+		e.changedMark[g] = true
+		e.changed = append(e.changed, g)
+	}
+}
+
+// mapEvent returns the mapping of an event of dpu at ts (DESIGN section 1: the
+// version in force at ts, else the earliest later version that knows the DPU), or nil.
+func (e *Engine) mapEvent(dpu string, ts int64) *dpuVer {
+	vl := e.dpuMaps[dpu]
+	if len(vl) == 0 {
+		return nil
+	}
+	k := e.versionAt(ts)
+	if vl[0].vi >= k {
+		return &vl[0]
+	}
+	j := sort.Search(len(vl), func(i int) bool { return vl[i].vi >= k })
+	if j == len(vl) {
+		return nil
+	}
+	return &vl[j]
+}
+
+// versionAt is the index of the version in force at ts (the first one before all).
+func (e *Engine) versionAt(ts int64) int {
+	n := len(e.versions)
+	if n == 1 || ts >= e.versions[n-1].at {
+		return n - 1
+	}
+	k := sort.Search(n, func(i int) bool { return e.versions[i].at > ts }) - 1
+	if k < 0 {
+		k = 0
+	}
+	return k
+}
+
+// Horizon is the settled horizon H (Unix ms).
+func (e *Engine) Horizon() int64 { return e.h }
+
+// Mappable reports whether an event of dpu at ts maps through some version; false
+// means Apply would park it.
+func (e *Engine) Mappable(dpu string, ts int64) bool { return e.mapEvent(dpu, ts) != nil }
+
+// ParkedCount is the number of parked events held.
+func (e *Engine) ParkedCount() int { return e.nParked }
+
+func (e *Engine) park(ev Event) bool {
+	m := e.parked[ev.DPU]
+	if m == nil {
+		m = map[string]Event{}
+		e.parked[ev.DPU] = m
+	}
+	k := string(ev.Key())
+	if _, dup := m[k]; dup {
+		return false
+	}
+	m[k] = ev
+	e.nParked++
+	return true
+}
+
+func (e *Engine) dpuRef(dpu string) int32 {
+	if i, ok := e.dpuIdx[dpu]; ok {
+		return i
+	}
+	i := int32(len(e.dpuNames))
+	e.dpuIdx[dpu] = i
+	e.dpuNames = append(e.dpuNames, dpu)
+	return i
+}
+
+// eventEntries calls fn with each space an event changes and its timeline entry.
+func (e *Engine) eventEntries(m *dpuVer, ev *Event, fnc func(g int32, en entry)) {
+	v := e.versions[m.vi]
+	ref := e.dpuRef(ev.DPU)
+	for _, ef := range m.d.plus {
+		fnc(v.l2g[ef.space], entry{ts: ev.TS, id: ev.ID, ref: ref, val: int32(ef.delta) * int32(ev.Direction), cls: clsEvent, dir: ev.Direction})
+	}
+}
+
+// applyOne inserts a mapped, not-late event or parks it. It returns what happened:
+// 'a' applied, 'p' parked, 'l' late (appended to late when non-nil), 0 rejected.
+func (e *Engine) applyOne(ev Event, now int64, late *[]Event) byte {
+	if ev.Direction != 1 && ev.Direction != -1 {
+		return 0
+	}
+	m := e.mapEvent(ev.DPU, ev.TS)
+	if m == nil {
+		e.park(ev)
+		return 'p'
+	}
+	if ev.TS < e.h {
+		if late != nil {
+			*late = append(*late, ev)
+		}
+		return 'l'
+	}
+	e.eventEntries(m, &ev, func(g int32, en entry) { e.insert(g, en, false, now) })
+	return 'a'
+}
+
+// Apply takes events that are already durable and deduplicated (late ones included).
+func (e *Engine) Apply(evs []Event, now int64) (ApplyResult, error) {
+	var res ApplyResult
+	var late []Event
+	var bad int
+	for i := range evs {
+		switch e.applyOne(evs[i], now, &late) {
+		case 'a':
+			res.Applied++
+		case 'p':
+			res.Parked++
+		case 'l':
+			res.Late++
+		default:
+			bad++
+		}
+	}
+	if len(late) > 0 && e.opts.LateEvents == LateApply {
+		if err := e.correct(late, now); err != nil {
+			return res, fmt.Errorf("apply late events: %w", err)
+		}
+	}
+	if bad > 0 {
+		return res, fmt.Errorf("apply: %d events with a direction other than 1 or -1 ignored", bad)
+	}
+	return res, nil
+}
+
+// resetTargets lists the spaces a reset of space id at ts to value sets: the space
+// and every space nested in it (in the version in force at ts) for 0, the space
+// alone otherwise.
+func (e *Engine) resetTargets(id string, ts int64, value int64) []int32 {
+	g := e.space(id)
+	if value != 0 {
+		return []int32{g}
+	}
+	v := e.versions[e.versionAt(ts)]
+	li, ok := v.topo.spaceIdx[id]
+	if !ok {
+		return []int32{g}
+	}
+	desc := v.topo.spaces[li].desc
+	out := make([]int32, len(desc))
+	for i, d := range desc {
+		out[i] = v.l2g[d]
+	}
+	return out
+}
+
+func (e *Engine) insertReset(r Reset, now int64) {
+	origin := e.space(r.Space)
+	for _, g := range e.resetTargets(r.Space, r.TS, r.Occupancy) {
+		e.insert(g, entry{ts: r.TS, ref: origin, val: int32(r.Occupancy), cls: clsManual}, true, now)
+	}
+}
+
+// Reset applies a manual reset (already stored) at r.TS >= Horizon.
+func (e *Engine) Reset(r Reset, now int64) error {
+	g, ok := e.gidx[r.Space]
+	if !ok || e.gs[g].cur < 0 {
+		return fmt.Errorf("reset %q: %w", r.Space, ErrUnknownSpace)
+	}
+	if r.TS < e.h {
+		return fmt.Errorf("reset %q: ts %s is before the settled horizon %s", r.Space, fmtMS(r.TS), fmtMS(e.h))
+	}
+	if r.Occupancy < 0 || r.Occupancy > math.MaxInt32 {
+		return fmt.Errorf("reset %q: occupancy %d out of range", r.Space, r.Occupancy)
+	}
+	e.insertReset(r, now)
+	return nil
+}
+
+// Hold keeps the horizon still for SettleAfter from now (broker reconnect).
+func (e *Engine) Hold(now int64) {
+	if t := now + e.opts.SettleAfter; t > e.holdUntil {
+		e.holdUntil = t
+	}
+}
+
+// Tick generates due daily resets and advances the horizon to now-SettleAfter (unless
+// held). When it returns true the Settlement must be committed (buffer.Commit).
+func (e *Engine) Tick(now int64) (Settlement, bool) {
+	e.genDaily(now)
+	newH := now - e.opts.SettleAfter
+	if now < e.holdUntil || newH <= e.h {
+		if !e.dirty {
+			return Settlement{}, false
+		}
+		return e.settlement(nil), true
+	}
+	var rows []Row
+	for g, s := range e.gs {
+		id := s.id
+		var lastTS int64 = math.MinInt64
+		var seq uint32
+		s.pl.settle(newH, e.opts.ClampNegative, func(en *entry, v int64, in, out int32) {
+			if en.ts != lastTS {
+				lastTS, seq = en.ts, 0
+			} else {
+				seq++
+			}
+			rows = append(rows, Row{Space: id, TS: en.ts, Seq: seq, Occupancy: v, Entrances: in, Exits: out, Kind: en.kind()})
+		})
+		_ = g
+	}
+	e.h = newH
+	clear(e.corr)
+	return e.settlement(rows), true
+}
+
+func (e *Engine) settlement(rows []Row) Settlement {
+	st := Settlement{Rows: rows, Unparked: e.unparked, Checkpoint: e.checkpoint()}
+	e.unparked = nil
+	e.dirty = false
+	return st
+}
+
+func (e *Engine) checkpoint() Checkpoint {
+	cp := Checkpoint{Horizon: e.h, Values: map[string]int64{}}
+	for _, s := range e.gs {
+		if s.pl.base != 0 {
+			cp.Values[s.id] = s.pl.base
+		}
+	}
+	var st engineState
+	if len(e.late) > 0 {
+		st.Late = map[string][]interval{}
+		for g, ivs := range e.late {
+			st.Late[e.gs[g].id] = ivs
+		}
+	}
+	st.Moves = e.moves
+	if len(e.corr) > 0 {
+		st.Corrections = map[string]int64{}
+		for g, v := range e.corr {
+			st.Corrections[e.gs[g].id] = v
+		}
+	}
+	b, err := json.Marshal(st)
+	if err == nil && string(b) != "{}" {
+		cp.State = b
+	}
+	return cp
+}
+
+// Changed returns the spaces of the current topology whose current occupancy or
+// capacity changed since the last call, in topology order.
+func (e *Engine) Changed() []string {
+	var out []int32
+	for _, g := range e.changed {
+		e.changedMark[g] = false
+		s := e.gs[g]
+		v, c := s.pl.current(), e.capacity(g)
+		if v == e.reported[g] && c == e.reportedCap[g] {
+			continue
+		}
+		e.reported[g], e.reportedCap[g] = v, c
+		if s.cur >= 0 {
+			out = append(out, g)
+		}
+	}
+	e.changed = e.changed[:0]
+	sort.Slice(out, func(i, j int) bool { return e.gs[out[i]].cur < e.gs[out[j]].cur })
+	ids := make([]string, len(out))
+	for i, g := range out {
+		ids[i] = e.gs[g].id
+	}
+	return ids
+}
+
+func (e *Engine) occupancy(g int32) Occupancy {
+	s := e.gs[g]
+	cs := e.current().topo.spaces[s.cur].cfg
+	return Occupancy{Space: s.id, Name: cs.Name, Occupancy: s.pl.current(), Capacity: cs.Capacity,
+		Updated: s.updated, SettledUntil: e.h}
+}
+
+// Current returns the current occupancy of a space of the current topology.
+func (e *Engine) Current(space string) (Occupancy, bool) {
+	g, ok := e.gidx[space]
+	if !ok || e.gs[g].cur < 0 {
+		return Occupancy{}, false
+	}
+	return e.occupancy(g), true
+}
+
+// Spaces returns every space of the current topology, in topology order.
+func (e *Engine) Spaces() []Occupancy {
+	v := e.current()
+	out := make([]Occupancy, len(v.l2g))
+	for i, g := range v.l2g {
+		out[i] = e.occupancy(g)
+	}
+	return out
+}
+
+// Topology returns the current topology version.
+func (e *Engine) Topology() *Topology { return e.current().topo }
+
+// At returns the occupancy of space at instant t: every entry with ts <= t counts.
+func (e *Engine) At(space string, t int64) (int64, error) {
+	g, ok := e.gidx[space]
+	if !ok {
+		return 0, fmt.Errorf("occupancy at: %q: %w", space, ErrUnknownSpace)
+	}
+	if t >= e.h {
+		return e.gs[g].pl.valueAt(t, e.opts.ClampNegative), nil
+	}
+	r, ok, err := e.store.RowAt(space, t)
+	if err != nil {
+		return 0, fmt.Errorf("occupancy at: %w", err)
+	}
+	if !ok {
+		return 0, nil
+	}
+	return r.Occupancy, nil
+}
+
+// Counts returns the buckets [start+i*interval, start+(i+1)*interval) up to end.
+// A bucket's Occupancy is the value after its last entry (the value at its start if
+// it has none); Min and Max span the value carried in and every value inside.
+func (e *Engine) Counts(space string, start, end, interval int64) ([]Bucket, error) {
+	g, ok := e.gidx[space]
+	if !ok {
+		return nil, fmt.Errorf("counts: %q: %w", space, ErrUnknownSpace)
+	}
+	if interval <= 0 {
+		return nil, fmt.Errorf("counts: interval must be > 0, got %d", interval)
+	}
+	if end <= start {
+		return nil, fmt.Errorf("counts: end must be after start")
+	}
+	nb := (end - start + interval - 1) / interval
+	if nb > MaxBuckets {
+		return nil, fmt.Errorf("counts: %d buckets exceed the limit of %d", nb, MaxBuckets)
+	}
+	x, err := e.At(space, start-1)
+	if err != nil {
+		return nil, fmt.Errorf("counts: %w", err)
+	}
+	bs := make([]Bucket, nb)
+	for i := range bs {
+		s := start + int64(i)*interval
+		bs[i] = Bucket{Start: s, End: min(s+interval, end)}
+	}
+	cur := 0
+	bs[0].Occupancy, bs[0].Min, bs[0].Max = x, x, x
+	add := func(ts, v int64, in, out int32) {
+		for ts >= bs[cur].End {
+			cur++
+			bs[cur].Occupancy, bs[cur].Min, bs[cur].Max = x, x, x
+		}
+		b := &bs[cur]
+		b.Occupancy = v
+		b.Min = min(b.Min, v)
+		b.Max = max(b.Max, v)
+		b.Entrances += int64(in)
+		b.Exits += int64(out)
+		x = v
+	}
+	if start < e.h {
+		err := e.store.Rows(space, start, min(end, e.h), func(r Row) error {
+			add(r.TS, r.Occupancy, r.Entrances, r.Exits)
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("counts: %w", err)
+		}
+	}
+	if end > e.h {
+		e.gs[g].pl.each(max(start, e.h), end, e.opts.ClampNegative, func(en *entry, v int64, in, out int32) {
+			add(en.ts, v, in, out)
+		})
+	}
+	for cur+1 < len(bs) {
+		cur++
+		bs[cur].Occupancy, bs[cur].Min, bs[cur].Max = x, x, x
+	}
+	return bs, nil
+}

@@ -1,0 +1,277 @@
+package occupancy
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+)
+
+// Late events (DESIGN section 3, late_events: apply).
+//
+// The settled rows stay as they were. For every space a batch of late events
+// touches, the true timeline value at H is recomputed by a replay and a correction
+// entry at H sets the space to it. The replay starts from a settled row known to be
+// true: rows in [lo, hi) of a space are suspect once a late event at lo was
+// corrected at hi, so the replay starts before every suspect interval that covers the
+// late event (the intervals are kept per space, merged, in the checkpoint state).
+// Cost: one pass over the stored events (all DPUs) between that start and H, plus
+// the resets and moves in that span. Corrections are absolute, so any number of late
+// events in any order leave no drift.
+
+// correct computes and sets corrections at H for the spaces late events touch.
+func (e *Engine) correct(late []Event, now int64) error {
+	starts := map[int32]int64{}
+	for i := range late {
+		m := e.mapEvent(late[i].DPU, late[i].TS)
+		if m == nil {
+			continue
+		}
+		e.eventEntries(m, &late[i], func(g int32, en entry) {
+			if s, ok := starts[g]; !ok || en.ts < s {
+				starts[g] = en.ts
+			}
+		})
+	}
+	if len(starts) == 0 {
+		return nil
+	}
+	for g, s := range starts {
+		starts[g] = e.trueStart(g, s)
+	}
+	vals, err := e.replay(starts, e.h)
+	if err != nil {
+		return err
+	}
+	for g, v := range vals {
+		e.addInterval(g, interval{Lo: starts[g], Hi: e.h})
+		e.setCorrection(g, v, now)
+	}
+	e.dirty = true
+	return nil
+}
+
+// trueStart moves s back before every suspect interval of g that contains s-1.
+func (e *Engine) trueStart(g int32, s int64) int64 {
+	ivs := e.late[g]
+	for changed := true; changed; {
+		changed = false
+		for _, iv := range ivs {
+			if iv.Lo < s && s-1 < iv.Hi {
+				s = iv.Lo
+				changed = true
+			}
+		}
+	}
+	return s
+}
+
+func (e *Engine) addInterval(g int32, iv interval) {
+	ivs := append(e.late[g], iv)
+	sort.Slice(ivs, func(i, j int) bool { return ivs[i].Lo < ivs[j].Lo })
+	out := ivs[:0]
+	for _, x := range ivs {
+		if n := len(out); n > 0 && x.Lo <= out[n-1].Hi {
+			out[n-1].Hi = max(out[n-1].Hi, x.Hi)
+			continue
+		}
+		out = append(out, x)
+	}
+	e.late[g] = out
+}
+
+// setCorrection sets (or replaces) the correction entry of g at H.
+func (e *Engine) setCorrection(g int32, v int64, now int64) {
+	if v > math.MaxInt32 {
+		v = math.MaxInt32
+	}
+	e.corr[g] = v
+	e.insert(g, entry{ts: e.h, ref: g, val: int32(v), cls: clsCorrection}, true, now)
+}
+
+type gEntry struct {
+	g  int32
+	en entry
+}
+
+// replay computes, for each space g in starts, the true timeline value just before
+// `to`, starting from the settled row before starts[g].
+func (e *Engine) replay(starts map[int32]int64, to int64) (map[int32]int64, error) {
+	from := int64(math.MaxInt64)
+	vals := make(map[int32]int64, len(starts))
+	for g, s := range starts {
+		from = min(from, s)
+		r, ok, err := e.store.RowAt(e.gs[g].id, s-1)
+		if err != nil {
+			return nil, fmt.Errorf("replay: %w", err)
+		}
+		if ok {
+			vals[g] = r.Occupancy
+		} else {
+			vals[g] = 0
+		}
+	}
+	lists := make(map[int32][]entry, len(starts))
+	addEvent := func(ev Event) {
+		m := e.mapEvent(ev.DPU, ev.TS)
+		if m == nil {
+			return
+		}
+		e.eventEntries(m, &ev, func(g int32, en entry) {
+			if s, ok := starts[g]; ok && en.ts >= s {
+				lists[g] = append(lists[g], en)
+			}
+		})
+	}
+	// Events unparked but not yet committed may not be in the event stream yet.
+	extra := map[string]Event{}
+	for _, ev := range e.unparked {
+		if ev.TS >= from && ev.TS < to {
+			extra[string(ev.Key())] = ev
+		}
+	}
+	err := e.store.Events(from, to, func(ev Event) error {
+		if len(extra) > 0 {
+			delete(extra, string(ev.Key()))
+		}
+		addEvent(ev)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replay events: %w", err)
+	}
+	for _, ev := range extra {
+		addEvent(ev)
+	}
+	err = e.store.Resets(from, func(r Reset) error {
+		if r.TS >= to {
+			return errStop
+		}
+		origin := e.space(r.Space)
+		for _, g := range e.resetTargets(r.Space, r.TS, r.Occupancy) {
+			if s, ok := starts[g]; ok && r.TS >= s {
+				lists[g] = append(lists[g], entry{ts: r.TS, ref: origin, val: int32(r.Occupancy), cls: clsManual})
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return nil, fmt.Errorf("replay resets: %w", err)
+	}
+	for _, d := range e.dailyIn(from, min(to, e.lastGen+1)) {
+		for _, g := range e.dailyTargets(d) {
+			if s, ok := starts[g]; ok && d.ts >= s {
+				lists[g] = append(lists[g], entry{ts: d.ts, ref: d.origin, cls: clsDaily})
+			}
+		}
+	}
+	for _, m := range e.moves {
+		if m.TS < from || m.TS >= to {
+			continue
+		}
+		g := e.space(m.Space)
+		if s, ok := starts[g]; ok && m.TS >= s {
+			lists[g] = append(lists[g], entry{ts: m.TS, ref: e.space(m.Origin), val: int32(m.Delta), cls: clsMove})
+		}
+	}
+	for g, l := range lists {
+		sort.SliceStable(l, func(i, j int) bool { return e.compare(&l[i], &l[j]) < 0 })
+		x := vals[g]
+		for i := range l {
+			if i > 0 && e.compare(&l[i-1], &l[i]) == 0 {
+				if l[i].cls == clsEvent {
+					continue // the same event streamed twice
+				}
+			}
+			x, _, _ = step(&l[i], x, e.opts.ClampNegative)
+		}
+		vals[g] = x
+	}
+	return vals, nil
+}
+
+// Rewind recomputes the true timeline and the settled rows from `from` (import
+// only): every stored event, reset, daily reset and move at or after from is
+// replayed from the settled rows before it, the rows up to the current horizon are
+// settled again, and the returned Settlement has RewriteFrom = from.
+func (e *Engine) Rewind(from, now int64) (Settlement, error) {
+	if from >= e.h {
+		// Nothing settled to rewrite: the pending state already holds the truth once
+		// the events are applied.
+		var evs []Event
+		err := e.store.Events(from, math.MaxInt64, func(ev Event) error {
+			evs = append(evs, ev)
+			return nil
+		})
+		if err != nil {
+			return Settlement{}, fmt.Errorf("rewind: %w", err)
+		}
+		for _, ev := range evs {
+			e.applyOne(ev, now, nil)
+		}
+		st := e.settlement(nil)
+		return st, nil
+	}
+	h := e.h
+	// Reset the pending state to the settled rows before from.
+	for g, s := range e.gs {
+		r, ok, err := e.store.RowAt(s.id, from-1)
+		if err != nil {
+			return Settlement{}, fmt.Errorf("rewind: %w", err)
+		}
+		s.pl = plist{}
+		if ok {
+			s.pl.base = r.Occupancy
+		}
+		e.markChanged(int32(g))
+	}
+	e.h = from
+	clear(e.corr)
+	// Suspect intervals from `from` on are rewritten true.
+	for g, ivs := range e.late {
+		var keep []interval
+		for _, iv := range ivs {
+			if iv.Lo < from {
+				iv.Hi = min(iv.Hi, from)
+				keep = append(keep, iv)
+			}
+		}
+		e.late[g] = keep
+	}
+	for _, m := range e.moves {
+		if m.TS >= from {
+			e.insert(e.space(m.Space), entry{ts: m.TS, ref: e.space(m.Origin), val: int32(m.Delta), cls: clsMove}, true, now)
+		}
+	}
+	err := e.store.Resets(from, func(r Reset) error {
+		e.insertReset(r, now)
+		return nil
+	})
+	if err != nil {
+		return Settlement{}, fmt.Errorf("rewind: %w", err)
+	}
+	for _, d := range e.dailyIn(from, e.lastGen+1) {
+		for _, g := range e.dailyTargets(d) {
+			e.insert(g, entry{ts: d.ts, ref: d.origin, cls: clsDaily}, true, now)
+		}
+	}
+	err = e.store.Events(from, math.MaxInt64, func(ev Event) error {
+		e.applyOne(ev, now, nil)
+		return nil
+	})
+	if err != nil {
+		return Settlement{}, fmt.Errorf("rewind: %w", err)
+	}
+	for _, ev := range e.unparked {
+		if ev.TS >= from {
+			e.applyOne(ev, now, nil)
+		}
+	}
+	// Settle again up to the old horizon.
+	saveHold := e.holdUntil
+	e.holdUntil = 0
+	st, _ := e.Tick(h + e.opts.SettleAfter)
+	e.holdUntil = saveHold
+	st.RewriteFrom = from
+	return st, nil
+}

@@ -1,0 +1,325 @@
+package occupancy
+
+import "sort"
+
+// Pending entries of one space live in a chunked, sorted list. Each chunk carries the
+// composition of its entries' value functions and the true value after it, so
+//
+//   - an in-order append is O(1);
+//   - an out-of-order insertion is O(log n + B + n/B): a binary search for the chunk,
+//     a memmove inside it (at most B entries), recomposing that chunk and re-deriving
+//     the end values of the chunks after it with one composed function each;
+//   - the value at any instant is a binary search plus at most B entry steps.
+//
+// Every entry is a function of the value before it, of the form x -> max(a, x+b):
+// a clamped crossing is max(0, x+d), an unclamped one max(-inf, x+d), a reset or
+// correction to c is max(c, x-inf). Such functions compose into the same form.
+
+const chunkSize = 128
+
+// neg stands for -infinity in value functions; sums saturate at it.
+const neg = int64(-1) << 61
+
+// Entry classes: the order of entries of different kinds at the same millisecond.
+// A correction sets the value at the horizon before anything else at that instant;
+// events come next (by DPU id, then id/direction as in Event.Key), then topology
+// moves, daily resets and manual resets (each by originating space id).
+const (
+	clsCorrection uint8 = iota
+	clsEvent
+	clsMove
+	clsDaily
+	clsManual
+)
+
+// entry is one pending timeline entry of one space (40 bytes).
+type entry struct {
+	ts  int64
+	id  string // event id ("" when absent or not an event)
+	ref int32  // event: interned DPU index; move/reset: originating global space index
+	val int32  // event/move: delta; reset/correction: the value set
+	cls uint8
+	dir int8 // event direction (timeline order of id-less events)
+}
+
+func (en *entry) kind() EntryKind {
+	switch en.cls {
+	case clsCorrection:
+		return KindCorrection
+	case clsEvent:
+		return KindEvent
+	case clsMove:
+		return KindMove
+	default:
+		return KindReset
+	}
+}
+
+type fn struct{ a, b int64 }
+
+var identity = fn{a: neg, b: 0}
+
+func sat(x, y int64) int64 {
+	if x <= neg || y <= neg {
+		return neg
+	}
+	return x + y
+}
+
+func (f fn) apply(x int64) int64 {
+	v := sat(x, f.b)
+	if f.a > v {
+		return f.a
+	}
+	return v
+}
+
+// then returns g∘f (f first).
+func (f fn) then(g fn) fn {
+	a := sat(f.a, g.b)
+	if g.a > a {
+		a = g.a
+	}
+	return fn{a: a, b: sat(f.b, g.b)}
+}
+
+func entryFn(en *entry, clamp bool) fn {
+	switch en.cls {
+	case clsEvent, clsMove:
+		if clamp {
+			return fn{a: 0, b: int64(en.val)}
+		}
+		return fn{a: neg, b: int64(en.val)}
+	default:
+		return fn{a: int64(en.val), b: neg}
+	}
+}
+
+// step applies one entry to x and returns the new value and the crossings it counts.
+func step(en *entry, x int64, clamp bool) (v int64, in, out int32) {
+	v = entryFn(en, clamp).apply(x)
+	if en.cls == clsEvent {
+		switch {
+		case en.val > 0 && v > x:
+			in = 1
+		case en.val < 0 && v < x:
+			out = 1
+		}
+	}
+	return v, in, out
+}
+
+type chunk struct {
+	es  []entry
+	f   fn
+	end int64 // true value after the last entry of this chunk
+}
+
+func (c *chunk) recompose(clamp bool) {
+	f := identity
+	for i := range c.es {
+		f = f.then(entryFn(&c.es[i], clamp))
+	}
+	c.f = f
+}
+
+// plist is the pending timeline of one space.
+type plist struct {
+	base   int64 // value at the horizon, before the first pending entry
+	chunks []*chunk
+}
+
+func (p *plist) current() int64 {
+	if len(p.chunks) == 0 {
+		return p.base
+	}
+	return p.chunks[len(p.chunks)-1].end
+}
+
+func (p *plist) len() int {
+	n := 0
+	for _, c := range p.chunks {
+		n += len(c.es)
+	}
+	return n
+}
+
+// propagate re-derives end values from chunk i on.
+func (p *plist) propagate(i int) {
+	x := p.base
+	if i > 0 {
+		x = p.chunks[i-1].end
+	}
+	for ; i < len(p.chunks); i++ {
+		c := p.chunks[i]
+		x = c.f.apply(x)
+		c.end = x
+	}
+}
+
+// less orders entries of one space; e resolves names for ties.
+type lessFunc func(a, b *entry) int
+
+// upsert inserts en in order. An entry comparing equal to an existing one replaces
+// it when replace is set (resets, corrections) and is dropped otherwise (a duplicate
+// event). It reports whether the list changed.
+func (p *plist) upsert(en entry, cmp lessFunc, clamp, replace bool) bool {
+	n := len(p.chunks)
+	if n == 0 {
+		c := &chunk{es: make([]entry, 0, 8)}
+		c.es = append(c.es, en)
+		c.f = entryFn(&en, clamp)
+		p.chunks = append(p.chunks, c)
+		p.propagate(0)
+		return true
+	}
+	last := p.chunks[n-1]
+	le := &last.es[len(last.es)-1]
+	if en.ts > le.ts || (en.ts == le.ts && cmp(le, &en) < 0) {
+		// Fast path: append at the end.
+		if len(last.es) >= chunkSize {
+			c := &chunk{es: make([]entry, 0, chunkSize)}
+			c.es = append(c.es, en)
+			c.f = entryFn(&en, clamp)
+			c.end = c.f.apply(last.end)
+			p.chunks = append(p.chunks, c)
+			return true
+		}
+		last.es = append(last.es, en)
+		g := entryFn(&en, clamp)
+		last.f = last.f.then(g)
+		last.end = g.apply(last.end)
+		return true
+	}
+	// First chunk whose last entry is >= en.
+	ci := sort.Search(n, func(i int) bool {
+		c := p.chunks[i]
+		return cmp(&c.es[len(c.es)-1], &en) >= 0
+	})
+	c := p.chunks[ci]
+	j := sort.Search(len(c.es), func(i int) bool { return cmp(&c.es[i], &en) >= 0 })
+	if cmp(&c.es[j], &en) == 0 {
+		if !replace || c.es[j] == en {
+			return false
+		}
+		c.es[j] = en
+		c.recompose(clamp)
+		p.propagate(ci)
+		return true
+	}
+	c.es = append(c.es, entry{})
+	copy(c.es[j+1:], c.es[j:])
+	c.es[j] = en
+	if len(c.es) > chunkSize {
+		half := len(c.es) / 2
+		nc := &chunk{es: make([]entry, len(c.es)-half, chunkSize)}
+		copy(nc.es, c.es[half:])
+		c.es = c.es[:half:half]
+		c.es = append(make([]entry, 0, chunkSize), c.es...)
+		p.chunks = append(p.chunks, nil)
+		copy(p.chunks[ci+2:], p.chunks[ci+1:])
+		p.chunks[ci+1] = nc
+		nc.recompose(clamp)
+	}
+	c.recompose(clamp)
+	p.propagate(ci)
+	return true
+}
+
+// valueAt returns the value after every pending entry with ts <= t.
+func (p *plist) valueAt(t int64, clamp bool) int64 {
+	n := len(p.chunks)
+	if n == 0 {
+		return p.base
+	}
+	// First chunk whose last entry is after t.
+	ci := sort.Search(n, func(i int) bool {
+		c := p.chunks[i]
+		return c.es[len(c.es)-1].ts > t
+	})
+	if ci == n {
+		return p.chunks[n-1].end
+	}
+	x := p.base
+	if ci > 0 {
+		x = p.chunks[ci-1].end
+	}
+	c := p.chunks[ci]
+	for i := range c.es {
+		if c.es[i].ts > t {
+			break
+		}
+		x = entryFn(&c.es[i], clamp).apply(x)
+	}
+	return x
+}
+
+// each calls fn for every pending entry with from <= ts < to with the value after
+// it and its crossings; before is the value before the first such entry.
+func (p *plist) each(from, to int64, clamp bool, fnc func(en *entry, v int64, in, out int32)) (before int64) {
+	n := len(p.chunks)
+	ci := sort.Search(n, func(i int) bool {
+		c := p.chunks[i]
+		return c.es[len(c.es)-1].ts >= from
+	})
+	x := p.base
+	if ci > 0 {
+		x = p.chunks[ci-1].end
+	}
+	before = x
+	started := false
+	for ; ci < n; ci++ {
+		c := p.chunks[ci]
+		for i := range c.es {
+			en := &c.es[i]
+			if en.ts >= to {
+				return before
+			}
+			v, in, out := step(en, x, clamp)
+			if en.ts >= from {
+				if !started {
+					before = x
+					started = true
+				}
+				fnc(en, v, in, out)
+			}
+			x = v
+		}
+	}
+	if !started {
+		before = x
+	}
+	return before
+}
+
+// settle removes every entry with ts < h, calling emit for each in order with the
+// value after it and its crossings, and makes the value at h the new base.
+func (p *plist) settle(h int64, clamp bool, emit func(en *entry, v int64, in, out int32)) {
+	x := p.base
+	for len(p.chunks) > 0 {
+		c := p.chunks[0]
+		k := 0
+		for k < len(c.es) && c.es[k].ts < h {
+			v, in, out := step(&c.es[k], x, clamp)
+			emit(&c.es[k], v, in, out)
+			x = v
+			k++
+		}
+		if k == len(c.es) {
+			p.chunks[0] = nil
+			p.chunks = p.chunks[1:]
+			continue
+		}
+		if k > 0 {
+			rest := make([]entry, len(c.es)-k, max(chunkSize, len(c.es)-k))
+			copy(rest, c.es[k:])
+			c.es = rest
+			c.recompose(clamp)
+		}
+		break
+	}
+	p.base = x
+	if len(p.chunks) == 0 {
+		p.chunks = nil
+	}
+}

@@ -1,0 +1,267 @@
+package occupancy
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"time"
+)
+
+// addVersion registers a version (no timeline effects): global space indices, the
+// DPU mappings and the current-topology marks.
+func (e *Engine) addVersion(v Version) (*version, error) {
+	if n := len(e.versions); n > 0 && v.At < e.versions[n-1].at {
+		return nil, fmt.Errorf("topology version at %s is before the latest version at %s", fmtMS(v.At), fmtMS(e.versions[n-1].at))
+	}
+	topo, err := Compile(v.Topology)
+	if err != nil {
+		return nil, fmt.Errorf("topology version at %s: %w", fmtMS(v.At), err)
+	}
+	ver := &version{at: v.At, topo: topo, l2g: make([]int32, len(topo.spaces))}
+	for i := range topo.spaces {
+		ver.l2g[i] = e.space(topo.spaces[i].cfg.ID)
+	}
+	vi := len(e.versions)
+	e.versions = append(e.versions, ver)
+	for _, d := range topo.cfg.DPUs {
+		e.dpuMaps[d.ID] = append(e.dpuMaps[d.ID], dpuVer{vi: vi, d: topo.dpus[d.ID]})
+	}
+	for _, s := range e.gs {
+		s.cur = -1
+	}
+	for i, g := range ver.l2g {
+		e.gs[g].cur = i
+	}
+	e.nextDaily = math.MinInt64 // recompute on the next genDaily
+	return ver, nil
+}
+
+// AddVersion makes a stored topology version part of the engine. A space moved to a
+// new parent carries its current count (KindMove entries at max(v.At, H) on the old
+// and new ancestors); parked events the version maps are applied (late handling for
+// those before H) and listed in the next Settlement's Unparked.
+func (e *Engine) AddVersion(v Version, now int64) (VersionChange, error) {
+	prev := e.current()
+	ver, err := e.addVersion(v)
+	if err != nil {
+		return VersionChange{}, fmt.Errorf("add version: %w", err)
+	}
+	var ch VersionChange
+	for _, s := range ver.topo.spaces {
+		if _, ok := prev.topo.spaceIdx[s.cfg.ID]; !ok {
+			ch.Added = append(ch.Added, s.cfg.ID)
+		}
+	}
+	for _, s := range prev.topo.spaces {
+		if _, ok := ver.topo.spaceIdx[s.cfg.ID]; !ok {
+			ch.Removed = append(ch.Removed, s.cfg.ID)
+		}
+	}
+	at := max(v.At, e.h)
+	for li, s := range ver.topo.spaces {
+		pi, ok := prev.topo.spaceIdx[s.cfg.ID]
+		if !ok {
+			continue
+		}
+		g := ver.l2g[li]
+		e.markChanged(g) // capacity or name may have changed
+		if prev.topo.spaces[pi].cfg.Parent == s.cfg.Parent {
+			continue
+		}
+		ch.Moved = append(ch.Moved, s.cfg.ID)
+		c := e.gs[g].pl.valueAt(at, e.opts.ClampNegative)
+		if c == 0 {
+			continue
+		}
+		oldChain := globalChain(prev, pi)[1:]
+		newChain := globalChain(ver, li)[1:]
+		for _, a := range oldChain {
+			if !containsG(newChain, a) {
+				e.addMove(moveRec{TS: at, Space: e.gs[a].id, Origin: s.cfg.ID, Delta: -c}, now)
+			}
+		}
+		for _, a := range newChain {
+			if !containsG(oldChain, a) {
+				e.addMove(moveRec{TS: at, Space: e.gs[a].id, Origin: s.cfg.ID, Delta: c}, now)
+			}
+		}
+	}
+	// Parked events of DPUs this version knows.
+	var late []Event
+	for dpu, m := range e.parked {
+		if !ver.topo.HasDPU(dpu) {
+			continue
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			ev := m[k]
+			e.unparked = append(e.unparked, ev)
+			ch.Unparked++
+			e.applyOne(ev, now, &late)
+		}
+		e.nParked -= len(m)
+		delete(e.parked, dpu)
+	}
+	if len(late) > 0 && e.opts.LateEvents == LateApply {
+		if err := e.correct(late, now); err != nil {
+			return ch, fmt.Errorf("add version: %w", err)
+		}
+	}
+	e.dirty = true
+	return ch, nil
+}
+
+func (e *Engine) addMove(m moveRec, now int64) {
+	e.moves = append(e.moves, m)
+	e.insert(e.space(m.Space), entry{ts: m.TS, ref: e.space(m.Origin), val: int32(m.Delta), cls: clsMove}, true, now)
+}
+
+func globalChain(v *version, li int) []int32 {
+	ch := v.topo.spaces[li].chain
+	out := make([]int32, len(ch))
+	for i, c := range ch {
+		out[i] = v.l2g[c]
+	}
+	return out
+}
+
+func containsG(xs []int32, x int32) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// dailyReset is one generated daily reset: space origin reset to 0 at ts.
+type dailyReset struct {
+	ts     int64
+	origin int32
+	vi     int
+}
+
+// dailyIn lists the daily resets with from <= ts < to, each from the version in
+// force at its instant, ordered by ts.
+func (e *Engine) dailyIn(from, to int64) []dailyReset {
+	var out []dailyReset
+	for vi, v := range e.versions {
+		segFrom, segTo := int64(math.MinInt64), int64(math.MaxInt64)
+		if vi > 0 {
+			segFrom = v.at
+		}
+		if vi+1 < len(e.versions) {
+			segTo = e.versions[vi+1].at
+		}
+		lo, hi := max(from, segFrom), min(to, segTo)
+		if lo >= hi {
+			continue
+		}
+		for li := range v.topo.spaces {
+			s := &v.topo.spaces[li]
+			if s.resetMin < 0 {
+				continue
+			}
+			for _, ts := range dailyInstants(s.resetMin, s.loc, lo, hi) {
+				out = append(out, dailyReset{ts: ts, origin: v.l2g[li], vi: vi})
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].ts < out[j].ts })
+	return out
+}
+
+// dailyTargets are the spaces a daily reset zeroes: the space and all nested in it.
+func (e *Engine) dailyTargets(d dailyReset) []int32 {
+	v := e.versions[d.vi]
+	li := v.topo.spaceIdx[e.gs[d.origin].id]
+	desc := v.topo.spaces[li].desc
+	out := make([]int32, len(desc))
+	for i, x := range desc {
+		out[i] = v.l2g[x]
+	}
+	return out
+}
+
+// genDaily inserts the daily resets with lastGen < ts <= now.
+func (e *Engine) genDaily(now int64) {
+	if now <= e.lastGen {
+		return
+	}
+	if e.nextDaily != math.MinInt64 && now < e.nextDaily {
+		e.lastGen = now
+		return
+	}
+	for _, d := range e.dailyIn(e.lastGen+1, now+1) {
+		for _, g := range e.dailyTargets(d) {
+			e.insert(g, entry{ts: d.ts, ref: d.origin, cls: clsDaily}, true, now)
+		}
+	}
+	e.lastGen = now
+	// Next instant: look ahead two days (every space resets at least daily).
+	e.nextDaily = math.MaxInt64
+	if ds := e.dailyIn(now+1, now+1+2*86_400_000); len(ds) > 0 {
+		e.nextDaily = ds[0].ts
+	}
+}
+
+// dailyInstants returns the instants (Unix ms) in [from, to) at which local time in
+// loc reads minute-of-day m: in a DST gap the end of the gap, in a repeated hour the
+// first occurrence only.
+func dailyInstants(m int, loc *time.Location, from, to int64) []int64 {
+	const day = 86_400_000
+	// Bound the walk: history further back than the data is pointless, and callers
+	// pass finite ranges; guard against absurd spans anyway.
+	if to-from > 400*365*day {
+		from = to - 400*365*day
+	}
+	start := time.UnixMilli(from).In(loc)
+	y, mo, d := start.Date()
+	cur := time.Date(y, mo, d-1, 12, 0, 0, 0, time.UTC)
+	var out []int64
+	for {
+		yy, mm, dd := cur.Date()
+		t := localInstant(yy, mm, dd, m, loc)
+		if t >= to {
+			break
+		}
+		if t >= from {
+			out = append(out, t)
+		}
+		cur = cur.AddDate(0, 0, 1)
+	}
+	return out
+}
+
+// localInstant is the first instant at which the wall clock of loc reads y-mo-d at
+// minute m, or the end of the gap when that wall time does not exist.
+func localInstant(y int, mo time.Month, d, m int, loc *time.Location) int64 {
+	wall := time.Date(y, mo, d, m/60, m%60, 0, 0, time.UTC).Unix()
+	best := int64(math.MaxInt64)
+	for _, probe := range []int64{wall - 86400, wall, wall + 86400} {
+		_, off := time.Unix(probe, 0).In(loc).Zone()
+		u := wall - int64(off)
+		if _, off2 := time.Unix(u, 0).In(loc).Zone(); off2 == off && u < best {
+			best = u
+		}
+	}
+	if best != math.MaxInt64 {
+		return best * 1000
+	}
+	_, offBefore := time.Unix(wall-86400, 0).In(loc).Zone()
+	hi := wall - int64(offBefore)
+	lo := hi - 86400
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		if _, o := time.Unix(mid, 0).In(loc).Zone(); o == offBefore {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return hi * 1000
+}
