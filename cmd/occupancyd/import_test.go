@@ -1,0 +1,463 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/gateway"
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+// The import tests use this building: hq > lobby, room; DPUs d-main (street <->
+// lobby), d-room (lobby <-> room) and "283" (street <-> room).
+const impTopologyYAML = `topology:
+  spaces:
+    - {id: hq, name: HQ, capacity: 100}
+    - {id: lobby, name: Lobby, parent: hq}
+    - {id: room, name: Room, parent: hq, capacity: 10}
+  doorways:
+    - {id: main, name: Main}
+    - {id: inner, name: Inner}
+  dpus:
+    - {id: d-main, doorway: main, plus_space: lobby, minus_space: ""}
+    - {id: d-room, doorway: inner, plus_space: room, minus_space: lobby}
+    - {id: "283", doorway: main, plus_space: room, minus_space: ""}
+`
+
+var impSpaces = []string{"hq", "lobby", "room"}
+
+// impEffects is the nesting rule of DESIGN 1 worked out by hand for this building:
+// the change of each space for a crossing with direction +1 (-1 negates it).
+var impEffects = map[string]map[string]int64{
+	"d-main": {"lobby": 1, "hq": 1},
+	"d-room": {"room": 1, "lobby": -1},
+	"283":    {"room": 1, "hq": 1},
+}
+
+// impEvent is a row as the model sees it.
+type impEvent struct {
+	dpu string
+	id  string
+	ts  int64
+	dir int8
+}
+
+func (e impEvent) identity() string {
+	if e.id != "" {
+		return fmt.Sprintf("%s|id=%s|%d", e.dpu, e.id, e.ts)
+	}
+	return fmt.Sprintf("%s|%d|%d", e.dpu, e.ts, e.dir)
+}
+
+// impModel is an independent model of the true timeline: unique events (by identity,
+// DPU known), sorted by (ts, dpu, id), applied with clamping at 0 per space.
+type impModel struct {
+	evs []impEvent // unique, known DPU, in timeline order
+}
+
+func newImpModel(evs []impEvent) impModel {
+	seen := map[string]bool{}
+	var uniq []impEvent
+	for _, e := range evs {
+		if _, known := impEffects[e.dpu]; !known || seen[e.identity()] {
+			continue
+		}
+		seen[e.identity()] = true
+		uniq = append(uniq, e)
+	}
+	sort.Slice(uniq, func(i, j int) bool {
+		a, b := uniq[i], uniq[j]
+		if a.ts != b.ts {
+			return a.ts < b.ts
+		}
+		if a.dpu != b.dpu {
+			return a.dpu < b.dpu
+		}
+		return a.id < b.id
+	})
+	return impModel{evs: uniq}
+}
+
+// values returns the occupancy of space at each of the ascending instants.
+func (m impModel) values(space string, instants []int64) []int64 {
+	out := make([]int64, len(instants))
+	var v int64
+	j := 0
+	for i, at := range instants {
+		for ; j < len(m.evs) && m.evs[j].ts <= at; j++ {
+			e := m.evs[j]
+			v += impEffects[e.dpu][space] * int64(e.dir)
+			if v < 0 {
+				v = 0
+			}
+		}
+		out[i] = v
+	}
+	return out
+}
+
+// impSetup writes a config with its storage in a temp dir and returns it loaded.
+func impSetup(t *testing.T) (gateway.Config, string) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "occupancyd.yaml")
+	doc := fmt.Sprintf("gateway: {id: imptest}\nstorage: {dir: %q}\nhttp: {listen: \"\"}\n%s", filepath.Join(dir, "data"), impTopologyYAML)
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("LoadConfig: %v", err)
+	}
+	return cfg, path
+}
+
+func impRun(t *testing.T, cfg gateway.Config, name string, data []byte) importSummary {
+	t.Helper()
+	sum, err := runImport(context.Background(), importOptions{Config: cfg, Logger: zerolog.Nop()}, name, bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("runImport %s: %v", name, err)
+	}
+	return sum
+}
+
+// impCheckAt reopens the store as the daemon would and compares engine.At with the
+// model at every event instant (and just before it) and now.
+func impCheckAt(t *testing.T, cfg gateway.Config, evs []impEvent) {
+	t.Helper()
+	store, err := buffer.Open(buffer.Options{Dir: cfg.Storage.Dir, Retention: cfg.Storage.Retention, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatalf("reopen store: %v", err)
+	}
+	defer store.Close()
+	now := time.Now().UnixMilli()
+	eng, err := occupancy.Open(occupancy.Options{
+		SettleAfter:   cfg.Engine.SettleAfter.Milliseconds(),
+		LateEvents:    occupancy.LatePolicy(cfg.Engine.LateEvents),
+		ClampNegative: cfg.Engine.ClampNegative,
+		MaxParked:     cfg.Storage.MaxParked,
+	}, store, now)
+	if err != nil {
+		t.Fatalf("occupancy.Open: %v", err)
+	}
+	instants := map[int64]bool{now: true}
+	for _, e := range evs {
+		instants[e.ts] = true
+		instants[e.ts-1] = true
+	}
+	var ts []int64
+	for x := range instants {
+		ts = append(ts, x)
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
+	model := newImpModel(evs)
+	bad := 0
+	for _, sp := range impSpaces {
+		want := model.values(sp, ts)
+		for i, at := range ts {
+			got, err := eng.At(sp, at)
+			if err != nil {
+				t.Fatalf("At(%s, %d): %v", sp, at, err)
+			}
+			if got != want[i] {
+				bad++
+				if bad <= 10 {
+					t.Errorf("At(%s, %s): got %d, want %d", sp, time.UnixMilli(at).UTC().Format(time.RFC3339Nano), got, want[i])
+				}
+			}
+		}
+		cur, ok := eng.Current(sp)
+		if !ok {
+			t.Fatalf("Current(%s): unknown space", sp)
+		}
+		if w := want[len(want)-1]; cur.Occupancy != w {
+			t.Errorf("Current(%s): got %d, want %d", sp, cur.Occupancy, w)
+		}
+	}
+	if bad > 10 {
+		t.Errorf("... %d mismatches in all", bad)
+	}
+}
+
+func impRFC(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z") }
+
+func TestImportCSV(t *testing.T) {
+	cfg, _ := impSetup(t)
+	base := time.Now().Add(-2 * time.Hour).Truncate(time.Second).UnixMilli()
+	at := func(min int) int64 { return base + int64(min)*60_000 }
+	ms := func(min int) string { return fmt.Sprint(at(min)) }
+	csv := "\ufeff" + strings.Join([]string{
+		`timestamp,direction,dpu_id`,
+		`"` + impRFC(at(0)) + `","1","d-main"`,                                        // line 2
+		`"` + impRFC(at(1)) + `","1","d-main"`,                                        // 3
+		`"` + impRFC(at(1)) + `","1","d-main"`,                                        // 4: duplicate of line 3
+		impRFC(at(1)) + `,1,d-main`,                                                   // 5: the same again, unquoted
+		`"` + impRFC(at(2)) + `","1","d-room"`,                                        // 6
+		`"` + impRFC(at(3)) + `","2","d-room"`,                                        // 7: bad direction
+		`"yesterday","1","d-room"`,                                                    // 8: bad ts
+		`"` + ms(4) + `","-1","283"`,                                                  // 9: Unix ms, 283 leaves the room
+		`"` + ms(5) + `", "1", "283"`,                                                 // 10: spaces after commas
+		`"` + impRFC(at(6)) + `","1"`,                                                 // 11: missing field
+		`"` + impRFC(at(7)) + `","1","bad dpu"`,                                       // 12: invalid DPU id
+		`"` + impRFC(at(8)) + `","1","ghost"`,                                         // 13: unknown DPU: parked
+		`"` + time.Now().Add(time.Hour).UTC().Format(time.RFC3339) + `","1","d-main"`, // 14: future
+		`"` + strings.Replace(impRFC(at(9)), "T", " ", 1) + `","-1","d-main"`,         // 15: space separator
+		`"` + impRFC(at(10)) + `","+1","d-main"`,                                      // 16
+		`"` + impRFC(at(11)) + `","1","d-main"`,                                       // 17
+		`"` + impRFC(at(11)) + `","-1","d-main"`,                                      // 18: same ts, other direction: not a duplicate
+		``,
+	}, "\r\n")
+	sum := impRun(t, cfg, "events.csv", []byte(csv))
+
+	if sum.Format != "csv" || sum.Rows != 17 || sum.Imported != 10 || sum.Duplicates != 2 || sum.Parked != 1 {
+		t.Errorf("got format %q rows %d imported %d duplicates %d parked %d, want csv 17 10 2 1",
+			sum.Format, sum.Rows, sum.Imported, sum.Duplicates, sum.Parked)
+	}
+	var gotRej []string
+	for _, r := range sum.Rejected {
+		gotRej = append(gotRej, fmt.Sprintf("%d %s", r.Line, r.Reason))
+	}
+	wantRej := []string{"7 bad_direction", "8 bad_ts", "11 bad_csv", "12 bad_dpu", "14 future_ts"}
+	if !reflect.DeepEqual(gotRej, wantRej) {
+		t.Errorf("rejected: got %q, want %q", gotRej, wantRej)
+	}
+	if sum.From != at(0) {
+		t.Errorf("recomputed from %d, want %d", sum.From, at(0))
+	}
+	out := sum.String()
+	for _, want := range []string{"imported:   10 (1 parked", "duplicates: 2", "rejected:   5", "line 7: bad_direction: direction must be 1 or -1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary %q lacks %q", out, want)
+		}
+	}
+
+	model := []impEvent{
+		{"d-main", "", at(0), 1}, {"d-main", "", at(1), 1}, {"d-room", "", at(2), 1},
+		{"283", "", at(4), -1}, {"283", "", at(5), 1}, {"d-main", "", at(9), -1},
+		{"d-main", "", at(10), 1}, {"d-main", "", at(11), 1}, {"d-main", "", at(11), -1},
+	}
+	impCheckAt(t, cfg, model)
+}
+
+func TestImportJSONLines(t *testing.T) {
+	cfg, _ := impSetup(t)
+	base := time.Now().Add(-90 * time.Minute).Truncate(time.Millisecond).UnixMilli()
+	var evs []impEvent
+	var plain bytes.Buffer
+	for i := 0; i < 40; i++ {
+		e := impEvent{dpu: []string{"d-main", "d-room", "283"}[i%3], id: fmt.Sprint(1000 + i), ts: base + int64(i)*61_000, dir: 1}
+		if i%4 == 3 {
+			e.dir = -1
+		}
+		evs = append(evs, e)
+		// the buffer's archive format, and the DESIGN event object with an integer id
+		if i%2 == 0 {
+			b, _ := json.Marshal(buffer.ArchivedEvent{DPU: e.dpu, ID: e.id, TS: impRFC(e.ts), Direction: e.dir})
+			plain.Write(append(b, '\n'))
+		} else {
+			fmt.Fprintf(&plain, `{"dpu": %q, "id": %s, "ts": %d, "direction": "%d"}`+"\n", e.dpu, e.id, e.ts, e.dir)
+		}
+	}
+	// an id that restarts (same id, later ts) is a new event
+	evs = append(evs, impEvent{"d-main", "1000", base + 41*61_000, 1})
+	fmt.Fprintf(&plain, `{"dpu":"d-main","id":"1000","ts":%d,"direction":1}`+"\n", base+41*61_000)
+	plain.WriteString("\n")                                                 // blank line: skipped
+	plain.WriteString(`{"dpu":"d-main","ts":"x","direction":1}` + "\n")     // line 43: bad_ts
+	plain.WriteString(`{"ts":"` + impRFC(base) + `","direction":1}` + "\n") // 44: no dpu
+	plain.WriteString(`{"dpu":"d-main",` + "\n")                            // 45: bad json
+	plain.WriteString(`[{"dpu":"d-main"}]` + "\n")                          // 46: not an object
+
+	// As the archive writes it: gzip, in two members.
+	var gz bytes.Buffer
+	half := bytes.Index(plain.Bytes()[plain.Len()/2:], []byte("\n")) + plain.Len()/2 + 1
+	for _, part := range [][]byte{plain.Bytes()[:half], plain.Bytes()[half:]} {
+		zw := gzip.NewWriter(&gz)
+		zw.Write(part)
+		zw.Close()
+	}
+	sum := impRun(t, cfg, "events-2026-11-27.jsonl.gz", gz.Bytes())
+	if sum.Format != "jsonl, gzip" || sum.Rows != 45 || sum.Imported != 41 || sum.Duplicates != 0 {
+		t.Errorf("got format %q rows %d imported %d duplicates %d, want \"jsonl, gzip\" 45 41 0", sum.Format, sum.Rows, sum.Imported, sum.Duplicates)
+	}
+	var gotRej []string
+	for _, r := range sum.Rejected {
+		gotRej = append(gotRej, fmt.Sprintf("%d %s", r.Line, r.Reason))
+	}
+	if want := []string{"43 bad_ts", "44 bad_dpu", "45 bad_json", "46 bad_json"}; !reflect.DeepEqual(gotRej, want) {
+		t.Errorf("rejected: got %q, want %q", gotRej, want)
+	}
+	impCheckAt(t, cfg, evs)
+
+	t.Run("re-import counts nothing new", func(t *testing.T) {
+		again := impRun(t, cfg, "again.jsonl", plain.Bytes())
+		if again.Imported != 0 || again.Duplicates != 41 || len(again.Rejected) != 4 {
+			t.Errorf("got imported %d duplicates %d rejected %d, want 0 41 4", again.Imported, again.Duplicates, len(again.Rejected))
+		}
+		impCheckAt(t, cfg, evs)
+	})
+}
+
+// TestImportRandom imports a random, shuffled stream with duplicates in two files
+// whose times overlap (the second rewrites history before the first's end) and
+// compares every instant with the model.
+func TestImportRandom(t *testing.T) {
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewSource(seed))
+	t.Logf("seed %d", seed)
+	n := 1500
+	if testing.Short() {
+		n = 400
+	}
+	cfg, _ := impSetup(t)
+	start := time.Now().Add(-3 * time.Hour).UnixMilli()
+	dpus := []string{"d-main", "d-room", "283"}
+	var evs []impEvent
+	used := map[int64]bool{}
+	for i := 0; i < n; i++ {
+		ts := start + rng.Int63n(3*3600_000-30_000)
+		for used[ts] {
+			ts++
+		}
+		used[ts] = true
+		e := impEvent{dpu: dpus[rng.Intn(3)], ts: ts, dir: int8(1 - 2*rng.Intn(2))}
+		if rng.Intn(2) == 0 {
+			e.id = fmt.Sprint(rng.Intn(1 << 20))
+		}
+		evs = append(evs, e)
+	}
+	rows := append([]impEvent(nil), evs...)
+	for i := 0; i < n/10; i++ {
+		rows = append(rows, evs[rng.Intn(n)])
+	}
+	rng.Shuffle(len(rows), func(i, j int) { rows[i], rows[j] = rows[j], rows[i] })
+	// file 1: events of the last two hours; file 2: everything else, earlier
+	cut := start + 3600_000
+	var f1, f2 bytes.Buffer
+	f1.WriteString("timestamp,direction,dpu_id,id\n")
+	f2.WriteString("\"timestamp\",\"direction\",\"dpu_id\",\"id\"\n")
+	for _, r := range rows {
+		w := &f2
+		if r.ts >= cut {
+			w = &f1
+		}
+		if rng.Intn(2) == 0 {
+			fmt.Fprintf(w, "%q,%q,%q,%q\n", impRFC(r.ts), fmt.Sprint(r.dir), r.dpu, r.id)
+		} else {
+			fmt.Fprintf(w, "%d,%d,%s,%s\n", r.ts, r.dir, r.dpu, r.id)
+		}
+	}
+	s1 := impRun(t, cfg, "late.csv", f1.Bytes())
+	s2 := impRun(t, cfg, "early.csv", f2.Bytes())
+	if got := s1.Imported + s2.Imported; got != n {
+		t.Errorf("imported %d, want %d", got, n)
+	}
+	if got := s1.Duplicates + s2.Duplicates; got != len(rows)-n {
+		t.Errorf("duplicates %d, want %d", got, len(rows)-n)
+	}
+	if len(s1.Rejected)+len(s2.Rejected) != 0 {
+		t.Errorf("rejected %v %v, want none", s1.Rejected, s2.Rejected)
+	}
+	impCheckAt(t, cfg, evs)
+}
+
+func TestImportErrors(t *testing.T) {
+	t.Run("store in use", func(t *testing.T) {
+		cfg, _ := impSetup(t)
+		held, err := buffer.Open(buffer.Options{Dir: cfg.Storage.Dir, Logger: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Close()
+		_, err = runImport(context.Background(), importOptions{Config: cfg, Logger: zerolog.Nop()}, "x.csv",
+			strings.NewReader("timestamp,direction,dpu_id\n"))
+		want := "storage dir " + cfg.Storage.Dir + " is in use by another process (is occupancyd running?)"
+		if err == nil || err.Error() != want {
+			t.Fatalf("got %v, want %q", err, want)
+		}
+		if !errors.Is(err, buffer.ErrLocked) {
+			t.Errorf("error does not wrap buffer.ErrLocked")
+		}
+	})
+	for _, tc := range []struct{ name, data, want string }{
+		{"bad header", "time,dir,dpu\n1,1,d-main\n", `csv header: want timestamp,direction,dpu_id (and optionally id), got "time,dir,dpu"`},
+		{"empty", "  \n\n", "no events: the file is empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, _ := impSetup(t)
+			_, err := runImport(context.Background(), importOptions{Config: cfg, Logger: zerolog.Nop()}, "x", strings.NewReader(tc.data))
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+			store, err := buffer.Open(buffer.Options{Dir: cfg.Storage.Dir, Logger: zerolog.Nop()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			n := 0
+			store.Events(0, 1<<62, func(occupancy.Event) error { n++; return nil })
+			if n != 0 {
+				t.Errorf("%d events stored, want 0", n)
+			}
+		})
+	}
+}
+
+func TestImportCommand(t *testing.T) {
+	cfg, cfgPath := impSetup(t)
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	var b strings.Builder
+	b.WriteString("timestamp,direction,dpu_id\n")
+	for i := 0; i < 5; i++ {
+		fmt.Fprintf(&b, "%d,1,d-main\n", base+int64(i)*1000)
+	}
+	events := filepath.Join(t.TempDir(), "events.csv")
+	if err := os.WriteFile(events, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	// flags after the file work too
+	code := dispatch([]string{"import", events, "--config", cfgPath, "--progress", "2"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %s", code, stderr.String())
+	}
+	if want := fmt.Sprintf("import %s (csv): 5 rows\n  imported:   5\n  duplicates: 0\n  rejected:   0\n", events); !strings.HasPrefix(stdout.String(), want) {
+		t.Errorf("stdout:\n%s\nwant it to start with\n%s", stdout.String(), want)
+	}
+	if got := strings.Count(stderr.String(), "import: "); got != 1 {
+		t.Errorf("got %d progress lines in %q, want 1 (5 rows, one batch)", got, stderr.String())
+	}
+	impCheckAt(t, cfg, []impEvent{
+		{"d-main", "", base, 1}, {"d-main", "", base + 1000, 1}, {"d-main", "", base + 2000, 1},
+		{"d-main", "", base + 3000, 1}, {"d-main", "", base + 4000, 1},
+	})
+
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"import", events}, 2, "import needs --config FILE"},
+		{[]string{"import", "--config", cfgPath}, 2, "import needs one EVENTS file"},
+		{[]string{"import", "--config", cfgPath, filepath.Join(t.TempDir(), "none.csv")}, 1, "no such file"},
+	} {
+		var so, se bytes.Buffer
+		if code := dispatch(tc.args, &so, &se); code != tc.code || !strings.Contains(se.String(), tc.want) {
+			t.Errorf("%q: got exit %d stderr %q, want %d and %q", tc.args, code, se.String(), tc.code, tc.want)
+		}
+	}
+}
