@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -23,7 +22,8 @@ import (
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files")
+// The -update flag (rewrite golden files) is declared once for the package, in
+// config_test.go; it also rewrites testdata/occupancy here.
 
 // fakeQuerier is a tiny in-memory Querier for the HTTP layer's own tests: it records
 // what the server asked for and answers from fixed data. The real-stack test
