@@ -204,7 +204,7 @@ func (in *ingester) process(msgs []inMsg) {
 			}
 			parked := !g.eng.Mappable(e.DPU, e.TS)
 			if parked {
-				if maxParked > 0 && int64(g.store.ParkedCount())+in.parkedInFlight.Load()+batchParked >= int64(maxParked) {
+				if maxParked > 0 && int64(g.store.ParkedCount())+in.parkedInFlight.Load() >= int64(maxParked) {
 					w.rejections = append(w.rejections, occupancy.Rejection{
 						Reason: occupancy.ReasonUnknownDPU,
 						Detail: fmt.Sprintf("DPU %q is in no topology version and storage.max_parked (%d) is reached", e.DPU, maxParked),
@@ -213,6 +213,7 @@ func (in *ingester) process(msgs []inMsg) {
 					continue
 				}
 				batchParked++
+				in.parkedInFlight.Add(1) // under g.mu: other workers see it at once
 			}
 			kept = append(kept, e)
 			w.parked = append(w.parked, parked)
@@ -220,7 +221,6 @@ func (in *ingester) process(msgs []inMsg) {
 		w.events = kept
 	}
 	g.mu.Unlock()
-	in.parkedInFlight.Add(batchParked)
 	defer in.parkedInFlight.Add(-batchParked)
 
 	// One Append for the whole batch: the buffer group-commits it with the batches of
