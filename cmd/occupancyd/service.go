@@ -79,6 +79,14 @@ func serviceCommand(action string, args []string, stdout io.Writer) error {
 	}
 	if action == "status" {
 		st, err := s.Status()
+		if err != nil && s.Platform() == "unix-systemv" {
+			// kardianos' SysV script answers "Stopped" with exit status 1.
+			if _, serr := os.Stat(sysvScript); serr != nil {
+				st, err = service.StatusUnknown, service.ErrNotInstalled
+			} else {
+				st, err = service.StatusStopped, nil
+			}
+		}
 		switch {
 		case errors.Is(err, service.ErrNotInstalled):
 			fmt.Fprintln(stdout, "occupancyd: not installed")
@@ -101,6 +109,9 @@ func serviceCommand(action string, args []string, stdout io.Writer) error {
 			return fmt.Errorf("%s: %w (run as root or with sudo)", action, err)
 		}
 		return fmt.Errorf("%s: %w", action, err)
+	}
+	if action == "uninstall" && s.Platform() == "unix-systemv" {
+		removeSysvLinks()
 	}
 	switch action {
 	case "install":
@@ -228,5 +239,19 @@ func (p *serviceProgram) Stop(s service.Service) error {
 		m.Logger.Warn().Str("signal", sig.String()).Msg("second signal: exiting without draining")
 		os.Exit(1)
 		return nil
+	}
+}
+
+// sysvScript is where kardianos/service installs the SysV init script.
+const sysvScript = "/etc/init.d/" + serviceName
+
+// removeSysvLinks removes the /etc/rc?.d links to the SysV init script, which
+// kardianos/service creates on install but leaves behind on uninstall.
+func removeSysvLinks() {
+	links, _ := filepath.Glob("/etc/rc[0-6S].d/[SK][0-9][0-9]" + serviceName)
+	for _, l := range links {
+		if target, err := os.Readlink(l); err == nil && target == sysvScript {
+			_ = os.Remove(l)
+		}
 	}
 }
