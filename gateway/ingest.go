@@ -139,7 +139,35 @@ type msgWork struct {
 	dpu        string
 	events     []occupancy.Event
 	parked     []bool
+	index      []int // position of each event in the message's batch (-1: single)
 	rejections []occupancy.Rejection
+}
+
+// batchIndexes gives each decoded event its position in the message: the positions
+// not taken by the decoder's rejections, in order; -1 for a message of one element.
+func batchIndexes(nEvents int, rejs []occupancy.Rejection) []int {
+	idx := make([]int, 0, nEvents)
+	if nEvents+len(rejs) <= 1 {
+		return append(idx, -1)[:nEvents]
+	}
+	taken := map[int]bool{}
+	for _, r := range rejs {
+		taken[r.Index] = true
+	}
+	for p := 0; len(idx) < nEvents; p++ {
+		if !taken[p] {
+			idx = append(idx, p)
+		}
+	}
+	return idx
+}
+
+// firstOf is the position in owner of the first event of the message owning event i.
+func firstOf(owner []int, i int) int {
+	for i > 0 && owner[i-1] == owner[i] {
+		i--
+	}
+	return i
 }
 
 // process takes a batch of messages through decode -> checks -> buffer.Append ->
@@ -174,6 +202,7 @@ func (in *ingester) process(msgs []inMsg) {
 			evs[j].Received = m.received
 		}
 		w.events, w.rejections = evs, rejs
+		w.index = batchIndexes(len(evs), rejs)
 		nEvents += len(evs)
 	}
 
@@ -190,13 +219,14 @@ func (in *ingester) process(msgs []inMsg) {
 	for i := range work {
 		w := &work[i]
 		kept := w.events[:0]
+		keptIdx := w.index[:0]
 		for j, e := range w.events {
 			if e.TS < horizon {
 				if drop {
 					w.rejections = append(w.rejections, occupancy.Rejection{
 						Reason: occupancy.ReasonLate,
 						Detail: fmt.Sprintf("ts %s is before the settled horizon %s", msString(e.TS), msString(horizon)),
-						Index:  eventIndex(len(w.events), j),
+						Index:  w.index[j],
 					})
 					continue
 				}
@@ -208,7 +238,7 @@ func (in *ingester) process(msgs []inMsg) {
 					w.rejections = append(w.rejections, occupancy.Rejection{
 						Reason: occupancy.ReasonUnknownDPU,
 						Detail: fmt.Sprintf("DPU %q is in no topology version and storage.max_parked (%d) is reached", e.DPU, maxParked),
-						Index:  eventIndex(len(w.events), j),
+						Index:  w.index[j],
 					})
 					continue
 				}
@@ -216,9 +246,10 @@ func (in *ingester) process(msgs []inMsg) {
 				in.parkedInFlight.Add(1) // under g.mu: other workers see it at once
 			}
 			kept = append(kept, e)
+			keptIdx = append(keptIdx, w.index[j])
 			w.parked = append(w.parked, parked)
 		}
-		w.events = kept
+		w.events, w.index = kept, keptIdx
 	}
 	g.mu.Unlock()
 	defer in.parkedInFlight.Add(-batchParked)
@@ -227,28 +258,48 @@ func (in *ingester) process(msgs []inMsg) {
 	// the other workers.
 	var all []occupancy.Event
 	var allParked []bool
+	var owner []int // message index of each event
 	for i := range work {
 		all = append(all, work[i].events...)
 		allParked = append(allParked, work[i].parked...)
+		for range work[i].events {
+			owner = append(owner, i)
+		}
 	}
 	var results []buffer.AppendResult
 	var storeErr error
 	if len(all) > 0 {
-		results, storeErr = g.store.Append(in.ctx, all, allParked)
-		if storeErr == nil && len(results) != len(all) {
-			storeErr = fmt.Errorf("buffer returned %d results for %d events", len(results), len(all))
-		}
+		results, storeErr = in.appendRetry(all, allParked)
 	}
 	if storeErr != nil {
 		g.log.Error().Err(storeErr).Int("events", len(all)).
-			Msg("store events failed; not acknowledged, the broker will redeliver")
+			Msg("store events failed; not acknowledged, the broker redelivers them")
+	}
+	counted := make([]int, len(work)) // events per message before buffer-side rejections
+	for i := range work {
+		counted[i] = len(work[i].events)
+	}
+	if storeErr == nil {
+		// The buffer enforces storage.max_parked too: an event it refused to park is
+		// rejected as unknown_dpu (nothing was written for it).
+		for i, r := range results {
+			if r.Rejected {
+				w := &work[owner[i]]
+				w.rejections = append(w.rejections, occupancy.Rejection{
+					Reason: occupancy.ReasonUnknownDPU,
+					Detail: fmt.Sprintf("DPU %q is in no topology version and storage.max_parked (%d) is reached", all[i].DPU, maxParked),
+					Index:  w.index[i-firstOf(owner, i)],
+				})
+				counted[owner[i]]--
+			}
+		}
 	}
 
 	// Acknowledge: a message whose events are durable (or that had none to store),
 	// after its rejections are recorded.
 	for i := range work {
 		w := &work[i]
-		g.metrics.EventsReceived.Add(float64(len(w.events) + len(w.rejections)))
+		g.metrics.EventsReceived.Add(float64(counted[i] + len(w.rejections)))
 		if storeErr != nil && len(w.events) > 0 {
 			continue
 		}
@@ -266,6 +317,9 @@ func (in *ingester) process(msgs []inMsg) {
 	fresh := make([]occupancy.Event, 0, len(all))
 	dups := 0
 	for i, e := range all {
+		if results[i].Rejected {
+			continue
+		}
 		if results[i].Duplicate {
 			dups++
 			g.stats.Duplicate(e.DPU)
@@ -292,12 +346,38 @@ func (in *ingester) process(msgs []inMsg) {
 	g.metrics.EventsLate.Add(float64(res.Late))
 }
 
-// eventIndex is the batch index of element j for a rejection (-1 for a single event).
-func eventIndex(n, j int) int {
-	if n <= 1 {
-		return -1
+// appendRetry appends with retries: a message is acknowledged only once its events
+// are durable, and an MQTT 3.1.1 broker redelivers an unacknowledged message only on
+// reconnect, so a transient store error (disk full, I/O) is retried with backoff
+// until it clears or the gateway stops.
+func (in *ingester) appendRetry(evs []occupancy.Event, parked []bool) ([]buffer.AppendResult, error) {
+	g := in.g
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		res, err := g.store.Append(in.ctx, evs, parked)
+		if err == nil && len(res) != len(evs) {
+			err = fmt.Errorf("buffer returned %d results for %d events", len(res), len(evs))
+		}
+		if err == nil {
+			return res, nil
+		}
+		if errors.Is(err, buffer.ErrClosed) || in.ctx.Err() != nil {
+			return nil, err
+		}
+		g.rej.log(func(e *zerolog.Event) *zerolog.Event {
+			return e.Err(err).Int("events", len(evs)).Int("attempt", attempt)
+		}, "store events failed; retrying (not acknowledged)")
+		select {
+		case <-in.ctx.Done():
+			return nil, err
+		case <-in.stopping:
+			if attempt >= 3 {
+				return nil, err
+			}
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
 	}
-	return j
 }
 
 // reject records one rejection: published on the rejected topic (QoS 0), kept as a

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -212,5 +213,36 @@ func TestRestartKeys(t *testing.T) {
 	got := restartKeys(a, b)
 	if strings.Join(got, ",") != "mqtt.output_prefix,http" {
 		t.Errorf("restartKeys = %v, want [mqtt.output_prefix http]", got)
+	}
+}
+
+func TestBatchIndexes(t *testing.T) {
+	rej := func(idx ...int) []occupancy.Rejection {
+		var rs []occupancy.Rejection
+		for _, i := range idx {
+			rs = append(rs, occupancy.Rejection{Reason: occupancy.ReasonBadTS, Index: i})
+		}
+		return rs
+	}
+	tests := []struct {
+		name    string
+		nEvents int
+		rejs    []occupancy.Rejection
+		want    []int
+	}{
+		{"single event", 1, nil, []int{-1}},
+		{"single rejected", 0, rej(-1), []int{}},
+		{"batch without rejections", 3, nil, []int{0, 1, 2}},
+		{"batch with the middle rejected", 2, rej(1), []int{0, 2}},
+		{"batch with the first two rejected", 2, rej(0, 1), []int{2, 3}},
+		{"batch of one good one bad", 1, rej(0), []int{1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := batchIndexes(tt.nEvents, tt.rejs)
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("batchIndexes(%d, %v) = %v, want %v", tt.nEvents, tt.rejs, got, tt.want)
+			}
+		})
 	}
 }

@@ -284,3 +284,11 @@ func messages(rng *rand.Rand, evs []e2eEvent, dupFrac float64) []e2eMessage {
 	rng.Shuffle(len(msgs), func(i, j int) { msgs[i], msgs[j] = msgs[j], msgs[i] })
 	return msgs
 }
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

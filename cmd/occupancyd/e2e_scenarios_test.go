@@ -154,6 +154,7 @@ func TestE2EHostilePayloads(t *testing.T) {
 			reasons []string // rejections expected, in order
 			good    []e2eEvent
 			parked  string // a DPU whose parked count must reach 1
+			index   []int  // batch index of each rejection (nil: not checked)
 		}{
 			{name: "good single", topic: "dpu/d1/events", payload: []byte(ev("1", now, 1)),
 				good: []e2eEvent{{"d1", "1", now, 1}}},
@@ -170,7 +171,7 @@ func TestE2EHostilePayloads(t *testing.T) {
 			{name: "bad DPU id in topic", topic: "dpu/bad.id/events", payload: []byte(ev("6", now, 1)), reasons: []string{"bad_topic"}},
 			{name: "batch with one bad element", topic: "dpu/d2/events",
 				payload: []byte("[" + ev("7", now+1, 1) + `,{"id":"8","ts":"x","direction":1},` + ev("9", now+2, 1) + "]"),
-				reasons: []string{"bad_ts"},
+				reasons: []string{"bad_ts"}, index: []int{1},
 				good:    []e2eEvent{{"d2", "7", now + 1, 1}, {"d2", "9", now + 2, 1}}},
 			{name: "unknown DPU is parked", topic: "dpu/ghost1/events", payload: []byte(ev("1", now, 1)), parked: "ghost1"},
 			{name: "unknown DPU past max_parked", topic: "dpu/ghost2/events", payload: []byte(ev("1", now, 1)), reasons: []string{"unknown_dpu"}},
@@ -202,6 +203,9 @@ func TestE2EHostilePayloads(t *testing.T) {
 						}
 						if len(r.Payload) > 1024 {
 							return fmt.Sprintf("rejected payload is %d bytes, want <= 1 KiB", len(r.Payload))
+						}
+						if c.index != nil && (r.Index == nil || *r.Index != c.index[i]) {
+							return fmt.Sprintf("rejection %d index = %v, want %d", i, r.Index, c.index[i])
 						}
 						if want := min(len(c.payload), 1024); len(r.Payload) != want {
 							return fmt.Sprintf("rejected payload is %d bytes, want %d", len(r.Payload), want)

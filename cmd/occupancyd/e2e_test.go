@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,9 +64,23 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// startMosquitto starts a Mosquitto configured as DESIGN 4 says for a gateway and
-// returns its address. Without mosquitto on PATH the test is skipped, unless CI=true.
-func startMosquitto(t *testing.T) string {
+// mosquitto is a Mosquitto the test started, configured as DESIGN 4 says for a
+// gateway (max_inflight_messages 1000, max_queued_messages 1000000, persistence).
+type mosquitto struct {
+	t    *testing.T
+	bin  string
+	conf string
+	addr string
+	logs *syncBuf
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startMosquitto starts a Mosquitto on a free port and returns its address. Without
+// mosquitto on PATH the test is skipped, unless CI=true.
+func startMosquitto(t *testing.T) string { return newMosquitto(t).addr }
+
+func newMosquitto(t *testing.T) *mosquitto {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -93,37 +108,53 @@ log_type warning
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuf
-	cmd := exec.Command(bin, "-c", path)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	mq := &mosquitto{t: t, bin: bin, conf: path, addr: fmt.Sprintf("127.0.0.1:%d", port), logs: &syncBuf{}}
+	dumpOnFailure(t, "mosquitto", mq.logs)
+	mq.start()
+	t.Cleanup(func() {
+		if mq.cmd != nil {
+			_ = mq.cmd.Process.Kill()
+			<-mq.done
+		}
+	})
+	return mq
+}
+
+func (mq *mosquitto) start() {
+	t := mq.t
+	t.Helper()
+	cmd := exec.Command(mq.bin, "-c", mq.conf)
+	cmd.Stdout, cmd.Stderr = mq.logs, mq.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-	})
-	dumpOnFailure(t, "mosquitto", &logs)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	mq.cmd, mq.done = cmd, done
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		c, err := net.DialTimeout("tcp", mq.addr, time.Second)
 		if err == nil {
 			c.Close()
-			return addr
+			return
 		}
 		select {
 		case <-done:
-			t.Fatalf("mosquitto exited: %s", logs.String())
+			t.Fatalf("mosquitto exited: %s", mq.logs.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto not listening on %s: %s", addr, logs.String())
+			t.Fatalf("mosquitto not listening on %s: %s", mq.addr, mq.logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// stop stops Mosquitto cleanly (SIGTERM: it saves its persistent sessions).
+func (mq *mosquitto) stop() {
+	_ = mq.cmd.Process.Signal(syscall.SIGTERM)
+	<-mq.done
+	mq.cmd = nil
 }
 
 // e2eConfig are the knobs of a test config.
