@@ -172,7 +172,7 @@ func TestE2EHostilePayloads(t *testing.T) {
 			{name: "batch with one bad element", topic: "dpu/d2/events",
 				payload: []byte("[" + ev("7", now+1, 1) + `,{"id":"8","ts":"x","direction":1},` + ev("9", now+2, 1) + "]"),
 				reasons: []string{"bad_ts"}, index: []int{1},
-				good:    []e2eEvent{{"d2", "7", now + 1, 1}, {"d2", "9", now + 2, 1}}},
+				good: []e2eEvent{{"d2", "7", now + 1, 1}, {"d2", "9", now + 2, 1}}},
 			{name: "unknown DPU is parked", topic: "dpu/ghost1/events", payload: []byte(ev("1", now, 1)), parked: "ghost1"},
 			{name: "unknown DPU past max_parked", topic: "dpu/ghost2/events", payload: []byte(ev("1", now, 1)), reasons: []string{"unknown_dpu"}},
 			{name: "good after all that", topic: "dpu/d3/events", payload: []byte(`[` + ev("10", now+3, "\"1\"") + `]`),
