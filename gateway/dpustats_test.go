@@ -248,3 +248,20 @@ func BenchmarkDPUStatsAccepted(b *testing.B) {
 		s.Accepted(occupancy.Event{DPU: names[d], ID: strconv.FormatInt(seq, 10), TS: seq * 1000, Received: seq*1000 + 5})
 	}
 }
+
+func BenchmarkDPUStatsSnapshot(b *testing.B) {
+	s := NewDPUStats()
+	const dpus = 100_000
+	known := make([]string, dpus)
+	for i := range known {
+		known[i] = fmt.Sprintf("dpu-%06d", i)
+		s.Accepted(occupancy.Event{DPU: known[i], ID: "1", TS: 1000, Received: 1005})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if got := s.Snapshot(known); len(got) != dpus {
+			b.Fatalf("%d rows", len(got))
+		}
+	}
+}

@@ -190,11 +190,7 @@ func (s *HTTPServer) readyz(w http.ResponseWriter, _ *http.Request) {
 
 func (s *HTTPServer) spaces(w http.ResponseWriter, _ *http.Request) {
 	all := s.q.Spaces()
-	docs := make([]occupancyDoc, len(all))
-	for i, o := range all {
-		docs[i] = newOccupancyDoc(o)
-	}
-	writeJSON(w, http.StatusOK, docs)
+	writeRaw(w, http.StatusOK, appendOccupancyList(make([]byte, 0, 64+len(all)*192), all))
 }
 
 func (s *HTTPServer) space(w http.ResponseWriter, r *http.Request) {
@@ -204,7 +200,7 @@ func (s *HTTPServer) space(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
 		return
 	}
-	writeJSON(w, http.StatusOK, newOccupancyDoc(o))
+	writeRaw(w, http.StatusOK, appendOccupancyJSON(make([]byte, 0, 192), o))
 }
 
 type atDoc struct {
@@ -375,7 +371,7 @@ func (s *HTTPServer) reset(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
 		return
 	}
-	writeJSON(w, http.StatusOK, newOccupancyDoc(o))
+	writeRaw(w, http.StatusOK, appendOccupancyJSON(make([]byte, 0, 192), o))
 }
 
 func (s *HTTPServer) dpus(w http.ResponseWriter, _ *http.Request) {
@@ -468,7 +464,7 @@ func newOccupancyDoc(o occupancy.Occupancy) occupancyDoc {
 	}
 	if o.Capacity > 0 {
 		d.Capacity = o.Capacity
-		u := math.Round(float64(o.Occupancy)/float64(o.Capacity)*1000) / 1000
+		u := utilization(o)
 		d.Utilization = &u
 	}
 	return d
@@ -477,11 +473,59 @@ func newOccupancyDoc(o occupancy.Occupancy) occupancyDoc {
 // OccupancyJSON renders a space's occupancy as the JSON of DESIGN 2 (the retained
 // MQTT payload and the HTTP API's object).
 func OccupancyJSON(o occupancy.Occupancy) ([]byte, error) {
-	b, err := json.Marshal(newOccupancyDoc(o))
-	if err != nil {
-		return nil, fmt.Errorf("encode occupancy of %q: %w", o.Space, err)
+	return appendOccupancyJSON(make([]byte, 0, 192), o), nil
+}
+
+// appendOccupancyJSON appends exactly what json.Marshal(newOccupancyDoc(o)) gives,
+// without reflection (it runs for every retained publish).
+func appendOccupancyJSON(b []byte, o occupancy.Occupancy) []byte {
+	b = append(b, `{"space":`...)
+	b = appendJSONString(b, o.Space)
+	b = append(b, `,"name":`...)
+	b = appendJSONString(b, o.Name)
+	b = append(b, `,"occupancy":`...)
+	b = strconv.AppendInt(b, o.Occupancy, 10)
+	if o.Capacity > 0 {
+		b = append(b, `,"capacity":`...)
+		b = strconv.AppendInt(b, o.Capacity, 10)
+		b = append(b, `,"utilization":`...)
+		b = strconv.AppendFloat(b, utilization(o), 'f', -1, 64)
 	}
-	return b, nil
+	b = append(b, `,"updated":"`...)
+	b = time.UnixMilli(o.Updated).UTC().AppendFormat(b, timeLayoutMS)
+	b = append(b, `","settled_until":"`...)
+	b = time.UnixMilli(o.SettledUntil).UTC().AppendFormat(b, timeLayoutMS)
+	return append(b, `"}`...)
+}
+
+func utilization(o occupancy.Occupancy) float64 {
+	return math.Round(float64(o.Occupancy)/float64(o.Capacity)*1000) / 1000
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json does.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendOccupancyList appends a JSON array of occupancy objects.
+func appendOccupancyList(b []byte, os []occupancy.Occupancy) []byte {
+	b = append(b, '[')
+	for i, o := range os {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendOccupancyJSON(b, o)
+	}
+	return append(b, ']')
 }
 
 type errorDoc struct {
@@ -498,6 +542,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 		code = http.StatusInternalServerError
 		b, _ = json.Marshal(errorDoc{Error: "encode response: " + err.Error()})
 	}
+	writeRaw(w, code, b)
+}
+
+// writeRaw answers with b, JSON already encoded.
+func writeRaw(w http.ResponseWriter, code int, b []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
