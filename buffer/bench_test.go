@@ -103,6 +103,9 @@ func benchWriters(b *testing.B, writers int, appendOne func(*Store, occupancy.Ev
 	el := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/el.Seconds(), "events/s")
+	if st := s.Stats(); st.Batches > 0 {
+		b.ReportMetric(float64(st.Events)/float64(st.Batches), "events/batch")
+	}
 }
 
 const fixtureEvents = 1_000_000

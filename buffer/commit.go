@@ -202,6 +202,10 @@ func (s *Store) commitBatch(c *committerState, batch []*request) {
 		return
 	}
 	s.writeOK()
+	s.batches.Add(1)
+	for _, r := range batch {
+		s.batchedEvents.Add(int64(len(r.evs)))
+	}
 	if err := s.trimDeadLetters(0); err != nil {
 		s.log.Warn().Err(err).Msg("trimming dead letters failed")
 	}

@@ -178,3 +178,19 @@ func TestRowKeyOrderAndRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// The store's key encoding and occupancy's Event.Key/ParseKey are the same contract.
+func TestEventKeyMatchesOccupancy(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for i := 0; i < 2000; i++ {
+		e := randEvent(r)
+		if got, want := eventKey(nil, e), e.Key(); !bytes.Equal(got, want) {
+			t.Fatalf("%+v: buffer key %x, occupancy key %x", e, got, want)
+		}
+		a, errA := parseEventKey(e.Key())
+		b, errB := occupancy.ParseKey(e.Key())
+		if errA != nil || errB != nil || a != b {
+			t.Fatalf("%+v: buffer parses %+v (%v), occupancy %+v (%v)", e, a, errA, b, errB)
+		}
+	}
+}

@@ -175,6 +175,7 @@ func rowKeysFrom(txn *badger.Txn, from int64) ([][]byte, error) {
 }
 
 func (s *Store) commitInSteps(st occupancy.Settlement, cp []byte) (int64, error) {
+	s.steppedCommits.Add(1)
 	if st.RewriteFrom > 0 {
 		var keys [][]byte
 		if err := s.db.View(func(txn *badger.Txn) error {

@@ -109,7 +109,10 @@ type Store struct {
 	space    spaceGuard
 	writeErr atomic.Bool // a write error was logged and not yet cleared
 
-	hookBeforeCommit func() // tests: runs in the committer before each batch's commit
+	batches          atomic.Int64 // committed event batches
+	batchedEvents    atomic.Int64 // events in committed batches (duplicates included)
+	steppedCommits   atomic.Int64 // settlements too big for one transaction (tests)
+	hookBeforeCommit func()       // tests: runs in the committer before each batch's commit
 }
 
 // Open opens (creating if needed) the store in opts.Dir. A store held by another
@@ -126,7 +129,7 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := opts.Logger.With().Str("component", "buffer").Logger()
+	log := opts.Logger
 	if err := removeEmptyLogs(opts.Dir, log); err != nil {
 		_ = lock.Close()
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
@@ -137,7 +140,7 @@ func Open(opts Options) (*Store, error) {
 		WithMemTableSize(opts.MemTableSize).
 		WithNumMemtables(3).
 		WithBlockCacheSize(32 << 20).
-		WithValueLogFileSize(128 << 20).
+		WithValueLogFileSize(16 << 20).
 		WithValueThreshold(min(1<<20, 15*opts.MemTableSize/100/2)).
 		WithNumCompactors(2).
 		WithCompression(options.Snappy).
@@ -260,6 +263,17 @@ func (s *Store) Close() error {
 		return fmt.Errorf("close store: %w", err)
 	}
 	return nil
+}
+
+// Stats are cumulative counters of the group committer since Open.
+type Stats struct {
+	Batches int64 // synced batches committed
+	Events  int64 // events handed to those batches, duplicates included
+}
+
+// Stats returns the committer's counters (Events/Batches is the mean batch size).
+func (s *Store) Stats() Stats {
+	return Stats{Batches: s.batches.Load(), Events: s.batchedEvents.Load()}
 }
 
 // ParkedCount is the number of parked events stored.

@@ -452,6 +452,9 @@ func TestCommitInSteps(t *testing.T) {
 	if err := s.Commit(occupancy.Settlement{Rows: rows, Unparked: evs[:5000], Checkpoint: occupancy.Checkpoint{Horizon: 7}}); err != nil {
 		t.Fatal(err)
 	}
+	if got := s.steppedCommits.Load(); got != 1 {
+		t.Fatalf("%d settlements written in steps, want 1 (the test must exceed one transaction)", got)
+	}
 	if got := s.ParkedCount(); got != 1000 {
 		t.Errorf("ParkedCount = %d, want 1000", got)
 	}
