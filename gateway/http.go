@@ -62,7 +62,7 @@ type HTTPServer struct {
 
 // NewHTTPServer listens on listen at once (so a busy or bad address is an error here,
 // at start) and prepares the routes. token is http.token: "" disables the write routes
-// (403). Serve starts answering.
+// (403). log is used as given (the caller tags it). Serve starts answering.
 func NewHTTPServer(listen, token string, q Querier, m *Metrics, log zerolog.Logger) (*HTTPServer, error) {
 	if q == nil {
 		return nil, errors.New("http: nil querier")
@@ -72,13 +72,13 @@ func NewHTTPServer(listen, token string, q Querier, m *Metrics, log zerolog.Logg
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return nil, fmt.Errorf("http listen on %q: %w", listen, err)
+		return nil, fmt.Errorf("http server: %w", err) // the net error names the address
 	}
 	s := &HTTPServer{
 		ln:  ln,
 		q:   q,
 		m:   m,
-		log: log.With().Str("component", "http").Logger(),
+		log: log, // the caller tags it (component=http)
 		now: time.Now,
 	}
 	if token != "" {
