@@ -209,9 +209,11 @@ func TestREADMETour(t *testing.T) {
 	defer func() {
 		syscall.Kill(-run.Process.Pid, syscall.SIGINT)
 		select {
-		case err := <-runDone:
-			if err != nil && !t.Failed() {
-				t.Errorf("make run did not stop cleanly on SIGINT: %v\n%s", err, runOut.String())
+		case <-runDone:
+			// make and go run die of the SIGINT too (Ctrl-C reaches the whole
+			// foreground process group); the daemon must have stopped cleanly.
+			if !strings.Contains(runOut.String(), "occupancyd stopped") && !t.Failed() {
+				t.Errorf("make run did not stop cleanly on SIGINT")
 			}
 		case <-time.After(20 * time.Second):
 			syscall.Kill(-run.Process.Pid, syscall.SIGKILL)
