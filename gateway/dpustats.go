@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -42,25 +43,37 @@ type DPUStats struct {
 	dpus map[string]*dpuState
 }
 
+// dpuState is kept small (160 bytes): 100,000 DPUs are expected.
 type dpuState struct {
-	stat     DPUStat
-	lastTS   int64 // max event ts seen
-	hasTS    bool
-	skew     int64
-	closed   int64 // gaps of runs that were dropped
-	cur, prv seqRun
+	accepted, dups, rejected, parked, restarts int64
+	lastTS                                     int64 // max event ts seen; noTS if none
+	skew                                       int64
+	closed                                     int64 // gaps of runs that were dropped
+	cur, prv                                   seqRun
 }
+
+const noTS = math.MinInt64
 
 // seqRun is one run of a DPU's integer sequence.
 type seqRun struct {
-	ok             bool
 	minSeq, maxSeq int64
 	minTS, maxTS   int64
-	holes          []int64 // sorted missing ids in (minSeq, maxSeq), at most maxHoles
-	untracked      int64   // missing ids not remembered in holes
+	miss           *missing // nil while the run has no gap
+	ok             bool
 }
 
-func (r *seqRun) gaps() int64 { return int64(len(r.holes)) + r.untracked }
+// missing are the gaps of a run.
+type missing struct {
+	holes     []int64 // sorted missing ids in (minSeq, maxSeq), at most maxHoles
+	untracked int64   // missing ids not remembered in holes
+}
+
+func (r *seqRun) gaps() int64 {
+	if r.miss == nil {
+		return 0
+	}
+	return int64(len(r.miss.holes)) + r.miss.untracked
+}
 
 // NewDPUStats returns empty statistics.
 func NewDPUStats() *DPUStats {
@@ -70,7 +83,7 @@ func NewDPUStats() *DPUStats {
 func (s *DPUStats) get(dpu string) *dpuState {
 	d := s.dpus[dpu]
 	if d == nil {
-		d = &dpuState{stat: DPUStat{DPU: dpu}}
+		d = &dpuState{lastTS: noTS}
 		s.dpus[dpu] = d
 	}
 	return d
@@ -96,9 +109,9 @@ func (s *DPUStats) AcceptedBatch(evs []occupancy.Event) {
 
 func (s *DPUStats) accepted(e occupancy.Event) {
 	d := s.get(e.DPU)
-	d.stat.Accepted++
-	if !d.hasTS || e.TS >= d.lastTS {
-		d.lastTS, d.hasTS = e.TS, true
+	d.accepted++
+	if d.lastTS == noTS || e.TS >= d.lastTS {
+		d.lastTS = e.TS
 		if e.Received != 0 {
 			d.skew = e.TS - e.Received
 		}
@@ -111,21 +124,21 @@ func (s *DPUStats) accepted(e occupancy.Event) {
 // Duplicate counts an event that was already stored.
 func (s *DPUStats) Duplicate(dpu string) {
 	s.mu.Lock()
-	s.get(dpu).stat.Duplicates++
+	s.get(dpu).dups++
 	s.mu.Unlock()
 }
 
 // Rejected counts a rejected event (or message) of the DPU.
 func (s *DPUStats) Rejected(dpu string) {
 	s.mu.Lock()
-	s.get(dpu).stat.Rejected++
+	s.get(dpu).rejected++
 	s.mu.Unlock()
 }
 
 // Parked counts an event parked because no topology version maps its DPU yet.
 func (s *DPUStats) Parked(dpu string) {
 	s.mu.Lock()
-	s.get(dpu).stat.Parked++
+	s.get(dpu).parked++
 	s.mu.Unlock()
 }
 
@@ -140,11 +153,11 @@ func (s *DPUStats) Snapshot(known []string) []DPUStat {
 	}
 	s.mu.Lock()
 	rows := make([]raw, 0, len(s.dpus)+len(known))
-	for _, d := range s.dpus {
-		st := d.stat
-		st.Gaps = d.closed + d.cur.gaps() + d.prv.gaps()
-		st.ClockSkewMS = d.skew
-		rows = append(rows, raw{st, d.lastTS, d.hasTS})
+	for id, d := range s.dpus {
+		st := DPUStat{DPU: id, ClockSkewMS: d.skew, Accepted: d.accepted, Duplicates: d.dups,
+			Rejected: d.rejected, Parked: d.parked, Restarts: d.restarts,
+			Gaps: d.closed + d.cur.gaps() + d.prv.gaps()}
+		rows = append(rows, raw{st, d.lastTS, d.lastTS != noTS})
 	}
 	for _, id := range known {
 		if _, seen := s.dpus[id]; !seen {
@@ -193,7 +206,7 @@ func (d *dpuState) observe(seq, ts int64) {
 	case d.prv.ok && ts < d.cur.minTS && d.prv.consistent(seq, ts):
 		d.prv.add(seq, ts)
 	case seq <= d.cur.maxSeq && ts > d.cur.maxTS:
-		d.stat.Restarts++
+		d.restarts++
 		d.closed += d.prv.gaps()
 		d.prv = d.cur
 		d.cur = newRun(seq, ts)
@@ -230,11 +243,13 @@ func (r *seqRun) add(seq, ts int64) {
 		r.addHoles(seq+1, r.minSeq-1)
 		r.minSeq = seq
 	default:
-		i := sort.Search(len(r.holes), func(i int) bool { return r.holes[i] >= seq })
-		if i < len(r.holes) && r.holes[i] == seq {
-			r.holes = append(r.holes[:i], r.holes[i+1:]...)
-			if len(r.holes) == 0 {
-				r.holes = nil
+		if m := r.miss; m != nil {
+			i := sort.Search(len(m.holes), func(i int) bool { return m.holes[i] >= seq })
+			if i < len(m.holes) && m.holes[i] == seq {
+				m.holes = append(m.holes[:i], m.holes[i+1:]...)
+				if len(m.holes) == 0 && m.untracked == 0 {
+					r.miss = nil
+				}
 			}
 		}
 	}
@@ -247,24 +262,28 @@ func (r *seqRun) addHoles(lo, hi int64) {
 	if hi < lo {
 		return
 	}
+	if r.miss == nil {
+		r.miss = &missing{}
+	}
+	m := r.miss
 	n := hi - lo + 1
 	if n > maxHoles {
-		r.untracked += n
+		m.untracked += n
 		return
 	}
-	at := sort.Search(len(r.holes), func(i int) bool { return r.holes[i] > lo })
-	ins := make([]int64, 0, len(r.holes)+int(n))
-	ins = append(ins, r.holes[:at]...)
+	at := sort.Search(len(m.holes), func(i int) bool { return m.holes[i] > lo })
+	ins := make([]int64, 0, len(m.holes)+int(n))
+	ins = append(ins, m.holes[:at]...)
 	for v := lo; v <= hi; v++ {
 		ins = append(ins, v)
 	}
-	ins = append(ins, r.holes[at:]...)
+	ins = append(ins, m.holes[at:]...)
 	if over := len(ins) - maxHoles; over > 0 {
 		// Forget the oldest holes; they stay counted.
-		r.untracked += int64(over)
+		m.untracked += int64(over)
 		ins = append(ins[:0:0], ins[over:]...)
 	}
-	r.holes = ins
+	m.holes = ins
 }
 
 // formatMS renders Unix ms as RFC 3339 with milliseconds in UTC.
