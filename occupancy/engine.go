@@ -58,8 +58,9 @@ type version struct {
 }
 
 type dpuVer struct {
-	vi int
-	d  *compiledDPU
+	vi  int
+	ref int32 // interned DPU index
+	d   *compiledDPU
 }
 
 type gspace struct {
@@ -93,7 +94,7 @@ type Engine struct {
 
 	versions []*version
 	gidx     map[string]int32
-	gs       []*gspace
+	gs       []gspace
 	dpuIdx   map[string]int32
 	dpuNames []string
 	dpuMaps  map[string][]dpuVer
@@ -245,7 +246,8 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 	}
 	e.reported = make([]int64, len(e.gs))
 	e.reportedCap = make([]int64, len(e.gs))
-	for g, s := range e.gs {
+	for g := range e.gs {
+		s := &e.gs[g]
 		e.reported[g] = s.pl.current()
 		e.reportedCap[g] = e.capacity(int32(g))
 		if s.updated == 0 {
@@ -262,7 +264,7 @@ func (e *Engine) space(id string) int32 {
 	}
 	g := int32(len(e.gs))
 	e.gidx[id] = g
-	e.gs = append(e.gs, &gspace{id: id, cur: -1})
+	e.gs = append(e.gs, gspace{id: id, cur: -1})
 	e.changedMark = append(e.changedMark, false)
 	e.reported = append(e.reported, 0)
 	e.reportedCap = append(e.reportedCap, 0)
@@ -272,7 +274,7 @@ func (e *Engine) space(id string) int32 {
 func (e *Engine) current() *version { return e.versions[len(e.versions)-1] }
 
 func (e *Engine) capacity(g int32) int64 {
-	s := e.gs[g]
+	s := &e.gs[g]
 	if s.cur < 0 {
 		return 0
 	}
@@ -330,16 +332,13 @@ func cmpInt(a, b int) int {
 
 // insert puts en into the pending timeline of space g.
 func (e *Engine) insert(g int32, en entry, replace bool, now int64) bool {
-	s := e.gs[g]
-	before := s.pl.current()
-	if !s.pl.upsert(en, e.cmp, e.opts.ClampNegative, replace) {
-		return false
-	}
-	if s.pl.current() != before {
+	s := &e.gs[g]
+	changed, curChanged := s.pl.upsert(en, e.cmp, e.opts.ClampNegative, replace)
+	if curChanged {
 		s.updated = now
 		e.markChanged(g)
 	}
-	return true
+	return changed
 }
 
 func (e *Engine) markChanged(g int32) {
@@ -418,7 +417,7 @@ func (e *Engine) dpuRef(dpu string) int32 {
 // eventEntries calls fn with each space an event changes and its timeline entry.
 func (e *Engine) eventEntries(m *dpuVer, ev *Event, fnc func(g int32, en entry)) {
 	v := e.versions[m.vi]
-	ref := e.dpuRef(ev.DPU)
+	ref := m.ref
 	for _, ef := range m.d.plus {
 		fnc(v.l2g[ef.space], entry{ts: ev.TS, id: ev.ID, ref: ref, val: int32(ef.delta) * int32(ev.Direction), cls: clsEvent, dir: ev.Direction})
 	}
@@ -441,7 +440,10 @@ func (e *Engine) applyOne(ev Event, now int64, late *[]Event) byte {
 		}
 		return 'l'
 	}
-	e.eventEntries(m, &ev, func(g int32, en entry) { e.insert(g, en, false, now) })
+	v := e.versions[m.vi]
+	for _, ef := range m.d.plus {
+		e.insert(v.l2g[ef.space], entry{ts: ev.TS, id: ev.ID, ref: m.ref, val: int32(ef.delta) * int32(ev.Direction), cls: clsEvent, dir: ev.Direction}, false, now)
+	}
 	return 'a'
 }
 
@@ -536,7 +538,8 @@ func (e *Engine) Tick(now int64) (Settlement, bool) {
 		return e.settlement(nil), true
 	}
 	var rows []Row
-	for g, s := range e.gs {
+	for g := range e.gs {
+		s := &e.gs[g]
 		id := s.id
 		var lastTS int64 = math.MinInt64
 		var seq uint32
@@ -564,8 +567,8 @@ func (e *Engine) settlement(rows []Row) Settlement {
 
 func (e *Engine) checkpoint() Checkpoint {
 	cp := Checkpoint{Horizon: e.h, Values: map[string]int64{}}
-	for _, s := range e.gs {
-		if s.pl.base != 0 {
+	for i := range e.gs {
+		if s := &e.gs[i]; s.pl.base != 0 {
 			cp.Values[s.id] = s.pl.base
 		}
 	}
@@ -596,7 +599,7 @@ func (e *Engine) Changed() []string {
 	var out []int32
 	for _, g := range e.changed {
 		e.changedMark[g] = false
-		s := e.gs[g]
+		s := &e.gs[g]
 		v, c := s.pl.current(), e.capacity(g)
 		if v == e.reported[g] && c == e.reportedCap[g] {
 			continue
@@ -616,7 +619,7 @@ func (e *Engine) Changed() []string {
 }
 
 func (e *Engine) occupancy(g int32) Occupancy {
-	s := e.gs[g]
+	s := &e.gs[g]
 	cs := e.current().topo.spaces[s.cur].cfg
 	return Occupancy{Space: s.id, Name: cs.Name, Occupancy: s.pl.current(), Capacity: cs.Capacity,
 		Updated: s.updated, SettledUntil: e.h}

@@ -214,7 +214,8 @@ func (e *Engine) Rewind(from, now int64) (Settlement, error) {
 	}
 	h := e.h
 	// Reset the pending state to the settled rows before from.
-	for g, s := range e.gs {
+	for g := range e.gs {
+		s := &e.gs[g]
 		r, ok, err := e.store.RowAt(s.id, from-1)
 		if err != nil {
 			return Settlement{}, fmt.Errorf("rewind: %w", err)

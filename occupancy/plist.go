@@ -162,8 +162,16 @@ type lessFunc func(a, b *entry) int
 
 // upsert inserts en in order. An entry comparing equal to an existing one replaces
 // it when replace is set (resets, corrections) and is dropped otherwise (a duplicate
-// event). It reports whether the list changed.
-func (p *plist) upsert(en entry, cmp lessFunc, clamp, replace bool) bool {
+// event). It reports whether the list and whether the current value changed.
+func (p *plist) upsert(en entry, cmp lessFunc, clamp, replace bool) (changed, curChanged bool) {
+	before := p.current()
+	if !p.upsert1(en, cmp, clamp, replace) {
+		return false, false
+	}
+	return true, p.current() != before
+}
+
+func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 	n := len(p.chunks)
 	if n == 0 {
 		c := &chunk{es: make([]entry, 0, 8)}
@@ -311,9 +319,9 @@ func (p *plist) settle(h int64, clamp bool, emit func(en *entry, v int64, in, ou
 			continue
 		}
 		if k > 0 {
-			rest := make([]entry, len(c.es)-k, max(chunkSize, len(c.es)-k))
-			copy(rest, c.es[k:])
-			c.es = rest
+			n := copy(c.es, c.es[k:])
+			clear(c.es[n:])
+			c.es = c.es[:n]
 			c.recompose(clamp)
 		}
 		break

@@ -24,10 +24,10 @@ func (e *Engine) addVersion(v Version) (*version, error) {
 	vi := len(e.versions)
 	e.versions = append(e.versions, ver)
 	for _, d := range topo.cfg.DPUs {
-		e.dpuMaps[d.ID] = append(e.dpuMaps[d.ID], dpuVer{vi: vi, d: topo.dpus[d.ID]})
+		e.dpuMaps[d.ID] = append(e.dpuMaps[d.ID], dpuVer{vi: vi, ref: e.dpuRef(d.ID), d: topo.dpus[d.ID]})
 	}
-	for _, s := range e.gs {
-		s.cur = -1
+	for i := range e.gs {
+		e.gs[i].cur = -1
 	}
 	for i, g := range ver.l2g {
 		e.gs[g].cur = i
