@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -111,19 +112,23 @@ func benchWriters(b *testing.B, writers int, appendOne func(*Store, occupancy.Ev
 const fixtureEvents = 1_000_000
 
 var (
-	fixtureOnce sync.Once
-	fixtureDir  string
-	fixtureErr  error
+	fixtureOnce  sync.Once
+	fixtureDir   string // the store, closed cleanly
+	fixtureCrash string // a copy taken while it was open and idle: what kill -9 leaves
+	fixtureErr   error
+	fixtureOpenB int64 // disk use of the store while open after the last write (memtable log included)
 )
 
-// reopenFixture builds, once per process, a store holding 1,000,000 events
-// (closed, so its memtable is flushed as Badger does on a clean stop).
-func reopenFixture() (string, error) {
+// reopenFixture builds, once per process, a store holding 1,000,000 events: one
+// closed cleanly, and a copy of its files taken while it was still open after its
+// last synced write (a kill -9 image: Badger must replay its memtable log).
+func reopenFixture() (clean, crash string, err error) {
 	fixtureOnce.Do(func() {
 		fixtureDir, fixtureErr = os.MkdirTemp("", "occupancyd-buffer-bench-")
 		if fixtureErr != nil {
 			return
 		}
+		fixtureCrash = fixtureDir + "-crash"
 		s, err := Open(Options{Dir: fixtureDir, Logger: zerolog.Nop(), MinFreeBytes: -1})
 		if err != nil {
 			fixtureErr = err
@@ -154,14 +159,68 @@ func reopenFixture() (string, error) {
 		}
 		wg.Wait()
 		close(errs)
-		fixtureErr = errors.Join(<-errs, s.Close())
+		waitIdle(fixtureDir)
+		var derr error
+		fixtureOpenB, derr = diskBytes(fixtureDir)
+		fixtureErr = errors.Join(<-errs, derr, copyDir(fixtureDir, fixtureCrash), s.Close())
 	})
-	return fixtureDir, fixtureErr
+	return fixtureDir, fixtureCrash, fixtureErr
+}
+
+// waitIdle waits (up to 30s) until Badger has flushed its immutable memtables
+// (one .mem file left) and the file list is unchanged for 300ms.
+func waitIdle(dir string) {
+	list := func() string {
+		ents, _ := os.ReadDir(dir)
+		var names []string
+		mems := 0
+		for _, e := range ents {
+			names = append(names, e.Name())
+			if filepath.Ext(e.Name()) == ".mem" {
+				mems++
+			}
+		}
+		return fmt.Sprint(mems, names)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	prev := list()
+	for time.Now().Before(deadline) {
+		time.Sleep(300 * time.Millisecond)
+		cur := list()
+		if cur == prev && strings.HasPrefix(cur, "1 ") {
+			return
+		}
+		prev = cur
+	}
+}
+
+func copyDir(from, to string) error {
+	if err := os.MkdirAll(to, 0o750); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.IsDir() || e.Name() == "LOCK" || e.Name() == "occupancyd.lock" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o640); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func cleanupFixtures() {
 	if fixtureDir != "" {
 		_ = os.RemoveAll(fixtureDir)
+		_ = os.RemoveAll(fixtureCrash)
 	}
 }
 
@@ -174,6 +233,9 @@ func diskBytes(dir string) (int64, error) {
 			return err
 		}
 		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed meanwhile (a flushed memtable)
+		}
 		if err != nil {
 			return err
 		}
@@ -187,31 +249,56 @@ func diskBytes(dir string) (int64, error) {
 	return total, err
 }
 
-// BenchmarkReopen: Open (with recovery) of a store holding 1,000,000 events.
-// ns/op is the reopen time; disk-B/event the store's size on disk per event.
+// BenchmarkReopen: Open (with recovery) of a store holding 1,000,000 events, after
+// a clean stop and from a kill -9 image (memtable log replayed). ns/op is the
+// reopen time; disk-B/event the cleanly closed store's size on disk per event.
 func BenchmarkReopen(b *testing.B) {
-	dir, err := reopenFixture()
+	clean, crash, err := reopenFixture()
 	if err != nil {
 		b.Fatal(err)
 	}
-	size, err := diskBytes(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		s := benchOpen(b, dir)
-		b.StopTimer()
-		if i == 0 {
-			n := 0
-			if err := s.Events(minTS, maxTS, func(occupancy.Event) error { n++; return nil }); err != nil || n != fixtureEvents {
-				b.Fatalf("fixture holds %d events (%v), want %d", n, err, fixtureEvents)
-			}
+	check := func(b *testing.B, s *Store) {
+		n := 0
+		if err := s.Events(minTS, maxTS, func(occupancy.Event) error { n++; return nil }); err != nil || n != fixtureEvents {
+			b.Fatalf("fixture holds %d events (%v), want %d", n, err, fixtureEvents)
 		}
-		if err := s.Close(); err != nil {
+	}
+	b.Run("clean", func(b *testing.B) {
+		size, err := diskBytes(clean)
+		if err != nil {
 			b.Fatal(err)
 		}
-		b.StartTimer()
-	}
-	b.ReportMetric(float64(size)/fixtureEvents, "disk-B/event")
+		for i := 0; i < b.N; i++ {
+			s := benchOpen(b, clean)
+			b.StopTimer()
+			if i == 0 {
+				check(b, s)
+			}
+			if err := s.Close(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(size)/fixtureEvents, "disk-B/event")
+		b.ReportMetric(float64(fixtureOpenB)/fixtureEvents, "open-disk-B/event")
+	})
+	b.Run("kill-image", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			dir := b.TempDir()
+			if err := copyDir(crash, dir); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			s := benchOpen(b, dir)
+			b.StopTimer()
+			if i == 0 {
+				check(b, s)
+			}
+			if err := s.Close(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	})
 }

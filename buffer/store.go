@@ -49,7 +49,7 @@ type Options struct {
 
 	MaxDeadLetters int           // dead letters kept at most (default 10,000)
 	DeadLetterAge  time.Duration // dead letters older than this are removed (default 7 days)
-	MinFreeBytes   int64         // writes fail with ErrDiskFull below this much free space (default 64 MiB; < 0 = no check)
+	MinFreeBytes   int64         // writes fail with ErrDiskFull below this much free space (default 256 MiB; < 0 = no check)
 	SweepEvery     time.Duration // retention sweep interval of Run (default 10m)
 	GCEvery        time.Duration // value-log GC interval of Run (default 5m)
 	MemTableSize   int64         // Badger memtable size (default 32 MiB)
@@ -75,7 +75,7 @@ func (o *Options) defaults() {
 		o.DeadLetterAge = 7 * 24 * time.Hour
 	}
 	if o.MinFreeBytes == 0 {
-		o.MinFreeBytes = 64 << 20
+		o.MinFreeBytes = 256 << 20
 	}
 	if o.SweepEvery <= 0 {
 		o.SweepEvery = 10 * time.Minute
