@@ -77,6 +77,10 @@ type moveRec struct {
 	Space  string `json:"space"`  // space whose value changes
 	Origin string `json:"origin"` // the moved space
 	Delta  int64  `json:"delta"`
+	// Sign is -1 on the old ancestors, +1 on the new: Delta = Sign * the moved
+	// space's count just before TS, kept up to date while TS is pending.
+	Sign int64 `json:"sign"`
+	og   int32 // global index of Origin
 }
 
 // engineState is the engine-private part of a checkpoint.
@@ -109,7 +113,8 @@ type Engine struct {
 	unparked []Event
 
 	late  map[int32][]interval
-	moves []moveRec
+	moves     []moveRec
+	pendMoves int // moves with TS >= H
 	corr  map[int32]int64 // pending corrections at the horizon
 	dirty bool            // checkpoint state changed since the last settlement
 
@@ -191,9 +196,12 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 		e.late[e.space(id)] = ivs
 	}
 	e.moves = st.Moves
-	for _, m := range e.moves {
+	for i := range e.moves {
+		m := &e.moves[i]
+		m.og = e.space(m.Origin)
 		if m.TS >= e.h {
-			e.insert(e.space(m.Space), entry{ts: m.TS, ref: e.space(m.Origin), val: int32(m.Delta), cls: clsMove}, true, now)
+			e.pendMoves++
+			e.insert(e.space(m.Space), entry{ts: m.TS, ref: m.og, val: int32(m.Delta), cls: clsMove}, true, now)
 		}
 	}
 	for id, v := range st.Corrections {
@@ -338,7 +346,27 @@ func (e *Engine) insert(g int32, en entry, replace bool, now int64) bool {
 		s.updated = now
 		e.markChanged(g)
 	}
+	if changed && e.pendMoves > 0 {
+		e.refreshMoves(g, en.ts, now)
+	}
 	return changed
+}
+
+// refreshMoves keeps the count a pending move carries equal to the moved space's
+// value just before the move, when an entry before it changed that value.
+func (e *Engine) refreshMoves(g int32, ts int64, now int64) {
+	for i := range e.moves {
+		m := &e.moves[i]
+		if m.TS < e.h || ts >= m.TS || m.og != g {
+			continue
+		}
+		c := e.gs[g].pl.valueAt(m.TS-1, e.opts.ClampNegative)
+		if d := m.Sign * c; d != m.Delta {
+			m.Delta = d
+			e.dirty = true
+			e.insert(e.space(m.Space), entry{ts: m.TS, ref: g, val: int32(d), cls: clsMove}, true, now)
+		}
+	}
 }
 
 func (e *Engine) markChanged(g int32) {
@@ -555,6 +583,12 @@ func (e *Engine) Tick(now int64) (Settlement, bool) {
 	}
 	e.h = newH
 	clear(e.corr)
+	e.pendMoves = 0
+	for _, m := range e.moves {
+		if m.TS >= e.h {
+			e.pendMoves++
+		}
+	}
 	return e.settlement(rows), true
 }
 

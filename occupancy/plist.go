@@ -331,3 +331,34 @@ func (p *plist) settle(h int64, clamp bool, emit func(en *entry, v int64, in, ou
 		p.chunks = nil
 	}
 }
+
+// truncateFrom removes and returns every entry with ts >= t, in order.
+func (p *plist) truncateFrom(t int64, clamp bool) []entry {
+	var out []entry
+	n := len(p.chunks)
+	ci := sort.Search(n, func(i int) bool {
+		c := p.chunks[i]
+		return c.es[len(c.es)-1].ts >= t
+	})
+	if ci == n {
+		return nil
+	}
+	c := p.chunks[ci]
+	j := sort.Search(len(c.es), func(i int) bool { return c.es[i].ts >= t })
+	out = append(out, c.es[j:]...)
+	for _, d := range p.chunks[ci+1:] {
+		out = append(out, d.es...)
+	}
+	clear(p.chunks[ci+1:])
+	p.chunks = p.chunks[:ci+1]
+	if j == 0 {
+		p.chunks[ci] = nil
+		p.chunks = p.chunks[:ci]
+	} else {
+		clear(c.es[j:])
+		c.es = c.es[:j]
+		c.recompose(clamp)
+	}
+	p.propagate(max(0, len(p.chunks)-1))
+	return out
+}

@@ -57,6 +57,7 @@ func (e *Engine) AddVersion(v Version, now int64) (VersionChange, error) {
 			ch.Removed = append(ch.Removed, s.cfg.ID)
 		}
 	}
+	e.remapFrom(v.At, now)
 	at := max(v.At, e.h)
 	for li, s := range ver.topo.spaces {
 		pi, ok := prev.topo.spaceIdx[s.cfg.ID]
@@ -69,20 +70,20 @@ func (e *Engine) AddVersion(v Version, now int64) (VersionChange, error) {
 			continue
 		}
 		ch.Moved = append(ch.Moved, s.cfg.ID)
-		c := e.gs[g].pl.valueAt(at, e.opts.ClampNegative)
-		if c == 0 {
-			continue
-		}
+		// The count carried is the space's value just before the version instant
+		// (events at or after it map through the new parents); it follows events
+		// that arrive later for the time before the move (refreshMoves).
+		c := e.gs[g].pl.valueAt(at-1, e.opts.ClampNegative)
 		oldChain := globalChain(prev, pi)[1:]
 		newChain := globalChain(ver, li)[1:]
 		for _, a := range oldChain {
 			if !containsG(newChain, a) {
-				e.addMove(moveRec{TS: at, Space: e.gs[a].id, Origin: s.cfg.ID, Delta: -c}, now)
+				e.addMove(moveRec{TS: at, Space: e.gs[a].id, Origin: s.cfg.ID, Delta: -c, Sign: -1, og: g}, now)
 			}
 		}
 		for _, a := range newChain {
 			if !containsG(oldChain, a) {
-				e.addMove(moveRec{TS: at, Space: e.gs[a].id, Origin: s.cfg.ID, Delta: c}, now)
+				e.addMove(moveRec{TS: at, Space: e.gs[a].id, Origin: s.cfg.ID, Delta: c, Sign: 1, og: g}, now)
 			}
 		}
 	}
@@ -115,9 +116,49 @@ func (e *Engine) AddVersion(v Version, now int64) (VersionChange, error) {
 	return ch, nil
 }
 
+// remapFrom maps the pending events with ts >= at again (a new version is in force
+// for them). Normally only events slightly ahead of the clock are there.
+func (e *Engine) remapFrom(at int64, now int64) {
+	type evKey struct {
+		ref int32
+		id  string
+		ts  int64
+		dir int8
+	}
+	seen := map[evKey]bool{}
+	var evs []Event
+	for g := range e.gs {
+		pl := &e.gs[g].pl
+		if len(pl.chunks) == 0 {
+			continue
+		}
+		last := pl.chunks[len(pl.chunks)-1]
+		if last.es[len(last.es)-1].ts < at {
+			continue
+		}
+		rest := pl.truncateFrom(at, e.opts.ClampNegative)
+		e.markChanged(int32(g))
+		for _, en := range rest {
+			if en.cls != clsEvent {
+				e.insert(int32(g), en, true, now)
+				continue
+			}
+			k := evKey{en.ref, en.id, en.ts, en.dir}
+			if !seen[k] {
+				seen[k] = true
+				evs = append(evs, Event{DPU: e.dpuNames[en.ref], ID: en.id, TS: en.ts, Direction: en.dir})
+			}
+		}
+	}
+	for _, ev := range evs {
+		e.applyOne(ev, now, nil)
+	}
+}
+
 func (e *Engine) addMove(m moveRec, now int64) {
 	e.moves = append(e.moves, m)
-	e.insert(e.space(m.Space), entry{ts: m.TS, ref: e.space(m.Origin), val: int32(m.Delta), cls: clsMove}, true, now)
+	e.pendMoves++
+	e.insert(e.space(m.Space), entry{ts: m.TS, ref: m.og, val: int32(m.Delta), cls: clsMove}, true, now)
 }
 
 func globalChain(v *version, li int) []int32 {

@@ -1,0 +1,239 @@
+package occupancy
+
+import (
+	"errors"
+	"math/rand"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestDailyInstants(t *testing.T) {
+	ber, _ := time.LoadLocation("Europe/Berlin")
+	ny, _ := time.LoadLocation("America/New_York")
+	lh, _ := time.LoadLocation("Australia/Lord_Howe")
+	tests := []struct {
+		name string
+		loc  *time.Location
+		day  time.Time
+		hhmm int
+		want time.Time
+	}{
+		{"winter", ber, time.Date(2026, 1, 10, 0, 0, 0, 0, time.UTC), 4 * 60, time.Date(2026, 1, 10, 3, 0, 0, 0, time.UTC)},
+		{"summer", ber, time.Date(2026, 7, 10, 0, 0, 0, 0, time.UTC), 4 * 60, time.Date(2026, 7, 10, 2, 0, 0, 0, time.UTC)},
+		{"gap fires at its end", ber, time.Date(2026, 3, 29, 0, 0, 0, 0, time.UTC), 2*60 + 30, time.Date(2026, 3, 29, 1, 0, 0, 0, time.UTC)},
+		{"gap start", ber, time.Date(2026, 3, 29, 0, 0, 0, 0, time.UTC), 2 * 60, time.Date(2026, 3, 29, 1, 0, 0, 0, time.UTC)},
+		{"repeated hour fires first", ber, time.Date(2026, 10, 25, 0, 0, 0, 0, time.UTC), 2*60 + 30, time.Date(2026, 10, 25, 0, 30, 0, 0, time.UTC)},
+		{"new york gap", ny, time.Date(2026, 3, 8, 0, 0, 0, 0, time.UTC), 2*60 + 15, time.Date(2026, 3, 8, 7, 0, 0, 0, time.UTC)},
+		{"new york repeated", ny, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), 1*60 + 30, time.Date(2026, 11, 1, 5, 30, 0, 0, time.UTC)},
+		{"lord howe half-hour gap", lh, time.Date(2026, 10, 4, 0, 0, 0, 0, time.UTC), 2*60 + 10, time.Date(2026, 10, 3, 15, 30, 0, 0, time.UTC)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			y, m, d := tc.day.Date()
+			got := localInstant(y, m, d, tc.hhmm, tc.loc)
+			if got != tc.want.UnixMilli() {
+				t.Errorf("got %s, want %s", fmtMS(got), fmtMS(tc.want.UnixMilli()))
+			}
+		})
+	}
+	// Once per local day across a whole year in each zone, against the minute scan.
+	for _, tz := range []string{"Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu"} {
+		loc, _ := time.LoadLocation(tz)
+		from := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+		to := from + 10*86_400_000
+		for _, hhmm := range []string{"02:30", "00:00", "23:59", "01:59", "03:00"} {
+			m, _ := parseHHMM(hhmm)
+			for _, off := range []int64{0, 27, 216} {
+				f, tt := from+off*86_400_000, to+off*86_400_000
+				got := dailyInstants(m, loc, f, tt)
+				want := refDailyInstants(hhmm, tz, f, tt)
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("%s %s +%dd: got %v, want %v", tz, hhmm, off, got, want)
+				}
+			}
+		}
+	}
+}
+
+func smallTopo() TopologyConfig {
+	return TopologyConfig{
+		Spaces: []SpaceConfig{{ID: "bldg", Capacity: 100}, {ID: "f1", Parent: "bldg"}, {ID: "f2", Parent: "bldg"}, {ID: "room", Parent: "f1"}},
+		DPUs:   []DPUConfig{{ID: "door", PlusSpace: "room"}, {ID: "side", PlusSpace: "f2"}},
+	}
+}
+
+func occ(t *testing.T, e *Engine, id string) int64 {
+	t.Helper()
+	o, ok := e.Current(id)
+	if !ok {
+		t.Fatalf("space %s unknown", id)
+	}
+	return o.Occupancy
+}
+
+func wantOcc(t *testing.T, e *Engine, want map[string]int64) {
+	t.Helper()
+	for id, w := range want {
+		if got := occ(t, e, id); got != w {
+			t.Errorf("%s: got %d, want %d", id, got, w)
+		}
+	}
+}
+
+// TestMoveCarriesCount: a version moving a space under another parent carries its
+// current count (old ancestors drop, new ones rise, at the version instant), and a
+// restart keeps it.
+func TestMoveCarriesCount(t *testing.T) {
+	t0 := testNow
+	d := newDriver(t, Options{SettleAfter: 5 * minute, ClampNegative: true}, smallTopo(), t0)
+	d.apply([]Event{{DPU: "door", TS: t0 + 1000, Direction: 1}, {DPU: "door", TS: t0 + 2000, Direction: 1}, {DPU: "side", TS: t0 + 3000, Direction: 1}}, t0+4000)
+	wantOcc(t, d.eng, map[string]int64{"bldg": 3, "f1": 2, "f2": 1, "room": 2})
+	moved := smallTopo()
+	moved.Spaces[3].Parent = "f2"
+	at := t0 + 10_000
+	d.st.PutVersion(Version{At: at, Topology: moved})
+	ch, err := d.eng.AddVersion(Version{At: at, Topology: moved}, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ch.Moved, []string{"room"}) || len(ch.Added)+len(ch.Removed) != 0 {
+		t.Fatalf("version change: got %+v", ch)
+	}
+	wantOcc(t, d.eng, map[string]int64{"bldg": 3, "f1": 0, "f2": 3, "room": 2})
+	if v, _ := d.eng.At("f1", at-1); v != 2 {
+		t.Errorf("f1 before the move: got %d, want 2", v)
+	}
+	// Crossings after the move count through the new parent; before, through the old.
+	d.apply([]Event{{DPU: "door", TS: at + 1000, Direction: -1}, {DPU: "door", TS: t0 + 5000, Direction: 1}}, at+2000)
+	wantOcc(t, d.eng, map[string]int64{"bldg": 3, "f1": 0, "f2": 3, "room": 2})
+	d.tick(at + 10*minute) // held since open
+	d.tick(at + 20*minute)
+	rows := d.st.rows["f2"]
+	var kinds []EntryKind
+	for _, r := range rows {
+		kinds = append(kinds, r.Kind)
+	}
+	if !reflect.DeepEqual(kinds, []EntryKind{KindEvent, KindMove, KindEvent}) {
+		t.Errorf("f2 row kinds: got %v", kinds)
+	}
+	d.reopen(at + 21*minute)
+	wantOcc(t, d.eng, map[string]int64{"bldg": 3, "f1": 0, "f2": 3, "room": 2})
+}
+
+// TestVersionMapping: an event maps through the version in force at its ts; a DPU's
+// first mapping covers earlier time; moving a DPU does not change earlier counts.
+func TestVersionMapping(t *testing.T) {
+	t0 := testNow
+	d := newDriver(t, Options{SettleAfter: 5 * minute, ClampNegative: true}, smallTopo(), t0)
+	// "new" is unknown: parked.
+	d.apply([]Event{{DPU: "new", TS: t0 + 1000, Direction: 1}}, t0+1500)
+	if d.eng.ParkedCount() != 1 || d.eng.Mappable("new", t0) {
+		t.Fatalf("parked: got %d", d.eng.ParkedCount())
+	}
+	v2 := smallTopo()
+	v2.DPUs = append(v2.DPUs, DPUConfig{ID: "new", PlusSpace: "f2"})
+	v2.DPUs[0].PlusSpace = "f2" // door moves to f2
+	at := t0 + 60_000
+	d.addVersion(Version{At: at, Topology: v2}, at)
+	if d.eng.ParkedCount() != 0 || !d.eng.Mappable("new", t0-86_400_000) {
+		t.Fatalf("after version: parked %d", d.eng.ParkedCount())
+	}
+	d.apply([]Event{{DPU: "door", TS: t0 + 2000, Direction: 1}, {DPU: "door", TS: at + 1, Direction: 1}}, at+2)
+	wantOcc(t, d.eng, map[string]int64{"bldg": 3, "f1": 1, "room": 1, "f2": 2})
+	st, ok := d.eng.Tick(at + 3)
+	if !ok || len(st.Unparked) != 1 || st.Unparked[0].DPU != "new" {
+		t.Fatalf("settlement: got %+v, %v", st.Unparked, ok)
+	}
+}
+
+func TestQueryErrors(t *testing.T) {
+	d := newDriver(t, Options{SettleAfter: 5 * minute, ClampNegative: true}, smallTopo(), testNow)
+	if _, err := d.eng.At("nope", testNow); !errors.Is(err, ErrUnknownSpace) {
+		t.Errorf("At: got %v", err)
+	}
+	if _, err := d.eng.Counts("nope", testNow, testNow+1, 1); !errors.Is(err, ErrUnknownSpace) {
+		t.Errorf("Counts: got %v", err)
+	}
+	if err := d.eng.Reset(Reset{Space: "nope", TS: testNow}, testNow); !errors.Is(err, ErrUnknownSpace) {
+		t.Errorf("Reset: got %v", err)
+	}
+	if err := d.eng.Reset(Reset{Space: "bldg", TS: testNow - 1}, testNow); err == nil {
+		t.Errorf("Reset before the horizon: want an error")
+	}
+	for _, c := range [][3]int64{{0, 10, 0}, {10, 10, 1}, {0, 1_000_000, 1}} {
+		if _, err := d.eng.Counts("bldg", testNow+c[0], testNow+c[1], c[2]); err == nil {
+			t.Errorf("Counts%v: want an error", c)
+		}
+	}
+	if _, err := d.eng.AddVersion(Version{At: testNow - 1, Topology: smallTopo()}, testNow); err == nil {
+		t.Errorf("AddVersion before the latest: want an error")
+	}
+	bad := smallTopo()
+	bad.DPUs[0].PlusSpace = "nowhere"
+	if _, err := d.eng.AddVersion(Version{At: testNow + 1, Topology: bad}, testNow); err == nil {
+		t.Errorf("AddVersion of a bad topology: want an error")
+	}
+}
+
+// TestCapacityChangeFeed: a capacity change alone is a change.
+func TestCapacityChangeFeed(t *testing.T) {
+	d := newDriver(t, Options{SettleAfter: 5 * minute, ClampNegative: true}, smallTopo(), testNow)
+	if got := d.eng.Changed(); len(got) != 0 {
+		t.Fatalf("after open: got %v", got)
+	}
+	v2 := smallTopo()
+	v2.Spaces[1].Capacity = 7
+	d.addVersion(Version{At: testNow + 1, Topology: v2}, testNow+1)
+	if got := d.eng.Changed(); !reflect.DeepEqual(got, []string{"f1"}) {
+		t.Fatalf("got %v, want [f1]", got)
+	}
+}
+
+// TestRewind: events imported into history (stored below the horizon) are folded in
+// by Rewind; the rewritten rows equal the true timeline.
+func TestRewind(t *testing.T) {
+	for seed := int64(1); seed <= 8; seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		sc := genScenario(rng, false)
+		opts := Options{SettleAfter: sc.settle, LateEvents: LateApply, ClampNegative: true}
+		d := newDriver(t, opts, sc.topo, sc.t0)
+		// Hold back a third of the stream; import it at the end.
+		var imported []Event
+		var live []delivery
+		for _, x := range sc.stream {
+			if rng.Intn(3) == 0 {
+				imported = append(imported, x.ev)
+			} else {
+				live = append(live, x)
+			}
+		}
+		sc.stream = live
+		c := newChecker(t, d.eng, false)
+		sc.run(rng, []*driver{d}, func(int64, int) {})
+		now := sc.end + sc.settle + 3*sc.step
+		from := now
+		for i := range imported {
+			imported[i].Received = 0
+			from = min(from, imported[i].TS)
+		}
+		d.st.Append(imported, nil)
+		st, err := d.eng.Rewind(from, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.RewriteFrom != from {
+			t.Fatalf("RewriteFrom: got %d, want %d", st.RewriteFrom, from)
+		}
+		if err := d.st.Commit(st); err != nil {
+			t.Fatal(err)
+		}
+		c.exactOld = true
+		c.lastCur = map[string]int64{}
+		for _, o := range d.eng.Spaces() {
+			c.lastCur[o.Space], c.lastCap[o.Space] = o.Occupancy, o.Capacity
+		}
+		d.eng.Changed()
+		c.check(d, rng, now, sc.t0)
+	}
+}
