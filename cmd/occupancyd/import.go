@@ -25,7 +25,7 @@ import (
 )
 
 const (
-	importBatch           = 8192    // events per buffer.Append call
+	importBatch           = 32768   // events per buffer.Append call (and per synced write)
 	importDefaultProgress = 100_000 // rows between progress lines
 	importMaxLine         = 1 << 20 // longest JSON line accepted
 	importListRejected    = 100     // rejected rows listed in the summary
@@ -175,6 +175,7 @@ func runImport(ctx context.Context, opts importOptions, name string, in io.Reade
 		MaxParked:  cfg.Storage.MaxParked,
 		Logger:     opts.Logger,
 		Now:        opts.Now,
+		MaxBatch:   importBatch, // no one waits on an ack: fewer, larger synced writes
 	})
 	if err != nil {
 		if errors.Is(err, buffer.ErrLocked) {
