@@ -32,7 +32,8 @@ const (
 // (the event is acknowledged durable), until it is killed.
 func crashChild(dir string) {
 	round, _ := strconv.Atoi(os.Getenv(crashRoundEnv))
-	s, err := Open(Options{Dir: dir, Logger: zerolog.New(os.Stderr).Level(zerolog.WarnLevel)})
+	// A small memtable makes large settlements go in several transactions.
+	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, Logger: zerolog.New(os.Stderr).Level(zerolog.WarnLevel)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(2)
@@ -45,6 +46,36 @@ func crashChild(dir string) {
 	}
 	const writers = 32
 	var wg sync.WaitGroup
+	// The engine's side: settlements of rows for space "s", one per ms, each with
+	// the checkpoint after them; "CP h" is printed once the commit returned.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r := rand.New(rand.NewPCG(uint64(round), 1000))
+		cp, _, err := s.Checkpoint()
+		if err != nil {
+			fail("checkpoint: %v", err)
+		}
+		h := cp.Horizon
+		for {
+			n := 1 + r.IntN(200)
+			if r.IntN(40) == 0 {
+				n = 30_000 // more than one transaction takes
+			}
+			rows := make([]occupancy.Row, n)
+			for i := range rows {
+				rows[i] = occupancy.Row{Space: "s", TS: h + int64(i), Occupancy: h + int64(i)}
+			}
+			h += int64(n)
+			if err := s.Commit(occupancy.Settlement{Rows: rows, Checkpoint: occupancy.Checkpoint{Horizon: h}}); err != nil {
+				fail("commit: %v", err)
+			}
+			outMu.Lock()
+			fmt.Fprintf(os.Stdout, "CP %d\n", h)
+			outMu.Unlock()
+			time.Sleep(time.Duration(r.IntN(10)) * time.Millisecond) // ticks, faster than the engine's
+		}
+	}()
 	for g := 0; g < writers; g++ {
 		wg.Add(1)
 		go func(g int) {
@@ -119,6 +150,7 @@ func TestCrashRecovery(t *testing.T) {
 	const rounds = 20
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	acked := map[occupancy.Event]int{}
+	var lastCP int64
 	for round := 0; round < rounds; round++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashRoundEnv+"="+strconv.Itoa(round))
@@ -142,6 +174,16 @@ func TestCrashRecovery(t *testing.T) {
 					t.Fatal(err)
 				}
 				break // a line cut by the kill has no newline: not acknowledged
+			}
+			if h, ok := strings.CutPrefix(strings.TrimSuffix(l, "\n"), "CP "); ok {
+				v, err := strconv.ParseInt(h, 10, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if v > lastCP {
+					lastCP = v
+				}
+				continue
 			}
 			e, perr := parseAckLine(strings.TrimSuffix(l, "\n"))
 			if perr != nil {
@@ -188,5 +230,26 @@ func TestCrashRecovery(t *testing.T) {
 	if len(acked) < rounds {
 		t.Errorf("only %d events acknowledged over %d rounds: the child barely ran", len(acked), rounds)
 	}
+	cp, _, err := s.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.Horizon < lastCP {
+		t.Errorf("checkpoint horizon %d, but %d was acknowledged", cp.Horizon, lastCP)
+	}
+	var next int64
+	if err := s.Rows("s", minTS, cp.Horizon, func(r occupancy.Row) error {
+		if r.TS != next || r.Occupancy != next {
+			return fmt.Errorf("row %+v, want ts and occupancy %d", r, next)
+		}
+		next++
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	if next != cp.Horizon {
+		t.Errorf("rows before the checkpoint's horizon %d: %d, want every ms", cp.Horizon, next)
+	}
+	t.Logf("checkpoint horizon %d (last acknowledged %d)", cp.Horizon, lastCP)
 	t.Logf("%d acknowledged events, %d stored (the rest were written but killed before their ack)", len(acked), len(stored))
 }
