@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -38,26 +39,27 @@ func e2eTopology() e2eTopo {
 
 // yaml renders the topology section of a config.
 func (tp e2eTopo) yaml() string {
-	s := "topology:\n  spaces:\n"
+	var b strings.Builder
+	b.WriteString("topology:\n  spaces:\n")
 	for _, sp := range tp.spaces {
-		s += fmt.Sprintf("    - {id: %s, name: %q", sp.id, sp.name)
+		fmt.Fprintf(&b, "    - {id: %s, name: %q", sp.id, sp.name)
 		if sp.parent != "" {
-			s += ", parent: " + sp.parent
+			b.WriteString(", parent: " + sp.parent)
 		}
-		if sp.id == "hq" {
-			s += ", capacity: 500"
+		if sp.id == "hq" && sp.name == "HQ" {
+			b.WriteString(", capacity: 500")
 		}
-		s += "}\n"
+		b.WriteString("}\n")
 	}
-	s += "  doorways:\n"
+	b.WriteString("  doorways:\n")
 	for _, d := range tp.dpus {
-		s += fmt.Sprintf("    - {id: door-%s, name: Door %s}\n", d.id, d.id)
+		fmt.Fprintf(&b, "    - {id: door-%s, name: Door %s}\n", d.id, d.id)
 	}
-	s += "  dpus:\n"
+	b.WriteString("  dpus:\n")
 	for _, d := range tp.dpus {
-		s += fmt.Sprintf("    - {id: %s, doorway: door-%s, plus_space: %q, minus_space: %q}\n", d.id, d.id, d.plus, d.minus)
+		fmt.Fprintf(&b, "    - {id: %s, doorway: door-%s, plus_space: %q, minus_space: %q}\n", d.id, d.id, d.plus, d.minus)
 	}
-	return s
+	return b.String()
 }
 
 func (tp e2eTopo) dpu(id string) (e2eDPU, bool) {

@@ -42,7 +42,7 @@ func (s *syncBuf) String() string {
 	return s.b.String()
 }
 
-func dumpOnFailure(t *testing.T, name string, b *syncBuf) {
+func dumpOnFailure(t testing.TB, name string, b *syncBuf) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			out := b.String()
@@ -54,7 +54,7 @@ func dumpOnFailure(t *testing.T, name string, b *syncBuf) {
 	})
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -67,7 +67,7 @@ func freePort(t *testing.T) int {
 // mosquitto is a Mosquitto the test started, configured as DESIGN 4 says for a
 // gateway (max_inflight_messages 1000, max_queued_messages 1000000, persistence).
 type mosquitto struct {
-	t    *testing.T
+	t    testing.TB
 	bin  string
 	conf string
 	addr string
@@ -78,9 +78,9 @@ type mosquitto struct {
 
 // startMosquitto starts a Mosquitto on a free port and returns its address. Without
 // mosquitto on PATH the test is skipped, unless CI=true.
-func startMosquitto(t *testing.T) string { return newMosquitto(t).addr }
+func startMosquitto(t testing.TB) string { return newMosquitto(t).addr }
 
-func newMosquitto(t *testing.T) *mosquitto {
+func newMosquitto(t testing.TB) *mosquitto {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -167,6 +167,7 @@ type e2eConfig struct {
 	lateEvents  string // default apply
 	topology    string // default e2eTopology().yaml()
 	clientID    string
+	tick        string // default 50ms
 }
 
 func (c e2eConfig) yaml() string {
@@ -178,6 +179,9 @@ func (c e2eConfig) yaml() string {
 	}
 	if c.maxParked == 0 {
 		c.maxParked = 1000
+	}
+	if c.tick == "" {
+		c.tick = "50ms"
 	}
 	if c.lateEvents == "" {
 		c.lateEvents = "apply"
@@ -195,14 +199,14 @@ mqtt:
 		s += fmt.Sprintf("  client_id: %q\n", c.clientID)
 	}
 	s += fmt.Sprintf(`storage: {dir: %q, max_parked: %d}
-engine: {settle_after: %s, tick: 50ms, late_events: %s, max_future_skew: 1m}
+engine: {settle_after: %s, tick: %s, late_events: %s, max_future_skew: 1m}
 http: {listen: %q, token: e2e-token}
 log: {level: info, format: json}
-`, c.dir, c.maxParked, c.settleAfter, c.lateEvents, c.httpListen)
+`, c.dir, c.maxParked, c.settleAfter, c.tick, c.lateEvents, c.httpListen)
 	return s + c.topology
 }
 
-func writeConfig(t *testing.T, path string, c e2eConfig) {
+func writeConfig(t testing.TB, path string, c e2eConfig) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(c.yaml()), 0o644); err != nil {
 		t.Fatal(err)
@@ -217,7 +221,7 @@ type daemon struct {
 }
 
 // startMain runs Main in-process with the config file at path and waits for /readyz.
-func startMain(t *testing.T, path string) *daemon {
+func startMain(t testing.TB, path string) *daemon {
 	t.Helper()
 	var logs syncBuf
 	dumpOnFailure(t, "occupancyd", &logs)
@@ -244,7 +248,7 @@ func startMain(t *testing.T, path string) *daemon {
 	return d
 }
 
-func waitReady(t *testing.T, httpAddr string, within time.Duration) {
+func waitReady(t testing.TB, httpAddr string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -266,7 +270,7 @@ func waitReady(t *testing.T, httpAddr string, within time.Duration) {
 }
 
 // mqttClient connects a test client (clean session) to url.
-func mqttClient(t *testing.T, url, id string) paho.Client {
+func mqttClient(t testing.TB, url, id string) paho.Client {
 	t.Helper()
 	o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(true).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
@@ -281,7 +285,7 @@ func mqttClient(t *testing.T, url, id string) paho.Client {
 	return c
 }
 
-func publishAll(t *testing.T, c paho.Client, msgs []e2eMessage) {
+func publishAll(t testing.TB, c paho.Client, msgs []e2eMessage) {
 	t.Helper()
 	toks := make([]paho.Token, 0, len(msgs))
 	for _, m := range msgs {
@@ -302,7 +306,7 @@ type retained struct {
 	other  map[string][]byte         // any other topic
 }
 
-func watchRetained(t *testing.T, url string) *retained {
+func watchRetained(t testing.TB, url string) *retained {
 	t.Helper()
 	r := &retained{json: map[string]map[string]any{}, counts: map[string]string{}, other: map[string][]byte{}}
 	c := mqttClient(t, url, fmt.Sprintf("watch-%d", time.Now().UnixNano()))
@@ -359,7 +363,7 @@ func (r *retained) get(topic string) ([]byte, bool) {
 	return b, ok
 }
 
-func httpGetJSON(t *testing.T, url string, v any) int {
+func httpGetJSON(t testing.TB, url string, v any) int {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -376,7 +380,7 @@ func httpGetJSON(t *testing.T, url string, v any) int {
 }
 
 // httpSpaces returns GET /v1/spaces as space -> occupancy.
-func httpSpaces(t *testing.T, httpAddr string) map[string]int64 {
+func httpSpaces(t testing.TB, httpAddr string) map[string]int64 {
 	t.Helper()
 	var docs []struct {
 		Space     string `json:"space"`
@@ -403,7 +407,7 @@ func diffCounts(got, want map[string]int64) string {
 }
 
 // eventually polls cond until it returns "" or the time is up.
-func eventually(t *testing.T, within time.Duration, what string, cond func() string) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() string) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
