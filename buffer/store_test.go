@@ -668,3 +668,67 @@ func TestOpenAfterEmptyLogFiles(t *testing.T) {
 		})
 	}
 }
+
+// Concurrent writers share synced batches; a writer alone never waits for the
+// linger (with a one-hour linger these appends would otherwise not finish).
+func TestGroupCommit(t *testing.T) {
+	t.Run("one writer is not lingered", func(t *testing.T) {
+		s := openT(t, Options{Linger: time.Hour})
+		for i := 0; i < 20; i++ {
+			mustAppend(t, s, []occupancy.Event{{DPU: "a", TS: int64(i), Direction: 1}}, nil)
+		}
+		if st := s.Stats(); st.Batches != 20 || st.Events != 20 {
+			t.Errorf("stats %+v, want 20 batches of 1", st)
+		}
+	})
+	t.Run("concurrent writers share batches", func(t *testing.T) {
+		s := openT(t, Options{Linger: 20 * time.Millisecond})
+		const writers, each = 16, 30
+		var wg sync.WaitGroup
+		for w := 0; w < writers; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				for i := 0; i < each; i++ {
+					if _, err := s.Append(context.Background(), []occupancy.Event{{DPU: fmt.Sprint("w", w), TS: int64(i), Direction: 1}}, nil); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}(w)
+		}
+		wg.Wait()
+		st := s.Stats()
+		if st.Events != writers*each {
+			t.Fatalf("stats %+v, want %d events", st, writers*each)
+		}
+		if mean := float64(st.Events) / float64(st.Batches); mean < 4 {
+			t.Errorf("mean batch %.1f events (%+v), want concurrent writers grouped (>= 4)", mean, st)
+		}
+		if got := len(allEvents(t, s)); got != writers*each {
+			t.Errorf("stored %d, want %d", got, writers*each)
+		}
+	})
+	t.Run("batches are cut at MaxBatch", func(t *testing.T) {
+		s := openT(t, Options{MaxBatch: 10, Linger: 20 * time.Millisecond})
+		var wg sync.WaitGroup
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				for i := 0; i < 20; i++ {
+					evs := []occupancy.Event{{DPU: fmt.Sprint("w", w), TS: int64(2 * i), Direction: 1}, {DPU: fmt.Sprint("w", w), TS: int64(2*i + 1), Direction: 1}}
+					if _, err := s.Append(context.Background(), evs, nil); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}(w)
+		}
+		wg.Wait()
+		st := s.Stats()
+		if st.Events != 320 || st.Batches < 32 {
+			t.Errorf("stats %+v: want 320 events in at least 32 batches of <= 10", st)
+		}
+	})
+}
