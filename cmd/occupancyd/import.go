@@ -302,6 +302,9 @@ func (im *importer) readJSONLines(ctx context.Context, br *bufio.Reader) error {
 					return err
 				}
 			}
+			if err := im.rowDone(ctx); err != nil {
+				return err
+			}
 		}
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -391,6 +394,9 @@ func (im *importer) readCSV(ctx context.Context, br *bufio.Reader) error {
 		if errors.As(err, &pe) {
 			im.sum.Rows++
 			im.reject(pe.StartLine, "bad_csv", pe.Err.Error())
+			if err := im.rowDone(ctx); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {
@@ -400,14 +406,17 @@ func (im *importer) readCSV(ctx context.Context, br *bufio.Reader) error {
 		line, _ := r.FieldPos(0)
 		if len(rec) <= need {
 			im.reject(line, "bad_csv", fmt.Sprintf("want %d fields, got %d", len(header), len(rec)))
-			continue
+		} else {
+			id := ""
+			if okID {
+				id = rec[iID]
+			}
+			payload := csvPayload(rec[iTS], rec[iDir], id)
+			if err := im.decode(ctx, line, strings.TrimSpace(rec[iDPU]), payload); err != nil {
+				return err
+			}
 		}
-		id := ""
-		if okID {
-			id = rec[iID]
-		}
-		payload := csvPayload(rec[iTS], rec[iDir], id)
-		if err := im.decode(ctx, line, strings.TrimSpace(rec[iDPU]), payload); err != nil {
+		if err := im.rowDone(ctx); err != nil {
 			return err
 		}
 	}
@@ -471,7 +480,13 @@ func (im *importer) decode(ctx context.Context, line int, dpu string, payload []
 		im.batch = append(im.batch, ev)
 		im.lines = append(im.lines, line)
 	}
-	if len(im.batch) >= importBatch {
+	return nil
+}
+
+// rowDone follows every row read: a full batch, or a progress line due, flushes.
+func (im *importer) rowDone(ctx context.Context) error {
+	progressDue := im.opts.Progress > 0 && im.sum.Rows-im.lastProg >= im.opts.Progress
+	if len(im.batch) >= importBatch || progressDue {
 		return im.flush(ctx)
 	}
 	return nil

@@ -438,8 +438,10 @@ func TestImportCommand(t *testing.T) {
 	if want := fmt.Sprintf("import %s (csv): 5 rows\n  imported:   5\n  duplicates: 0\n  rejected:   0\n", events); !strings.HasPrefix(stdout.String(), want) {
 		t.Errorf("stdout:\n%s\nwant it to start with\n%s", stdout.String(), want)
 	}
-	if got := strings.Count(stderr.String(), "import: "); got != 1 {
-		t.Errorf("got %d progress lines in %q, want 1 (5 rows, one batch)", got, stderr.String())
+	wantProgress := "import: 2 rows read: 2 imported, 0 duplicates, 0 rejected\n" +
+		"import: 4 rows read: 4 imported, 0 duplicates, 0 rejected\n"
+	if stderr.String() != wantProgress {
+		t.Errorf("progress: got %q, want %q", stderr.String(), wantProgress)
 	}
 	impCheckAt(t, cfg, []impEvent{
 		{"d-main", "", base, 1}, {"d-main", "", base + 1000, 1}, {"d-main", "", base + 2000, 1},
