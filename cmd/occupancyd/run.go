@@ -99,6 +99,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return errors.New("already running")
 	}
 	m.started = time.Now()
+	m.closed = false
 	if m.ConfigPath != "" {
 		cfg, err := gateway.LoadConfig(m.ConfigPath)
 		if err != nil {
@@ -259,6 +260,7 @@ func (m *Main) cleanupLocked() error {
 	if len(errs) == 0 && m.gw != nil {
 		m.Logger.Info().Msg("occupancyd stopped")
 	}
+	m.gw, m.http, m.store, m.runStop = nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/occupancyd/occupancyd/buffer"
+)
+
+func TestMainRunErrors(t *testing.T) {
+	t.Run("storage in use", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "occupancyd.yaml")
+		writeConfig(t, path, e2eConfig{dir: filepath.Join(dir, "data")})
+		startMain(t, path)
+		m := NewMain()
+		m.ConfigPath = path
+		m.Logger = zerolog.Nop()
+		err := m.Run(context.Background())
+		if !errors.Is(err, buffer.ErrLocked) {
+			t.Fatalf("second Run on the same storage = %v, want ErrLocked", err)
+		}
+		if m.HTTPAddr() != "" || m.BrokerAddr() != "" {
+			t.Errorf("a failed Run left listeners: http %q broker %q", m.HTTPAddr(), m.BrokerAddr())
+		}
+		if err := m.Close(); err != nil {
+			t.Errorf("Close after a failed Run: %v", err)
+		}
+	})
+	t.Run("HTTP port taken", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "a.yaml")
+		writeConfig(t, path, e2eConfig{dir: filepath.Join(dir, "a")})
+		first := startMain(t, path)
+		path2 := filepath.Join(dir, "b.yaml")
+		writeConfig(t, path2, e2eConfig{dir: filepath.Join(dir, "b"), httpListen: first.httpAddr})
+		m := NewMain()
+		m.ConfigPath = path2
+		m.Logger = zerolog.Nop()
+		err := m.Run(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "http.listen") {
+			t.Fatalf("Run with a busy HTTP port = %v, want an http.listen error", err)
+		}
+		// The storage it opened is closed again: a third Main can take it.
+		m3 := NewMain()
+		m3.ConfigPath = path2
+		m3.Logger = zerolog.Nop()
+		writeConfig(t, path2, e2eConfig{dir: filepath.Join(dir, "b")})
+		if err := m3.Run(context.Background()); err != nil {
+			t.Fatalf("Run after the failed one: %v", err)
+		}
+		if err := m3.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("bad config", func(t *testing.T) {
+		err := runCommand([]string{"--config", filepath.Join(t.TempDir(), "missing.yaml")})
+		if err == nil {
+			t.Fatal("run with a missing config file succeeded")
+		}
+		if err := runCommand([]string{"--config"}); err == nil {
+			t.Fatal("run --config without a value succeeded")
+		}
+		if err := runCommand([]string{"extra"}); err == nil || !strings.Contains(err.Error(), "unexpected argument") {
+			t.Fatalf("run extra = %v, want unexpected argument", err)
+		}
+	})
+}
