@@ -425,7 +425,7 @@ func TestBenchSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"events/s processed", "ratio occupancyd / subscriber", "p50 / p99", "peak RSS", "exact: all 41 spaces"} {
+	for _, want := range []string{"events/s processed", "ratio occupancyd / subscriber", "p50 / p99", "peak RSS", "exact: all 34 spaces"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("e2e.md lacks %q:\n%s", want, md)
 		}

@@ -46,7 +46,8 @@ func DefaultRunOptions() RunOptions {
 type RunResult struct {
 	Messages     int64 // published (all kinds)
 	Events       int64 // distinct crossings (normal + late)
-	Start, End   time.Time
+	Start, End   time.Time // first publish; last publish (delayed messages included)
+	GenEnd       time.Time // every event slot generated (the offered load ends)
 	AllAcked     time.Time // when the broker had acked every message
 	Truth        []SpaceCount
 	Stats        struct{ Normal, Reordered, Late, Duplicates, Bad int64 }
@@ -256,7 +257,9 @@ func drive(ctx context.Context, o RunOptions, sim *Sim, pub *publisher, logw io.
 			}
 		}
 	}()
-	defer func() { close(done); wg.Wait() }()
+	var once sync.Once
+	stopProgress := func() { once.Do(func() { close(done); wg.Wait() }) }
+	defer stopProgress()
 
 	generating := true
 	for generating || h.Len() > 0 {
@@ -293,6 +296,9 @@ func drive(ctx context.Context, o RunOptions, sim *Sim, pub *publisher, logw io.
 					flushDue(&h, pub, time.Now().UnixMilli())
 				}
 			}
+			if !generating {
+				res.GenEnd = time.Now()
+			}
 		}
 		flushDue(&h, pub, time.Now().UnixMilli())
 		if o.Rate > 0 || !generating {
@@ -300,6 +306,7 @@ func drive(ctx context.Context, o RunOptions, sim *Sim, pub *publisher, logw io.
 		}
 	}
 	res.End = time.Now()
+	stopProgress() // logw is not goroutine-safe
 	res.Messages = pub.sent.Load()
 	res.Events = sim.Stats.Normal + sim.Stats.Late
 	fmt.Fprintf(logw, "dpusim: published %d messages in %s (%.0f/s); waiting for %d acks\n",
