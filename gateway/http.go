@@ -421,7 +421,7 @@ func parseInstant(v string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%q is not an RFC 3339 time (e.g. 2026-11-27T10:00:00Z)", v)
 	}
-	if t.Year() < 1 || t.Year() > 9999 {
+	if u := t.UTC(); u.Year() < 1 || u.Year() > 9999 {
 		return 0, fmt.Errorf("%q is out of range", v)
 	}
 	return t.UnixMilli(), nil

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -750,4 +751,26 @@ func TestOccupancyJSONMatchesEncodingJSON(t *testing.T) {
 			t.Fatalf("OccupancyJSON(%+v):\n got %s\nwant %s", o, got, want)
 		}
 	}
+}
+
+// FuzzParseInstant: any input gives a value or an error, never a panic, and an
+// accepted RFC 3339 time renders back to the same instant.
+func FuzzParseInstant(f *testing.F) {
+	for _, s := range []string{"2026-11-27T10:00:00Z", "2026-11-27T10:00:00.123+01:00", "2026-11-27T10:00:00 01:00",
+		"1795000000000", "-5", "", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z", "2026-13-01T00:00:00Z", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ms, err := parseInstant(s)
+		if err != nil {
+			return
+		}
+		if _, perr := strconv.ParseInt(s, 10, 64); perr == nil {
+			return
+		}
+		back, err := parseInstant(formatMS(ms))
+		if err != nil || back != ms {
+			t.Errorf("%q -> %d -> %s -> %d, %v", s, ms, formatMS(ms), back, err)
+		}
+	})
 }
