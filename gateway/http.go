@@ -412,7 +412,7 @@ func (s *HTTPServer) queryError(w http.ResponseWriter, id string, err error) {
 // (an unescaped query string) is taken back.
 func parseInstant(v string) (int64, error) {
 	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		return n, nil
+		return checkInstant(v, n)
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil && strings.Contains(v, " ") {
@@ -422,9 +422,21 @@ func parseInstant(v string) (int64, error) {
 		return 0, fmt.Errorf("%q is not an RFC 3339 time (e.g. 2026-11-27T10:00:00Z)", v)
 	}
 	if u := t.UTC(); u.Year() < 1 || u.Year() > 9999 {
-		return 0, fmt.Errorf("%q is out of range", v)
+		return 0, fmt.Errorf("%q is out of range (years 0001 to 9999 UTC)", v)
 	}
 	return t.UnixMilli(), nil
+}
+
+var (
+	minInstant = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	maxInstant = time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC).UnixMilli()
+)
+
+func checkInstant(v string, ms int64) (int64, error) {
+	if ms < minInstant || ms > maxInstant {
+		return 0, fmt.Errorf("%q is out of range (years 0001 to 9999 UTC)", v)
+	}
+	return ms, nil
 }
 
 func parseJSONInstant(raw json.RawMessage) (int64, error) {
@@ -437,7 +449,7 @@ func parseJSONInstant(raw json.RawMessage) (int64, error) {
 	d.UseNumber()
 	if err := d.Decode(&n); err == nil {
 		if v, err := n.Int64(); err == nil {
-			return v, nil
+			return checkInstant(n.String(), v)
 		}
 	}
 	return 0, fmt.Errorf("%s is not an RFC 3339 time or Unix milliseconds", raw)
