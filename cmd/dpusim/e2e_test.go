@@ -452,7 +452,7 @@ func TestVerifyReportsDifferences(t *testing.T) {
 	dup := serve(`[{"space":"a","occupancy":1}]`)
 	truth := []SpaceCount{{"a", 1}, {"b", 2}, {"c", 3}}
 	old := verifyStable
-	verifyStable = 1500 * time.Millisecond
+	verifyStable = time.Second
 	defer func() { verifyStable = old }()
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -469,7 +469,7 @@ func TestVerifyReportsDifferences(t *testing.T) {
 		{"overlapping shards", []string{a.URL, dup.URL}, truth, nil, `space "a" is reported by both`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Verify(ctx, tc.urls, tc.truth, 3*time.Second, &bytes.Buffer{})
+			got, err := Verify(ctx, tc.urls, tc.truth, 2*time.Second, &bytes.Buffer{})
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("got error %v, want %q", err, tc.err)

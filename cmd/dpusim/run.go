@@ -44,8 +44,8 @@ func DefaultRunOptions() RunOptions {
 
 // RunResult is what a run did.
 type RunResult struct {
-	Messages     int64 // published (all kinds)
-	Events       int64 // distinct crossings (normal + late)
+	Messages     int64     // published (all kinds)
+	Events       int64     // distinct crossings (normal + late)
 	Start, End   time.Time // first publish; last publish (delayed messages included)
 	GenEnd       time.Time // every event slot generated (the offered load ends)
 	AllAcked     time.Time // when the broker had acked every message

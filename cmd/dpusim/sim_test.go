@@ -155,7 +155,7 @@ func TestSimTruthMatchesIndependentModel(t *testing.T) {
 	siteGen.SiteTopics = true
 	siteCfg, _ := genConfig(t, siteGen)
 	n := 60000
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		n = 20000
 	}
 	for _, tc := range []struct {
