@@ -12,6 +12,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/rs/zerolog"
 )
 
 // mqttClient is the one paho client of the gateway, used for the embedded broker and
@@ -120,6 +121,16 @@ func newMQTTClient(g *Gateway) (*mqttClient, error) {
 	o.SetConnectionLostHandler(m.onLost)
 	o.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
 		g.log.Info().Str("broker", broker).Msg("reconnecting to the MQTT broker")
+	})
+	// Failed attempts (refused credentials, TLS, broker down) are logged at a bounded
+	// rate: with retries on, paho reports them nowhere else.
+	connLog := newRateLog(g.log, 10*time.Second)
+	o.SetConnectionNotificationHandler(func(_ paho.Client, n paho.ConnectionNotification) {
+		if f, ok := n.(paho.ConnectionNotificationFailed); ok {
+			connLog.log(func(e *zerolog.Event) *zerolog.Event {
+				return e.Err(f.Reason).Str("broker", broker)
+			}, "MQTT connection attempt failed; retrying")
+		}
 	})
 	m.c = paho.NewClient(o)
 	for _, f := range names.filters {

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"testing"
 	"time"
@@ -98,6 +99,9 @@ password_file %[3]s
 max_inflight_messages 1000
 max_queued_messages 1000000
 `, port, dir, pwFile)
+	if u, err := user.Current(); err == nil {
+		conf += "user " + u.Username + "\n" // root would drop to "mosquitto", who cannot read the temp dir
+	}
 	if err := os.WriteFile(filepath.Join(dir, "mosquitto.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
