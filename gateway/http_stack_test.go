@@ -337,6 +337,12 @@ func (q *stackQuerier) ingest(t *testing.T, evs []occupancy.Event) {
 	}
 }
 
+func (q *stackQuerier) setNow(now int64) {
+	q.mu.Lock()
+	q.now = now
+	q.mu.Unlock()
+}
+
 func (q *stackQuerier) tick(t *testing.T, now int64) {
 	t.Helper()
 	q.mu.Lock()
@@ -583,8 +589,7 @@ func runStack(t *testing.T, seed uint64) {
 		t.Fatal(err)
 	}
 	q := &stackQuerier{st: st, eng: eng, stats: NewDPUStats(), now: clock}
-	s := startServer(t, "tok", q, nil, zerolog.Nop())
-	s.now = func() time.Time { q.mu.Lock(); defer q.mu.Unlock(); return time.UnixMilli(q.now) }
+	s := startServer(t, "tok", q, nil, zerolog.Nop(), func() time.Time { q.mu.Lock(); defer q.mu.Unlock(); return time.UnixMilli(q.now) })
 	base := "http://" + s.Addr()
 	m := newModel(stackTopology)
 	seq := map[string]int64{}
@@ -598,14 +603,14 @@ func runStack(t *testing.T, seed uint64) {
 	// event of a DPU no version maps (parked: counted nowhere).
 	evs := genCrossings(rng, t0, 800, seq)
 	evs = append(evs, occupancy.Event{DPU: "d-new", ID: "1", TS: t0 + 5_000, Direction: 1, Received: t0 + 5_100})
-	q.now = evs[len(evs)-2].TS + 30_000
+	q.setNow(evs[len(evs)-2].TS + 30_000)
 	deliver(t, rng, q, m, evs)
 	first, last := evs[0].TS, evs[len(evs)-2].TS
 	t.Run("pending", func(t *testing.T) { compareAll(t, rng, base, m, version, first, last) })
 
 	// Phase 2: manual resets over HTTP (a floor to 0 clears its rooms; a room to 5
 	// alone), then more crossings after them.
-	resetAt := q.now
+	resetAt := evs[len(evs)-2].TS + 30_000
 	post := func(space, body string, wantStatus int) {
 		t.Helper()
 		r := do(t, "POST", base+"/v1/spaces/"+space+"/reset", "Bearer tok", body)
@@ -619,7 +624,7 @@ func runStack(t *testing.T, seed uint64) {
 	m.reset("room-c", resetAt+500, 5)
 	post("nope", `{"occupancy": 0}`, 404)
 	more := genCrossings(rng, resetAt+1_000, 300, seq)
-	q.now = more[len(more)-1].TS + 10_000
+	q.setNow(more[len(more)-1].TS + 10_000)
 	deliver(t, rng, q, m, more)
 	last = more[len(more)-1].TS
 	t.Run("after resets", func(t *testing.T) { compareAll(t, rng, base, m, version, first, last) })

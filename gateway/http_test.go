@@ -136,11 +136,14 @@ func (f *fakeQuerier) Ready() error {
 
 // startServer runs a real HTTPServer on 127.0.0.1:0 until the test ends, then checks
 // that Shutdown works and Serve returned nil.
-func startServer(t *testing.T, token string, q Querier, m *Metrics, log zerolog.Logger) *HTTPServer {
+func startServer(t *testing.T, token string, q Querier, m *Metrics, log zerolog.Logger, now ...func() time.Time) *HTTPServer {
 	t.Helper()
 	s, err := NewHTTPServer("127.0.0.1:0", token, q, m, log)
 	if err != nil {
 		t.Fatalf("NewHTTPServer: %v", err)
+	}
+	if len(now) > 0 {
+		s.now = now[0] // before Serve: no data race with the handlers
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve() }()
@@ -209,8 +212,7 @@ const (
 
 func TestHTTPReadRoutes(t *testing.T) {
 	q := newFakeQuerier()
-	s := startServer(t, "", q, nil, zerolog.Nop())
-	s.now = func() time.Time { return time.UnixMilli(tFake + 42) }
+	s := startServer(t, "", q, nil, zerolog.Nop(), func() time.Time { return time.UnixMilli(tFake + 42) })
 	base := "http://" + s.Addr()
 
 	hqJSON := `{"space":"hq","name":"HQ","occupancy":9,"capacity":300,"utilization":0.03,"updated":"2026-11-18T11:06:40.000Z","settled_until":"2026-11-18T11:01:40.000Z"}`
@@ -410,9 +412,8 @@ func TestHTTPReset(t *testing.T) {
 	})
 
 	q := newFakeQuerier()
-	s := startServer(t, "s3cret-token", q, nil, zerolog.Nop())
 	now := tFake + 5_000
-	s.now = func() time.Time { return time.UnixMilli(now) }
+	s := startServer(t, "s3cret-token", q, nil, zerolog.Nop(), func() time.Time { return time.UnixMilli(now) })
 	url := "http://" + s.Addr() + "/v1/spaces/%s/reset"
 	const good = "Bearer s3cret-token"
 	cases := []struct {
