@@ -112,11 +112,11 @@ type Engine struct {
 	nParked  int
 	unparked []Event
 
-	late  map[int32][]interval
+	late      map[int32][]interval
 	moves     []moveRec
-	pendMoves int // moves with TS >= H
-	corr  map[int32]int64 // pending corrections at the horizon
-	dirty bool            // checkpoint state changed since the last settlement
+	pendMoves int             // moves with TS >= H
+	corr      map[int32]int64 // pending corrections at the horizon
+	dirty     bool            // checkpoint state changed since the last settlement
 
 	changedMark []bool
 	changed     []int32

@@ -188,7 +188,12 @@ func (m *refModel) timelines() map[string][]refEntry {
 			if s.DailyReset == "" {
 				continue
 			}
-			for _, ts := range refDailyInstants(s.DailyReset, s.TimeZone, lo, hi) {
+			// Scan from the first horizon so that a version boundary inside a
+			// repeated hour does not fire the reset twice; keep this segment's.
+			for _, ts := range refDailyInstants(s.DailyReset, s.TimeZone, m.versions[0].At, hi) {
+				if ts < lo {
+					continue
+				}
 				for _, d := range refDescendants(v.Topology, s.ID) {
 					tl[d] = append(tl[d], refEntry{ts: ts, class: 3, name: s.ID, isSet: true, set: 0, kind: KindReset})
 				}
