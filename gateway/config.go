@@ -551,8 +551,13 @@ func checkTopicName(t string) error {
 // line, and the rest of the file still decodes.
 type configDecoder struct {
 	problems []Problem
-	lines    map[string]int // key path -> line of the key
+	lines    map[string]int      // key path -> line of the key
+	active   map[*yaml.Node]bool // nodes being decoded: an alias back to one is a cycle
+	steps    int                 // aliases expanded so far, bounded against alias bombs
 }
+
+// maxAliasSteps bounds the work of expanding aliases and merge keys.
+const maxAliasSteps = 100_000
 
 func (d *configDecoder) problem(path string, line int, format string, args ...any) {
 	d.problems = append(d.problems, Problem{Path: path, Message: fmt.Sprintf(format, args...), Line: line})
@@ -637,7 +642,22 @@ func joinPath(path, key string) string {
 func (d *configDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
+		if d.steps++; d.steps == maxAliasSteps {
+			d.problem(path, n.Line, "too many aliases and merge keys to expand")
+		}
 	}
+	if d.steps >= maxAliasSteps {
+		return
+	}
+	if d.active[n] {
+		d.problem(path, n.Line, "an alias refers to the mapping it is in")
+		return
+	}
+	if d.active == nil {
+		d.active = map[*yaml.Node]bool{}
+	}
+	d.active[n] = true
+	defer delete(d.active, n)
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return // key present without a value: keep the default
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -150,6 +151,24 @@ func TestParseConfig(t *testing.T) {
 		}
 		if got.Engine.Tick != time.Second || got.MQTT.MaxPayload != 262144 {
 			t.Errorf("got tick %s max_payload %d, want the defaults 1s 262144", got.Engine.Tick, got.MQTT.MaxPayload)
+		}
+	})
+
+	t.Run("an alias cycle is a problem, not a hang", func(t *testing.T) {
+		_, err := ParseConfig([]byte("mqtt: &x {<<: *x}\ntopology: {spaces: [{id: hq, name: HQ}]}\n"))
+		assertProblems(t, err, "mqtt: an alias refers to the mapping it is in (line 1)")
+	})
+
+	t.Run("merge keys that double at every level stop", func(t *testing.T) {
+		doc := "x0: &a0 {broker: tcp://h:1}\n"
+		for i := 1; i <= 30; i++ {
+			doc += fmt.Sprintf("x%d: &a%d {<<: [*a%d, *a%d]}\n", i, i, i-1, i-1)
+		}
+		doc += "mqtt: *a30\n"
+		_, err := ParseConfig([]byte(doc))
+		var ce *ConfigError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "mqtt: too many aliases and merge keys to expand") {
+			t.Errorf("got %v", err)
 		}
 	})
 
@@ -462,4 +481,28 @@ func TestDemoConfig(t *testing.T) {
 		t.Errorf("demo building: %d floors, %d rooms, %d daily resets, %d capacities, %d time zones, %d DPUs; want >= 2, 2, 1, 2, 1, 6",
 			floors, nested, resets, capacities, tz, len(cfg.Topology.DPUs))
 	}
+}
+
+// FuzzParseConfig: any input gives a config or a *ConfigError with at least one
+// problem, never a panic.
+func FuzzParseConfig(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.yaml")
+	bad, _ := filepath.Glob("testdata/bad/*.yaml")
+	for _, p := range append(append(files, bad...), "../configs/demo.yaml") {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("a: &x [*x]"))
+	f.Add([]byte("mqtt: {<<: [{broker: x}], events_topic: [*a]}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, err := ParseConfig(data)
+		if err == nil {
+			return
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) || len(ce.Problems) == 0 {
+			t.Fatalf("got %v, want a *ConfigError with problems", err)
+		}
+	})
 }
