@@ -18,10 +18,11 @@ import (
 // mqttClient is the one paho client of the gateway, used for the embedded broker and
 // for an external one alike.
 type mqttClient struct {
-	g      *Gateway
-	c      paho.Client
-	names  derivedNames
-	closed chan struct{}
+	g       *Gateway
+	c       paho.Client
+	names   derivedNames
+	closed  chan struct{}
+	connTok paho.Token // the initial Connect; waited for before Disconnect (paho #550)
 
 	subMu sync.Mutex // one (re)subscription at a time
 }
@@ -147,6 +148,7 @@ func newMQTTClient(g *Gateway) (*mqttClient, error) {
 // connect starts connecting in the background (with retries).
 func (m *mqttClient) connect() {
 	tok := m.c.Connect()
+	m.connTok = tok
 	go func() {
 		select {
 		case <-tok.Done():
@@ -276,6 +278,11 @@ func (m *mqttClient) close(ctx context.Context) error {
 		} else if tok.Error() != nil {
 			err = fmt.Errorf("mqtt: publish offline status: %w", tok.Error())
 		}
+	}
+	// paho races when Disconnect overlaps the tail of its Connect goroutine (resume
+	// of the persistent session); let that finish first when it is about to.
+	if m.connTok != nil {
+		m.connTok.WaitTimeout(time.Second)
 	}
 	m.c.Disconnect(250)
 	return err
