@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -125,7 +126,15 @@ func (s *slogBridge) Enabled(_ context.Context, l slog.Level) bool { return l >=
 
 func (s *slogBridge) Handle(_ context.Context, r slog.Record) error {
 	e := s.log.Warn()
-	if r.Level >= slog.LevelError {
+	closing := false
+	r.Attrs(func(a slog.Attr) bool {
+		closing = closing || strings.Contains(a.Value.String(), "use of closed network connection")
+		return !closing
+	})
+	if closing { // a client connection ending as the broker stops: not a problem
+		e = s.log.Debug()
+	}
+	if r.Level >= slog.LevelError && !closing {
 		e = s.log.Error()
 	}
 	for _, a := range s.attrs {
