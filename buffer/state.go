@@ -346,7 +346,7 @@ func (s *Store) PutDeadLetter(d DeadLetter) error {
 // DeadLetters returns up to limit dead letters, newest first (limit <= 0: all).
 func (s *Store) DeadLetters(limit int) ([]DeadLetter, error) {
 	var out []DeadLetter
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.PrefetchValues = false
 		o.Reverse = true

@@ -359,7 +359,7 @@ var _ occupancy.Store = (*Store)(nil)
 // Versions returns every stored topology version, ordered by At.
 func (s *Store) Versions() ([]occupancy.Version, error) {
 	var out []occupancy.Version
-	err := s.scan([]byte{pfxVersion}, nil, nil, func(k, v []byte) (bool, error) {
+	err := s.scanOpen([]byte{pfxVersion}, nil, nil, func(k, v []byte) (bool, error) {
 		var ver occupancy.Version
 		if err := json.Unmarshal(v, &ver); err != nil {
 			return false, fmt.Errorf("decode topology version at %d: %w", getTS(k[1:]), err)
@@ -377,7 +377,7 @@ func (s *Store) Versions() ([]occupancy.Version, error) {
 func (s *Store) Checkpoint() (occupancy.Checkpoint, bool, error) {
 	var cp occupancy.Checkpoint
 	var ok bool
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		it, err := txn.Get(keyCheckpoint)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
@@ -401,7 +401,7 @@ func (s *Store) Events(from, to int64, fn func(occupancy.Event) error) error {
 	}
 	start := putTS([]byte{pfxEvent}, from)
 	end := putTS([]byte{pfxEvent}, to)
-	return s.scan([]byte{pfxEvent}, start, end, func(k, v []byte) (bool, error) {
+	return s.scanOpen([]byte{pfxEvent}, start, end, func(k, v []byte) (bool, error) {
 		e, err := decodeEvent(k[1:], v)
 		if err != nil {
 			return false, fmt.Errorf("read events: key %x: %w", k, err)
@@ -413,7 +413,7 @@ func (s *Store) Events(from, to int64, fn func(occupancy.Event) error) error {
 // Resets streams stored manual resets with TS >= from, ordered by TS.
 func (s *Store) Resets(from int64, fn func(occupancy.Reset) error) error {
 	start := putTS([]byte{pfxReset}, from)
-	return s.scan([]byte{pfxReset}, start, nil, func(k, v []byte) (bool, error) {
+	return s.scanOpen([]byte{pfxReset}, start, nil, func(k, v []byte) (bool, error) {
 		if len(k) < 10 {
 			return false, fmt.Errorf("read resets: malformed key %x", k)
 		}
@@ -427,7 +427,7 @@ func (s *Store) Resets(from int64, fn func(occupancy.Reset) error) error {
 
 // Parked streams every parked event in (TS, DPU, ID) order.
 func (s *Store) Parked(fn func(occupancy.Event) error) error {
-	return s.scan([]byte{pfxParked}, nil, nil, func(k, v []byte) (bool, error) {
+	return s.scanOpen([]byte{pfxParked}, nil, nil, func(k, v []byte) (bool, error) {
 		e, err := decodeEvent(k[1:], v)
 		if err != nil {
 			return false, fmt.Errorf("read parked events: key %x: %w", k, err)
@@ -441,7 +441,7 @@ func (s *Store) RowAt(space string, t int64) (occupancy.Row, bool, error) {
 	var r occupancy.Row
 	var ok bool
 	p := rowPrefix(space)
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.PrefetchValues = false
 		o.Reverse = true
@@ -474,13 +474,23 @@ func (s *Store) Rows(space string, from, to int64, fn func(occupancy.Row) error)
 	p := rowPrefix(space)
 	start := putTS(append([]byte(nil), p...), from)
 	end := putTS(append([]byte(nil), p...), to)
-	return s.scan(p, start, end, func(k, v []byte) (bool, error) {
+	return s.scanOpen(p, start, end, func(k, v []byte) (bool, error) {
 		r, err := decodeRow(k, v)
 		if err != nil {
 			return false, fmt.Errorf("read rows of %s: %w", space, err)
 		}
 		return true, fn(r)
 	})
+}
+
+// view runs a read transaction unless the store is closed (Close waits for it).
+func (s *Store) view(fn func(*badger.Txn) error) error {
+	return s.alive(func() error { return s.db.View(fn) })
+}
+
+// scanOpen is scan for the public readers: ErrClosed once the store is closed.
+func (s *Store) scanOpen(p, start, end []byte, fn func(k, v []byte) (bool, error)) error {
+	return s.alive(func() error { return s.scan(p, start, end, fn) })
 }
 
 // scan iterates keys with prefix p in [start, end) (nil start = the prefix's

@@ -573,6 +573,26 @@ func TestClosed(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
+	reads := map[string]error{
+		"Events":     s.Events(0, 10, func(occupancy.Event) error { return nil }),
+		"Parked":     s.Parked(func(occupancy.Event) error { return nil }),
+		"Resets":     s.Resets(0, func(occupancy.Reset) error { return nil }),
+		"Rows":       s.Rows("a", 0, 10, func(occupancy.Row) error { return nil }),
+		"Commit":     s.Commit(occupancy.Settlement{}),
+		"PutReset":   s.PutReset(occupancy.Reset{Space: "a"}),
+		"PutVersion": s.PutVersion(occupancy.Version{}),
+		"DeadLetter": s.PutDeadLetter(DeadLetter{}),
+		"Sweep":      s.Sweep(time.Now()),
+	}
+	_, _, reads["RowAt"] = s.RowAt("a", 1)
+	_, _, reads["Checkpoint"] = s.Checkpoint()
+	_, reads["Versions"] = s.Versions()
+	_, reads["DeadLetters"] = s.DeadLetters(1)
+	for name, err := range reads {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("%s after Close: %v, want ErrClosed", name, err)
+		}
+	}
 }
 
 // Free space below the minimum stops acceptance with ErrDiskFull (nothing stored)
