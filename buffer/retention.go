@@ -17,8 +17,9 @@ import (
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
-// sweepChunk is how many entries one sweep step archives and deletes.
-const sweepChunk = 20_000
+// sweepChunk is how many entries one sweep step archives and deletes (a variable
+// for tests).
+var sweepChunk = 20_000
 
 // Run runs the retention sweeper (at once, then every SweepEvery) and value-log
 // GC (every GCEvery) until ctx is done. Cancel ctx and wait for Run to return
@@ -104,11 +105,12 @@ func (s *Store) Sweep(now time.Time) error {
 
 func (s *Store) sweepEvents(cut int64) error {
 	end := putTS([]byte{pfxEvent}, cut)
+	var from []byte // resume after the last chunk: no walking over its tombstones
 	for {
 		var evs []occupancy.Event
 		var keys [][]byte
 		err := s.alive(func() error {
-			return s.scan([]byte{pfxEvent}, nil, end, func(k, v []byte) (bool, error) {
+			return s.scan([]byte{pfxEvent}, from, end, func(k, v []byte) (bool, error) {
 				e, err := decodeEvent(k[1:], v)
 				if err != nil {
 					return false, fmt.Errorf("key %x: %w", k, err)
@@ -124,6 +126,7 @@ func (s *Store) sweepEvents(cut int64) error {
 		if len(keys) == 0 {
 			return nil
 		}
+		from = append(append([]byte(nil), keys[len(keys)-1]...), 0)
 		if s.opts.ArchiveDir != "" {
 			if err := archive(s.opts.ArchiveDir, "events", evs, func(e occupancy.Event) int64 { return e.TS }, eventLine); err != nil {
 				return err
@@ -157,6 +160,7 @@ func (s *Store) sweepEvents(cut int64) error {
 }
 
 func (s *Store) sweepRows(cut int64) error {
+	from := []byte{pfxRow} // resume where the last chunk stopped
 	for {
 		var rows []occupancy.Row
 		var keys [][]byte
@@ -167,7 +171,7 @@ func (s *Store) sweepRows(cut int64) error {
 				o.Prefix = []byte{pfxRow}
 				it := txn.NewIterator(o)
 				defer it.Close()
-				it.Rewind()
+				it.Seek(from)
 				for it.Valid() && len(keys) < sweepChunk {
 					k := it.Item().Key()
 					sp, ts, _, err := parseRowKey(k)
@@ -210,6 +214,9 @@ func (s *Store) sweepRows(cut int64) error {
 		if len(keys) == 0 {
 			return nil
 		}
+		// The last deleted key's successor: the rows after it (its space's anchor
+		// included) are looked at again by the next chunk.
+		from = append(append([]byte(nil), keys[len(keys)-1]...), 0)
 		if s.opts.ArchiveDir != "" {
 			if err := archive(s.opts.ArchiveDir, "occupancy", rows, func(r occupancy.Row) int64 { return r.TS }, rowLine); err != nil {
 				return err

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -45,6 +46,16 @@ func readArchive[T any](t *testing.T, path string) []T {
 }
 
 func TestSweepArchivesAndRemoves(t *testing.T) {
+	for _, chunk := range []int{20_000, 1, 2} {
+		t.Run(fmt.Sprintf("chunk=%d", chunk), func(t *testing.T) {
+			defer func(old int) { sweepChunk = old }(sweepChunk)
+			sweepChunk = chunk
+			testSweep(t)
+		})
+	}
+}
+
+func testSweep(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	arch := t.TempDir()
 	s := openT(t, Options{Retention: 24 * time.Hour, ArchiveDir: arch, Now: func() time.Time { return now }})
