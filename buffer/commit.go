@@ -276,12 +276,12 @@ func (s *Store) writeBatch(c *committerState, batch []*request) error {
 			_, err := w.txn.Get(k)
 			switch {
 			case err == nil:
-				if _, ok := c.unconfirmed[string(k)]; ok {
-					r.keys = append(r.keys, k) // stored by a failed batch: new to its sender
-				} else {
+				if _, ok := c.unconfirmed[string(k)]; !ok {
 					r.res[i].Duplicate = true
+					continue
 				}
-				continue
+				// Written by a batch whose senders were told it failed: new to
+				// them, and written again so that this batch's sync covers it.
 			case errors.Is(err, badger.ErrKeyNotFound):
 			default:
 				return fmt.Errorf("dedup lookup: %w", err)
