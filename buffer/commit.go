@@ -143,7 +143,6 @@ func (s *Store) committer() {
 		// alone never waits.
 		if s.opts.Linger > 0 && n < s.opts.MaxBatch && len(batch) < prevReqs {
 			timer.Reset(s.opts.Linger)
-			fired := false
 		linger:
 			for n < s.opts.MaxBatch && len(batch) < prevReqs {
 				select {
@@ -151,13 +150,12 @@ func (s *Store) committer() {
 					batch = append(batch, r)
 					n += len(r.evs)
 				case <-timer.C:
-					fired = true
 					break linger
 				}
 			}
-			if !fired && !timer.Stop() {
-				<-timer.C
-			}
+			// Go >= 1.23 timers: after Stop no stale tick is delivered, so no drain
+			// (draining after a tick that raced with Stop would block forever).
+			timer.Stop()
 		}
 		prevReqs = len(batch)
 		s.commitBatch(c, batch)
