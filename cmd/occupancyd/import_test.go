@@ -502,3 +502,59 @@ func BenchmarkImportCSV(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+// TestImportArchive imports the day files that buffer's retention sweep writes to
+// storage.archive_dir (DESIGN 4: "import takes the event files back").
+func TestImportArchive(t *testing.T) {
+	now := time.Now()
+	arch := t.TempDir()
+	old, err := buffer.Open(buffer.Options{
+		Dir: t.TempDir(), Retention: time.Hour, ArchiveDir: arch, Logger: zerolog.Nop(),
+		Now: func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(7))
+	base := now.Add(-3 * time.Hour).UnixMilli()
+	var evs []occupancy.Event
+	var model []impEvent
+	for i := 0; i < 300; i++ {
+		e := occupancy.Event{DPU: []string{"d-main", "d-room", "283"}[rng.Intn(3)], TS: base + int64(i)*20_000 + rng.Int63n(1000), Direction: int8(1 - 2*rng.Intn(2))}
+		if i%3 != 0 {
+			e.ID = fmt.Sprint(i)
+		}
+		evs = append(evs, e)
+		model = append(model, impEvent{e.DPU, e.ID, e.TS, e.Direction})
+	}
+	if _, err := old.Append(context.Background(), evs, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Sweep(now); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(arch, "events-*.jsonl.gz"))
+	if len(files) == 0 {
+		t.Fatalf("the sweep archived nothing in %s", arch)
+	}
+	cfg, _ := impSetup(t)
+	imported := 0
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := impRun(t, cfg, f, data)
+		if len(sum.Rejected) > 0 || sum.Format != "jsonl, gzip" {
+			t.Errorf("%s: format %q, rejected %v", f, sum.Format, sum.Rejected)
+		}
+		imported += sum.Imported
+	}
+	if imported != len(evs) {
+		t.Errorf("imported %d events from %d archive files, want %d", imported, len(files), len(evs))
+	}
+	impCheckAt(t, cfg, model)
+}
