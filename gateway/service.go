@@ -506,6 +506,11 @@ func (g *Gateway) Reload(newCfg Config) (needsRestart []string, err error) {
 // addVersion stores topology tc as a new version in force from now and hands it to
 // the engine; removed spaces get their retained topics and HA config cleared.
 func (g *Gateway) addVersion(tc occupancy.TopologyConfig) error {
+	// A topology the engine cannot compile is refused before it is stored: a stored
+	// version is loaded again at every start.
+	if _, err := occupancy.Compile(tc); err != nil {
+		return fmt.Errorf("topology: %w", err)
+	}
 	g.topoMu.Lock()
 	defer g.topoMu.Unlock()
 	g.mu.Lock()

@@ -193,6 +193,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 // ensureVersion stores topology tc as a version in force from now unless it equals the
 // latest stored version.
 func ensureVersion(store *buffer.Store, tc occupancy.TopologyConfig, now int64) error {
+	if _, err := occupancy.Compile(tc); err != nil {
+		return fmt.Errorf("topology: %w", err)
+	}
 	versions, err := store.Versions()
 	if err != nil {
 		return fmt.Errorf("read topology versions: %w", err)

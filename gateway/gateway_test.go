@@ -1,0 +1,307 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/rs/zerolog"
+
+	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+// These tests run the Gateway on real parts: a Badger store in t.TempDir(), the
+// occupancy engine, the embedded mochi broker and paho clients. A store wrapper
+// injects write failures where a test needs them.
+
+var testTopology = occupancy.TopologyConfig{
+	Spaces: []occupancy.SpaceConfig{
+		{ID: "hq", Name: "HQ"}, {ID: "f1", Name: "Floor 1", Parent: "hq"}, {ID: "r1", Name: "Room 1", Parent: "f1", Capacity: 4},
+	},
+	Doorways: []occupancy.DoorwayConfig{{ID: "main", Name: "Main"}, {ID: "door", Name: "Door"}},
+	DPUs: []occupancy.DPUConfig{
+		{ID: "d1", Doorway: "main", PlusSpace: "f1"},
+		{ID: "d2", Doorway: "door", PlusSpace: "r1", MinusSpace: "f1"},
+	},
+}
+
+// failingStore fails Append while fail is set, counting the attempts.
+type failingStore struct {
+	*buffer.Store
+	fail     atomic.Bool
+	attempts atomic.Int64
+}
+
+var errInjected = errors.New("injected write failure")
+
+func (f *failingStore) Append(ctx context.Context, evs []occupancy.Event, parked []bool) ([]buffer.AppendResult, error) {
+	f.attempts.Add(1)
+	if f.fail.Load() {
+		return nil, errInjected
+	}
+	return f.Store.Append(ctx, evs, parked)
+}
+
+type testEnv struct {
+	t      *testing.T
+	dir    string
+	broker *Broker
+	url    string
+}
+
+func newTestEnv(t *testing.T) *testEnv {
+	b := testBroker(t, BrokerOptions{})
+	return &testEnv{t: t, dir: t.TempDir(), broker: b, url: "tcp://" + b.Addr()}
+}
+
+func (e *testEnv) config() Config {
+	c := DefaultConfig()
+	c.Gateway.ID = "gt"
+	c.MQTT.Broker = e.url
+	c.Storage.Dir = filepath.Join(e.dir, "data")
+	c.Engine.SettleAfter = time.Minute
+	c.Topology = testTopology
+	c.ApplyDefaults()
+	return c
+}
+
+// open opens the store and engine the way Main does.
+func (e *testEnv) open(cfg Config) (*buffer.Store, *occupancy.Engine) {
+	t := e.t
+	st, err := buffer.Open(buffer.Options{Dir: cfg.Storage.Dir, Logger: zerolog.Nop(), MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs, err := st.Versions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	if len(vs) == 0 {
+		if err := st.PutVersion(occupancy.Version{At: now - 1000, Topology: cfg.Topology}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eng, err := occupancy.Open(occupancy.Options{SettleAfter: cfg.Engine.SettleAfter.Milliseconds(),
+		LateEvents: occupancy.LatePolicy(cfg.Engine.LateEvents), ClampNegative: true, MaxParked: cfg.Storage.MaxParked}, st, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, eng
+}
+
+func (e *testEnv) start(cfg Config, st Store, eng Engine, ticks chan time.Time) *Gateway {
+	t := e.t
+	g, err := New(Options{Config: cfg, Store: st, Engine: eng, Logger: zerolog.Nop(), Ticks: ticks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "ready", func() string {
+		if err := g.Ready(); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	return g
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		d := cond()
+		if d == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s after %v: %s", what, within, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func occupancyOf(g *Gateway, space string) int64 {
+	o, _ := g.Space(space)
+	return o.Occupancy
+}
+
+// A store that fails: the message is not acknowledged (the gateway retries); after a
+// restart with a working store the broker redelivers it to the persistent session and
+// it is counted once.
+func TestGatewayStoreFailureIsNotAcked(t *testing.T) {
+	env := newTestEnv(t)
+	cfg := env.config()
+	st, eng := env.open(cfg)
+	fs := &failingStore{Store: st}
+	fs.fail.Store(true)
+	g1 := env.start(cfg, fs, eng, nil)
+
+	pub, err := connectTo(env.broker.Addr(), "pub", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Disconnect(10)
+	payload := fmt.Sprintf(`{"id":"1","ts":%d,"direction":1}`, time.Now().UnixMilli())
+	if tok := pub.Publish("dpu/d1/events", 1, false, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	waitFor(t, 10*time.Second, "retries", func() string {
+		if n := fs.attempts.Load(); n < 3 {
+			return fmt.Sprintf("%d append attempts", n)
+		}
+		return ""
+	})
+	if got := occupancyOf(g1, "f1"); got != 0 {
+		t.Fatalf("f1 = %d while the store fails, want 0", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g1.Close(ctx); err != nil {
+		t.Logf("close: %v", err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	st2, eng2 := env.open(cfg)
+	defer st2.Close()
+	g2 := env.start(cfg, st2, eng2, nil)
+	defer g2.Close(context.Background())
+	waitFor(t, 10*time.Second, "redelivered event counted", func() string {
+		if got := occupancyOf(g2, "f1"); got != 1 {
+			return fmt.Sprintf("f1 = %d, want 1", got)
+		}
+		return ""
+	})
+}
+
+// A transient failure clears: the retried append succeeds and the event counts once.
+func TestGatewayTransientStoreFailure(t *testing.T) {
+	env := newTestEnv(t)
+	cfg := env.config()
+	st, eng := env.open(cfg)
+	defer st.Close()
+	fs := &failingStore{Store: st}
+	fs.fail.Store(true)
+	g := env.start(cfg, fs, eng, nil)
+	defer g.Close(context.Background())
+	pub, err := connectTo(env.broker.Addr(), "pub", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Disconnect(10)
+	payload := fmt.Sprintf(`{"ts":%d,"direction":1}`, time.Now().UnixMilli())
+	pub.Publish("dpu/d1/events", 1, false, payload).Wait()
+	waitFor(t, 10*time.Second, "a failed attempt", func() string {
+		if fs.attempts.Load() < 1 {
+			return "none yet"
+		}
+		return ""
+	})
+	fs.fail.Store(false)
+	waitFor(t, 10*time.Second, "counted after the store recovers", func() string {
+		if got := occupancyOf(g, "f1"); got != 1 {
+			return fmt.Sprintf("f1 = %d, want 1", got)
+		}
+		return ""
+	})
+}
+
+// Ticks are coalesced: many events for one space between two ticks give one publish
+// of each of its topics; a tick without changes publishes nothing.
+func TestGatewayTickCoalesces(t *testing.T) {
+	env := newTestEnv(t)
+	cfg := env.config()
+	st, eng := env.open(cfg)
+	defer st.Close()
+	ticks := make(chan time.Time)
+	g := env.start(cfg, st, eng, ticks)
+	defer g.Close(context.Background())
+
+	var counts atomic.Int64
+	var last atomic.Value
+	sub, err := connectTo(env.broker.Addr(), "sub", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Disconnect(10)
+	sub.Subscribe("occupancy/r1/count", 1, func(_ paho.Client, m paho.Message) {
+		counts.Add(1)
+		last.Store(string(m.Payload()))
+	}).Wait()
+	waitFor(t, 5*time.Second, "the retained value", func() string {
+		if counts.Load() < 1 {
+			return "nothing"
+		}
+		return ""
+	})
+	time.Sleep(100 * time.Millisecond)
+	base := counts.Load()
+
+	pub, err := connectTo(env.broker.Addr(), "pub", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Disconnect(10)
+	now := time.Now().UnixMilli()
+	for i := 0; i < 5; i++ {
+		pub.Publish("dpu/d2/events", 1, false, fmt.Sprintf(`{"id":%d,"ts":%d,"direction":1}`, i, now+int64(i))).Wait()
+	}
+	waitFor(t, 5*time.Second, "applied", func() string {
+		if got := occupancyOf(g, "r1"); got != 5 {
+			return fmt.Sprintf("r1 = %d", got)
+		}
+		return ""
+	})
+	if got := counts.Load(); got != base {
+		t.Fatalf("published %d updates before any tick, want 0", got-base)
+	}
+	ticks <- time.Now()
+	waitFor(t, 5*time.Second, "one coalesced publish", func() string {
+		if v, _ := last.Load().(string); v != "5" {
+			return fmt.Sprintf("last /count = %q", v)
+		}
+		return ""
+	})
+	ticks <- time.Now() // nothing changed: nothing published
+	time.Sleep(200 * time.Millisecond)
+	if got := counts.Load() - base; got != 1 {
+		t.Errorf("%d publishes of occupancy/r1/count for 5 events in one tick, want 1", got)
+	}
+}
+
+// Reset: stored then applied; before the horizon or with a negative value it is a bad
+// reset; an unknown space is ErrUnknownSpace.
+func TestGatewayReset(t *testing.T) {
+	env := newTestEnv(t)
+	cfg := env.config()
+	st, eng := env.open(cfg)
+	defer st.Close()
+	g := env.start(cfg, st, eng, nil)
+	defer g.Close(context.Background())
+	now := time.Now().UnixMilli()
+	if err := g.Reset(occupancy.Reset{Space: "r1", TS: now, Occupancy: 3}); err != nil {
+		t.Fatalf("Reset: %v", err)
+	}
+	if got := occupancyOf(g, "r1"); got != 3 {
+		t.Errorf("r1 after reset to 3 = %d", got)
+	}
+	if err := g.Reset(occupancy.Reset{Space: "r1", TS: now - 3600_000}); !errors.Is(err, ErrBadReset) {
+		t.Errorf("reset before the horizon = %v, want ErrBadReset", err)
+	}
+	if err := g.Reset(occupancy.Reset{Space: "r1", Occupancy: -1}); !errors.Is(err, ErrBadReset) {
+		t.Errorf("negative reset = %v, want ErrBadReset", err)
+	}
+	if err := g.Reset(occupancy.Reset{Space: "nope"}); !errors.Is(err, occupancy.ErrUnknownSpace) {
+		t.Errorf("reset of an unknown space = %v, want ErrUnknownSpace", err)
+	}
+}
