@@ -9,6 +9,7 @@ import (
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/skl"
 
 	"github.com/occupancyd/occupancyd/occupancy"
 )
@@ -95,6 +96,16 @@ func (s *Store) Commit(st occupancy.Settlement) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	var unparked int64
+	if len(st.Rows)+len(st.Unparked)+1 > s.txnEntries() {
+		// Certainly too big for one transaction: no need to try.
+		unparked, err = s.commitInSteps(st, cp)
+		if err != nil {
+			s.writeFailed(err)
+			return fmt.Errorf("commit settlement: %w", err)
+		}
+		s.parked.Add(-unparked)
+		return nil
+	}
 	err = s.db.Update(func(txn *badger.Txn) error {
 		unparked = 0
 		if st.RewriteFrom > 0 {
@@ -125,6 +136,12 @@ func (s *Store) Commit(st occupancy.Settlement) error {
 	}
 	s.parked.Add(-unparked)
 	return nil
+}
+
+// txnEntries is about how many entries Badger takes in one transaction (it allows
+// 15% of a memtable, counted in skiplist nodes), with a margin.
+func (s *Store) txnEntries() int {
+	return int(s.opts.MemTableSize*15/100) / skl.MaxNodeSize * 9 / 10
 }
 
 // unpark deletes the parked mark of e if present and reports 1 if it was.

@@ -467,6 +467,33 @@ func TestCommitInSteps(t *testing.T) {
 		t.Errorf("checkpoint horizon %d, want 7", cp.Horizon)
 	}
 
+	t.Run("rewrite that outgrows one transaction", func(t *testing.T) {
+		// Few rows but many deletions: the one-transaction attempt fails with
+		// ErrTxnTooBig and the settlement is written in steps.
+		before := s.steppedCommits.Load()
+		st := occupancy.Settlement{RewriteFrom: 2000, Rows: []occupancy.Row{{Space: "s", TS: 2000, Occupancy: -1}}, Checkpoint: occupancy.Checkpoint{Horizon: 8}}
+		if err := s.Commit(st); err != nil {
+			t.Fatal(err)
+		}
+		if s.steppedCommits.Load() != before+1 {
+			t.Fatal("the rewrite was not written in steps")
+		}
+		n := 0
+		_ = s.Rows("s", minTS, maxTS, func(r occupancy.Row) error {
+			n++
+			if r.TS >= 2000 && r.Occupancy != -1 {
+				t.Errorf("row %+v survived the rewrite", r)
+			}
+			return nil
+		})
+		if n != 2001 {
+			t.Errorf("%d rows after rewrite, want 2001", n)
+		}
+		if cp, _, _ := s.Checkpoint(); cp.Horizon != 8 {
+			t.Errorf("checkpoint horizon %d, want 8", cp.Horizon)
+		}
+	})
+
 	t.Run("interrupted before the checkpoint", func(t *testing.T) {
 		gen, _ := s.unparkGen()
 		// Step 3 done, step 4 not: markers of an uncommitted generation.
