@@ -86,7 +86,7 @@ func writeConfig(t *testing.T, o TopoOptions) string {
 }
 
 // gateway is one occupancyd process under test.
-type gateway struct {
+type testGateway struct {
 	p    *proc
 	base string
 	cfg  string
@@ -94,7 +94,7 @@ type gateway struct {
 
 // startGateway starts occupancyd with a generated config; o gets free ports and a
 // temporary storage dir unless set.
-func startGateway(t *testing.T, o TopoOptions) *gateway {
+func startGateway(t *testing.T, o TopoOptions) *testGateway {
 	t.Helper()
 	needOccupancyd(t)
 	var err error
@@ -114,7 +114,7 @@ func startGateway(t *testing.T, o TopoOptions) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gateway{p: p, base: "http://" + o.HTTPListen, cfg: cfg}
+	g := &testGateway{p: p, base: "http://" + o.HTTPListen, cfg: cfg}
 	t.Cleanup(func() {
 		if err := p.stop(15 * time.Second); err != nil {
 			t.Errorf("stop %s: %v\n%s", p.name, err, p.tail(30))
@@ -354,7 +354,7 @@ func TestSharding(t *testing.T) {
 		}
 		broker = c.brokerURL()
 	}
-	var shards []*gateway
+	var shards []*testGateway
 	for k := 1; k <= 2; k++ {
 		o := base
 		o.Shard, o.Shards, o.GatewayID, o.Broker = k, 2, fmt.Sprintf("shard%d", k), broker

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -240,7 +241,7 @@ func WriteConfig(w io.Writer, o TopoOptions) error {
 	}
 	sites := o.SelectedSites()
 	bw := bufio.NewWriterSize(w, 1<<16)
-	q := strconv.Quote
+	q := yamlString
 	p := func(format string, a ...any) { fmt.Fprintf(bw, format, a...) }
 	p("# occupancyd config for a synthetic campus, written by:\n")
 	p("#   dpusim topology --sites %d --dpus-per-site %d --seed %d", o.Sites, o.DPUsPerSite, o.Seed)
@@ -299,11 +300,37 @@ func WriteConfig(w io.Writer, o TopoOptions) error {
 	p("  dpus:\n")
 	for _, s := range sites {
 		for _, d := range s.DPUs {
-			p("    - {id: %s, doorway: %s, plus_space: %s, minus_space: %s}\n", q(d.ID), q(d.Doorway), q(d.PlusSpace), q(d.MinusSpace))
+			// An empty side (outside) is left out: it is the default.
+			p("    - {id: %s, doorway: %s", q(d.ID), q(d.Doorway))
+			if d.PlusSpace != "" {
+				p(", plus_space: %s", q(d.PlusSpace))
+			}
+			if d.MinusSpace != "" {
+				p(", minus_space: %s", q(d.MinusSpace))
+			}
+			p("}\n")
 		}
 	}
 	return bw.Flush()
 }
+
+// plainSafe matches strings that YAML reads back as the same string when written
+// plain (unquoted) in a flow mapping: a letter first, then letters, digits, spaces,
+// '.', '_' and '-', no trailing space. Plain scalars parse about a third faster,
+// which counts at 100,000 DPUs.
+var plainSafe = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_. -]*[A-Za-z0-9_.-]$|^[A-Za-z]$`)
+
+// yamlString renders s plain when that is safe, else double-quoted.
+func yamlString(s string) string {
+	if plainSafe.MatchString(s) && !yamlKeyword[strings.ToLower(s)] {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+// yamlKeyword are plain scalars YAML 1.1/1.2 would not read as strings.
+var yamlKeyword = map[string]bool{"true": true, "false": true, "yes": true, "no": true, "on": true,
+	"off": true, "y": true, "n": true, "null": true, "nan": true, "inf": true}
 
 // shortDuration renders 5m0s as 5m and 1h0m0s as 1h (both parse with time.ParseDuration).
 func shortDuration(d time.Duration) string {

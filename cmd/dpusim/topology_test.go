@@ -283,3 +283,19 @@ func TestTopologyFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestYAMLStringRoundTrip(t *testing.T) {
+	for _, s := range []string{"", "a", "s0001-f1-r01", "Site 1 room 1.01", "yes", "No", "null", "~", "1", "1e3",
+		"0x1F", "a: b", "a #b", "trailing ", " leading", "x,y", "{x}", "[x]", "a\"b", "Ünïcode", "true", "Y", "-", "a-", "_x", ".5"} {
+		t.Run(s, func(t *testing.T) {
+			var got map[string]string
+			doc := "{k: " + yamlString(s) + "}"
+			if err := yaml.Unmarshal([]byte(doc), &got); err != nil {
+				t.Fatalf("%s: %v", doc, err)
+			}
+			if got["k"] != s {
+				t.Errorf("%s: got %q, want %q", doc, got["k"], s)
+			}
+		})
+	}
+}
