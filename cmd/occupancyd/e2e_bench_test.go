@@ -91,6 +91,12 @@ func BenchmarkIngestMosquitto(b *testing.B) {
 			time.Sleep(time.Millisecond)
 		}
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+		var h dto.Metric
+		if err := d.main.Gateway().Metrics().IngestBatch.Write(&h); err == nil && h.GetHistogram().GetSampleCount() > 0 {
+			n := float64(h.GetHistogram().GetSampleCount())
+			b.ReportMetric(h.GetHistogram().GetSampleSum()/n*1000, "ms/batch")
+			b.ReportMetric(float64(b.N)/n, "msgs/batch")
+		}
 	})
 }
 
