@@ -140,6 +140,7 @@ func Open(opts Options) (*Store, error) {
 		WithMemTableSize(opts.MemTableSize).
 		WithNumMemtables(3).
 		WithBlockCacheSize(32 << 20).
+		WithIndexCacheSize(32 << 20). // table indexes and bloom filters cached, not all resident
 		WithValueLogFileSize(16 << 20).
 		WithValueThreshold(min(1<<20, 15*opts.MemTableSize/100/2)).
 		WithNumCompactors(2).
