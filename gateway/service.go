@@ -343,6 +343,8 @@ func (g *Gateway) TickNow() {
 	now := g.nowMS()
 	g.mu.Lock()
 	st, ok := g.eng.Tick(now)
+	// The commit stays under the engine lock: queries before the horizon read the
+	// settled rows from storage, so rows leaving the engine must be there first.
 	if ok {
 		if err := g.store.Commit(st); err != nil {
 			g.log.Error().Err(err).Msg("commit settlement")
