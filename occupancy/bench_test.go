@@ -324,3 +324,105 @@ func (n *naive) pending() int {
 	}
 	return t
 }
+
+// BenchmarkAt: occupancy at an instant inside the pending window of the busiest
+// space (a site: ~48,000 pending entries) of the full 5-minute window.
+func BenchmarkAt(b *testing.B) {
+	r := setupRun(b, "inorder", false, mkEngine(b))
+	e := r.ing.(engineIngester).e
+	h, now := e.Horizon(), r.stream.now()
+	rng := rand.New(rand.NewSource(3))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := e.At("site3", h+rng.Int63n(now-h)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// historyEngine runs 30 days of a space with one event per second (plus a floor
+// and a building above it) through an engine whose settlements are committed to a
+// memstore; benchmarks then query it.
+var historyEng *Engine
+
+func historyEngine(b *testing.B) *Engine {
+	if historyEng != nil {
+		return historyEng
+	}
+	c := TopologyConfig{
+		Spaces: []SpaceConfig{{ID: "bldg", TimeZone: "Europe/Berlin", DailyReset: "04:00"}, {ID: "floor", Parent: "bldg"}, {ID: "busy", Parent: "floor"}},
+		DPUs:   []DPUConfig{{ID: "in", PlusSpace: "busy"}, {ID: "mid", PlusSpace: "busy", MinusSpace: "floor"}},
+	}
+	st := newMemStore()
+	st.noEvents = true
+	t0 := benchStart - 30*86_400_000
+	st.PutVersion(Version{At: t0, Topology: c})
+	e, err := Open(Options{SettleAfter: benchSettle, LateEvents: LateApply, ClampNegative: true}, st, t0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.holdUntil = 0
+	rng := rand.New(rand.NewSource(4))
+	buf := make([]Event, 0, 60)
+	for ts := t0; ts < benchStart; ts += 60_000 {
+		buf = buf[:0]
+		for k := int64(0); k < 60; k++ {
+			dir := int8(1)
+			if rng.Intn(2) == 0 {
+				dir = -1
+			}
+			dpu := "in"
+			if k%3 == 0 {
+				dpu = "mid"
+			}
+			buf = append(buf, Event{DPU: dpu, TS: ts + k*1000 + rng.Int63n(1000), Direction: dir})
+		}
+		if _, err := e.Apply(buf, ts+60_000); err != nil {
+			b.Fatal(err)
+		}
+		if s, ok := e.Tick(ts + 60_000); ok {
+			if err := st.Commit(s); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	historyEng = e
+	return e
+}
+
+// BenchmarkCountsDay: a day of 15-minute buckets (96) over 30 days of history of a
+// space with one event per second: from settled rows, and the last day (which
+// includes the pending window).
+func BenchmarkCountsDay(b *testing.B) {
+	e := historyEngine(b)
+	const day = 86_400_000
+	for _, tc := range []struct {
+		name  string
+		start int64
+	}{{"settled", benchStart - 10*day}, {"latest", benchStart - day}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				bs, err := e.Counts("busy", tc.start, tc.start+day, 15*60_000)
+				if err != nil || len(bs) != 96 {
+					b.Fatalf("got %d buckets, %v", len(bs), err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkAtSettled: occupancy at an instant of the 30-day settled history (one
+// store lookup).
+func BenchmarkAtSettled(b *testing.B) {
+	e := historyEngine(b)
+	rng := rand.New(rand.NewSource(5))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := e.At("busy", benchStart-rng.Int63n(29*86_400_000)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -57,17 +57,40 @@ type version struct {
 	l2g  []int32 // topology space index -> global space index
 }
 
+// dpuVer is a DPU's mapping in one version, with the global spaces a +1 crossing
+// changes precomputed (inline for up to four: the hot path follows no pointer).
 type dpuVer struct {
-	vi  int
-	ref int32 // interned DPU index
-	d   *compiledDPU
+	vi   int32
+	ref  int32 // interned DPU index
+	n    int32
+	eff  [4]gEff
+	more []gEff
+}
+
+type gEff struct {
+	g int32
+	d int32
+}
+
+func (m *dpuVer) effects() []gEff {
+	if m.more != nil {
+		return m.more
+	}
+	return m.eff[:m.n]
+}
+
+// dpuSlot holds a DPU's mappings: the first inline, later versions in rest.
+type dpuSlot struct {
+	first dpuVer
+	rest  []dpuVer
 }
 
 type gspace struct {
 	id      string
 	pl      plist
 	updated int64
-	cur     int // index in the current topology, -1 when not in it
+	cur     int   // index in the current topology, -1 when not in it
+	capa    int64 // capacity in the current topology
 }
 
 type interval struct{ Lo, Hi int64 }
@@ -101,7 +124,8 @@ type Engine struct {
 	gs       []gspace
 	dpuIdx   map[string]int32
 	dpuNames []string
-	dpuMaps  map[string][]dpuVer
+	dpuMaps  map[string]int32 // DPU id -> index in dpuTab
+	dpuTab   []dpuSlot
 
 	h         int64
 	holdUntil int64
@@ -115,6 +139,7 @@ type Engine struct {
 	late      map[int32][]interval
 	moves     []moveRec
 	pendMoves int             // moves with TS >= H
+	rowsHint  int             // rows settled by the last tick
 	corr      map[int32]int64 // pending corrections at the horizon
 	dirty     bool            // checkpoint state changed since the last settlement
 
@@ -145,7 +170,7 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 		store:   store,
 		gidx:    map[string]int32{},
 		dpuIdx:  map[string]int32{},
-		dpuMaps: map[string][]dpuVer{},
+		dpuMaps: map[string]int32{},
 		parked:  map[string]map[string]Event{},
 		late:    map[int32][]interval{},
 		corr:    map[int32]int64{},
@@ -171,7 +196,7 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 	if ok {
 		e.h = cp.Horizon
 		for id, v := range cp.Values {
-			e.gs[e.space(id)].pl.base = v
+			e.gs[e.space(id)].pl.setBase(v)
 		}
 		if len(cp.State) > 0 {
 			if err := json.Unmarshal(cp.State, &st); err != nil {
@@ -379,14 +404,16 @@ func (e *Engine) markChanged(g int32) {
 // mapEvent returns the mapping of an event of dpu at ts (DESIGN section 1: the
 // version in force at ts, else the earliest later version that knows the DPU), or nil.
 func (e *Engine) mapEvent(dpu string, ts int64) *dpuVer {
-	vl := e.dpuMaps[dpu]
-	if len(vl) == 0 {
+	i, ok := e.dpuMaps[dpu]
+	if !ok {
 		return nil
 	}
-	k := e.versionAt(ts)
-	if vl[0].vi >= k {
-		return &vl[0]
+	slot := &e.dpuTab[i]
+	k := int32(e.versionAt(ts))
+	if slot.first.vi >= k {
+		return &slot.first
 	}
+	vl := slot.rest
 	j := sort.Search(len(vl), func(i int) bool { return vl[i].vi >= k })
 	if j == len(vl) {
 		return nil
@@ -444,10 +471,8 @@ func (e *Engine) dpuRef(dpu string) int32 {
 
 // eventEntries calls fn with each space an event changes and its timeline entry.
 func (e *Engine) eventEntries(m *dpuVer, ev *Event, fnc func(g int32, en entry)) {
-	v := e.versions[m.vi]
-	ref := m.ref
-	for _, ef := range m.d.plus {
-		fnc(v.l2g[ef.space], entry{ts: ev.TS, id: ev.ID, ref: ref, val: int32(ef.delta) * int32(ev.Direction), cls: clsEvent, dir: ev.Direction})
+	for _, ef := range m.effects() {
+		fnc(ef.g, entry{ts: ev.TS, id: ev.ID, ref: m.ref, val: ef.d * int32(ev.Direction), cls: clsEvent, dir: ev.Direction})
 	}
 }
 
@@ -468,9 +493,8 @@ func (e *Engine) applyOne(ev Event, now int64, late *[]Event) byte {
 		}
 		return 'l'
 	}
-	v := e.versions[m.vi]
-	for _, ef := range m.d.plus {
-		e.insert(v.l2g[ef.space], entry{ts: ev.TS, id: ev.ID, ref: m.ref, val: int32(ef.delta) * int32(ev.Direction), cls: clsEvent, dir: ev.Direction}, false, now)
+	for _, ef := range m.effects() {
+		e.insert(ef.g, entry{ts: ev.TS, id: ev.ID, ref: m.ref, val: ef.d * int32(ev.Direction), cls: clsEvent, dir: ev.Direction}, false, now)
 	}
 	return 'a'
 }
@@ -565,7 +589,7 @@ func (e *Engine) Tick(now int64) (Settlement, bool) {
 		}
 		return e.settlement(nil), true
 	}
-	var rows []Row
+	rows := make([]Row, 0, e.rowsHint+e.rowsHint/4)
 	for g := range e.gs {
 		s := &e.gs[g]
 		id := s.id
@@ -582,6 +606,7 @@ func (e *Engine) Tick(now int64) (Settlement, bool) {
 		_ = g
 	}
 	e.h = newH
+	e.rowsHint = len(rows)
 	clear(e.corr)
 	e.pendMoves = 0
 	for _, m := range e.moves {
@@ -743,8 +768,27 @@ func (e *Engine) Counts(space string, start, end, interval int64) ([]Bucket, err
 		x = v
 	}
 	if start < e.h {
+		b := &bs[cur]
 		err := e.store.Rows(space, start, min(end, e.h), func(r Row) error {
-			add(r.TS, r.Occupancy, r.Entrances, r.Exits)
+			// add, inlined: this loop runs once per settled row.
+			if r.TS >= b.End {
+				for r.TS >= bs[cur].End {
+					cur++
+					bs[cur].Occupancy, bs[cur].Min, bs[cur].Max = x, x, x
+				}
+				b = &bs[cur]
+			}
+			v := r.Occupancy
+			b.Occupancy = v
+			if v < b.Min {
+				b.Min = v
+			}
+			if v > b.Max {
+				b.Max = v
+			}
+			b.Entrances += int64(r.Entrances)
+			b.Exits += int64(r.Exits)
+			x = v
 			return nil
 		})
 		if err != nil {

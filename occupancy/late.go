@@ -220,10 +220,14 @@ func (e *Engine) Rewind(from, now int64) (Settlement, error) {
 		if err != nil {
 			return Settlement{}, fmt.Errorf("rewind: %w", err)
 		}
+		for _, c := range s.pl.chunks {
+			freeChunk(c)
+		}
 		s.pl = plist{}
 		if ok {
 			s.pl.base = r.Occupancy
 		}
+		s.pl.sync()
 		e.markChanged(int32(g))
 	}
 	e.h = from

@@ -1,6 +1,21 @@
 package occupancy
 
-import "sort"
+import (
+	"sort"
+	"sync"
+)
+
+// chunkPool recycles chunks: settling frees them as fast as ingest needs new ones.
+var chunkPool = sync.Pool{New: func() any { return &chunk{es: make([]entry, 0, chunkSize)} }}
+
+func newChunk() *chunk { return chunkPool.Get().(*chunk) }
+
+func freeChunk(c *chunk) {
+	clear(c.es[:cap(c.es)])
+	c.es = c.es[:0]
+	c.f, c.end = fn{}, 0
+	chunkPool.Put(c)
+}
 
 // Pending entries of one space live in a chunked, sorted list. Each chunk carries the
 // composition of its entries' value functions and the true value after it, so
@@ -127,13 +142,29 @@ func (c *chunk) recompose(clamp bool) {
 type plist struct {
 	base   int64 // value at the horizon, before the first pending entry
 	chunks []*chunk
+	// Cached from chunks so an in-order append touches only the tail chunk.
+	last   *chunk
+	lastTS int64
+	cur    int64
 }
 
-func (p *plist) current() int64 {
-	if len(p.chunks) == 0 {
-		return p.base
+func (p *plist) current() int64 { return p.cur }
+
+func (p *plist) setBase(v int64) {
+	p.base = v
+	p.propagate(0)
+	p.sync()
+}
+
+// sync refreshes the cached tail fields after a structural change.
+func (p *plist) sync() {
+	if n := len(p.chunks); n > 0 {
+		p.last = p.chunks[n-1]
+		p.lastTS = p.last.es[len(p.last.es)-1].ts
+		p.cur = p.last.end
+		return
 	}
-	return p.chunks[len(p.chunks)-1].end
+	p.last, p.lastTS, p.cur = nil, 0, p.base
 }
 
 func (p *plist) len() int {
@@ -164,17 +195,27 @@ type lessFunc func(a, b *entry) int
 // it when replace is set (resets, corrections) and is dropped otherwise (a duplicate
 // event). It reports whether the list and whether the current value changed.
 func (p *plist) upsert(en entry, cmp lessFunc, clamp, replace bool) (changed, curChanged bool) {
-	before := p.current()
+	before := p.cur
+	if last := p.last; last != nil && en.ts > p.lastTS && len(last.es) < chunkSize {
+		// Fast path: in order, room in the tail chunk.
+		last.es = append(last.es, en)
+		g := entryFn(&en, clamp)
+		last.f = last.f.then(g)
+		last.end = g.apply(last.end)
+		p.lastTS, p.cur = en.ts, last.end
+		return true, p.cur != before
+	}
 	if !p.upsert1(en, cmp, clamp, replace) {
 		return false, false
 	}
-	return true, p.current() != before
+	p.sync()
+	return true, p.cur != before
 }
 
 func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 	n := len(p.chunks)
 	if n == 0 {
-		c := &chunk{es: make([]entry, 0, 8)}
+		c := newChunk()
 		c.es = append(c.es, en)
 		c.f = entryFn(&en, clamp)
 		p.chunks = append(p.chunks, c)
@@ -186,7 +227,7 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 	if en.ts > le.ts || (en.ts == le.ts && cmp(le, &en) < 0) {
 		// Fast path: append at the end.
 		if len(last.es) >= chunkSize {
-			c := &chunk{es: make([]entry, 0, chunkSize)}
+			c := newChunk()
 			c.es = append(c.es, en)
 			c.f = entryFn(&en, clamp)
 			c.end = c.f.apply(last.end)
@@ -220,10 +261,18 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 	c.es[j] = en
 	if len(c.es) > chunkSize {
 		half := len(c.es) / 2
-		nc := &chunk{es: make([]entry, len(c.es)-half, chunkSize)}
-		copy(nc.es, c.es[half:])
-		c.es = c.es[:half:half]
-		c.es = append(make([]entry, 0, chunkSize), c.es...)
+		nc := newChunk()
+		nc.es = append(nc.es, c.es[half:]...)
+		if cap(c.es) > chunkSize {
+			// append grew it past the chunk size: move the first half to a pooled chunk
+			fc := newChunk()
+			fc.es = append(fc.es, c.es[:half]...)
+			p.chunks[ci] = fc
+			c = fc
+		} else {
+			clear(c.es[half:])
+			c.es = c.es[:half]
+		}
 		p.chunks = append(p.chunks, nil)
 		copy(p.chunks[ci+2:], p.chunks[ci+1:])
 		p.chunks[ci+1] = nc
@@ -316,6 +365,7 @@ func (p *plist) settle(h int64, clamp bool, emit func(en *entry, v int64, in, ou
 		if k == len(c.es) {
 			p.chunks[0] = nil
 			p.chunks = p.chunks[1:]
+			freeChunk(c)
 			continue
 		}
 		if k > 0 {
@@ -330,6 +380,7 @@ func (p *plist) settle(h int64, clamp bool, emit func(en *entry, v int64, in, ou
 	if len(p.chunks) == 0 {
 		p.chunks = nil
 	}
+	p.sync()
 }
 
 // truncateFrom removes and returns every entry with ts >= t, in order.
@@ -349,16 +400,21 @@ func (p *plist) truncateFrom(t int64, clamp bool) []entry {
 	for _, d := range p.chunks[ci+1:] {
 		out = append(out, d.es...)
 	}
+	for _, d := range p.chunks[ci+1:] {
+		freeChunk(d)
+	}
 	clear(p.chunks[ci+1:])
 	p.chunks = p.chunks[:ci+1]
 	if j == 0 {
 		p.chunks[ci] = nil
 		p.chunks = p.chunks[:ci]
+		freeChunk(c)
 	} else {
 		clear(c.es[j:])
 		c.es = c.es[:j]
 		c.recompose(clamp)
 	}
 	p.propagate(max(0, len(p.chunks)-1))
+	p.sync()
 	return out
 }

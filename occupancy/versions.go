@@ -23,14 +23,44 @@ func (e *Engine) addVersion(v Version) (*version, error) {
 	}
 	vi := len(e.versions)
 	e.versions = append(e.versions, ver)
+	// DPU ids as map keys live in one allocation (fewer cache misses on lookup).
+	var arena []byte
 	for _, d := range topo.cfg.DPUs {
-		e.dpuMaps[d.ID] = append(e.dpuMaps[d.ID], dpuVer{vi: vi, ref: e.dpuRef(d.ID), d: topo.dpus[d.ID]})
+		if _, ok := e.dpuMaps[d.ID]; !ok {
+			arena = append(arena, d.ID...)
+		}
+	}
+	keys := string(arena)
+	for _, d := range topo.cfg.DPUs {
+		cd := topo.dpus[d.ID]
+		dv := dpuVer{vi: int32(vi), n: int32(len(cd.plus))}
+		for k, ef := range cd.plus {
+			ge := gEff{g: ver.l2g[ef.space], d: int32(ef.delta)}
+			if k < len(dv.eff) {
+				dv.eff[k] = ge
+			}
+			if len(cd.plus) > len(dv.eff) {
+				dv.more = append(dv.more, ge)
+			}
+		}
+		i, ok := e.dpuMaps[d.ID]
+		if !ok {
+			key := keys[:len(d.ID)]
+			keys = keys[len(d.ID):]
+			i = int32(len(e.dpuTab))
+			dv.ref = e.dpuRef(key)
+			e.dpuTab = append(e.dpuTab, dpuSlot{first: dv})
+			e.dpuMaps[key] = i
+			continue
+		}
+		dv.ref = e.dpuTab[i].first.ref
+		e.dpuTab[i].rest = append(e.dpuTab[i].rest, dv)
 	}
 	for i := range e.gs {
-		e.gs[i].cur = -1
+		e.gs[i].cur, e.gs[i].capa = -1, 0
 	}
 	for i, g := range ver.l2g {
-		e.gs[g].cur = i
+		e.gs[g].cur, e.gs[g].capa = i, topo.spaces[i].cfg.Capacity
 	}
 	e.nextDaily = math.MinInt64 // recompute on the next genDaily
 	return ver, nil
