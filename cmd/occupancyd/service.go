@@ -115,8 +115,9 @@ func serviceCommand(action string, args []string, stdout io.Writer) error {
 	}
 	switch action {
 	case "install":
+		exe, _ := os.Executable()
 		fmt.Fprintf(stdout, "occupancyd: service installed (%s), running %s with config %s in %s\n",
-			s.Platform(), os.Args[0], abs, wd)
+			s.Platform(), exe, abs, wd)
 		if !filepath.IsAbs(cfg.Storage.Dir) {
 			fmt.Fprintf(stdout, "occupancyd: storage.dir %q is relative: the service keeps its data in %s\n",
 				cfg.Storage.Dir, filepath.Join(wd, cfg.Storage.Dir))
