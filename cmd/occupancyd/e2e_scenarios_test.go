@@ -114,7 +114,7 @@ func TestE2EHostilePayloads(t *testing.T) {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "occupancyd.yaml")
 		writeConfig(t, path, e2eConfig{broker: brokerURL, dir: filepath.Join(dir, "data"),
-			maxParked: 1, lateEvents: "drop", settleAfter: "1s"})
+			maxParked: 1, lateEvents: "drop", settleAfter: "30s"})
 		d := startMain(t, path)
 
 		type rejected struct {
