@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	occupancydBin = filepath.Join(dir, "occupancyd")
-	cmd := exec.Command("go", "build", "-o", occupancydBin, "../occupancyd")
+	cmd := exec.Command("go", "build", "-buildvcs=false", "-o", occupancydBin, "../occupancyd")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		buildErr = fmt.Errorf("go build ../occupancyd: %w\n%s", err, out)
 	}
@@ -483,5 +483,26 @@ func TestVerifyReportsDifferences(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestGateway100k starts occupancyd with the 100,000-DPU campus (2,000 sites x 50
+// DPUs) and checks that it becomes ready and serves all 68,000 spaces. How long the
+// load takes is measured by `dpusim bench` (start to ready) and BenchmarkParseConfig100k,
+// not here.
+func TestGateway100k(t *testing.T) {
+	o := DefaultTopoOptions()
+	o.Sites, o.DPUsPerSite, o.GatewayID, o.HomeAssistant = 2000, 50, "campus100k", false
+	g := startGateway(t, o)
+	got, err := fetchSpaces(t.Context(), []string{g.base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for _, s := range o.SelectedSites() {
+		want += len(s.Spaces)
+	}
+	if len(got) != want {
+		t.Errorf("GET /v1/spaces: got %d spaces, want %d", len(got), want)
 	}
 }

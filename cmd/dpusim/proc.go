@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -90,12 +91,23 @@ func (p *proc) tail(n int) string {
 	if err != nil {
 		return ""
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	var lines []string
+	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if hexDumpLine.MatchString(l) {
+			continue // Badger quotes whole values as hex dumps
+		}
+		if len(l) > 600 {
+			l = l[:600] + "..."
+		}
+		lines = append(lines, l)
+	}
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
 }
+
+var hexDumpLine = regexp.MustCompile(`^[0-9a-f]{8}  `)
 
 // mosquittoConf is the broker configured for a gateway (DESIGN 4).
 func mosquittoConf(port, dir string) string {
@@ -284,7 +296,7 @@ func buildOccupancyd(dir string, race bool) (string, error) {
 		return "", err
 	}
 	out := filepath.Join(dir, "occupancyd")
-	args := []string{"build", "-o", out}
+	args := []string{"build", "-buildvcs=false", "-o", out}
 	if race {
 		args = append(args, "-race")
 	}
