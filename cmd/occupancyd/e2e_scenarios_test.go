@@ -494,6 +494,9 @@ func TestE2EReloadMovesDPU(t *testing.T) {
 			if _, ok := ret.json["r2a"]; ok {
 				return "occupancy/r2a still retained"
 			}
+			if c, ok := ret.counts["r2a"]; !ok || c != "" {
+				return fmt.Sprintf("occupancy/r2a/count = %q (seen %v), want an empty retained payload", c, ok)
+			}
 			if b := ret.other["homeassistant/sensor/e2e_r2a/occupancy/config"]; len(b) != 0 {
 				return "HA config of r2a still retained"
 			}
