@@ -370,6 +370,22 @@ func (c Config) validate() []Problem {
 		}
 		seen[f] = true
 	}
+	// A filter that matches what occupancyd publishes would feed it its own output.
+	for i, f := range m.EventsTopic {
+		path := "mqtt.events_topic"
+		if len(m.EventsTopic) > 1 {
+			path = fmt.Sprintf("mqtt.events_topic[%d]", i)
+		}
+		if checkEventsFilter(f) != nil {
+			continue
+		}
+		for _, out := range c.outputTopics() {
+			if topicMatches(f, out) {
+				add(path, "%q also matches %s, which occupancyd publishes", f, out)
+				break
+			}
+		}
+	}
 	if m.MaxPayload <= 0 {
 		add("mqtt.max_payload", "must be > 0")
 	} else if m.MaxPayload > maxMQTTPayload {
@@ -530,6 +546,36 @@ func checkEventsFilter(f string) error {
 		return fmt.Errorf("%q has no '+' level for the DPU id (e.g. dpu/+/events)", f)
 	}
 	return nil
+}
+
+// outputTopics are examples of every topic occupancyd publishes (for a space
+// "space-id"), with the derived defaults filled in.
+func (c Config) outputTopics() []string {
+	d := c
+	d.ApplyDefaults()
+	m := d.MQTT
+	out := []string{
+		m.OutputPrefix + "/space-id", m.OutputPrefix + "/space-id/count",
+		m.StatusTopic, m.RejectedTopic,
+	}
+	if m.HomeAssistant.Enabled {
+		out = append(out, m.HomeAssistant.DiscoveryPrefix+"/sensor/"+d.Gateway.ID+"_space-id/occupancy/config")
+	}
+	return out
+}
+
+// topicMatches reports whether MQTT topic filter f matches topic t.
+func topicMatches(f, t string) bool {
+	fl, tl := strings.Split(f, "/"), strings.Split(t, "/")
+	for i, l := range fl {
+		if l == "#" {
+			return true
+		}
+		if i >= len(tl) || (l != "+" && l != tl[i]) {
+			return false
+		}
+	}
+	return len(fl) == len(tl)
 }
 
 // checkTopicName checks a topic (or topic prefix) occupancyd publishes to.

@@ -308,6 +308,13 @@ func TestValidate(t *testing.T) {
 			[]string{"storage.max_parked: must be > 0, got 0"}},
 		{"tick below a millisecond", func(c *Config) { c.Engine.Tick = time.Microsecond },
 			[]string{"engine.tick: must be >= 1ms, got 1µs"}},
+		{"events filter matching the occupancy output", func(c *Config) { c.MQTT.EventsTopic = StringList{"dpu/+/events", "+/+/count"} },
+			[]string{`mqtt.events_topic[1]: "+/+/count" also matches occupancy/space-id/count, which occupancyd publishes`}},
+		{"events filter matching the status topic", func(c *Config) { c.MQTT.EventsTopic = StringList{"occupancyd/+/#"} },
+			[]string{`mqtt.events_topic: "occupancyd/+/#" also matches occupancyd/demo/status, which occupancyd publishes`}},
+		{"events filter matching discovery", func(c *Config) { c.MQTT.EventsTopic = StringList{"homeassistant/sensor/+/occupancy/config"} },
+			[]string{`mqtt.events_topic: "homeassistant/sensor/+/occupancy/config" also matches homeassistant/sensor/demo_space-id/occupancy/config, which occupancyd publishes`}},
+		{"events filter beside the output", func(c *Config) { c.MQTT.EventsTopic = StringList{"occupancy/+/events", "+/dpu/+/events"} }, nil},
 		{"no events filter", func(c *Config) { c.MQTT.EventsTopic = nil },
 			[]string{"mqtt.events_topic: required: a topic filter such as dpu/+/events, or a list of them"}},
 		{"topology problems get the topology prefix", func(c *Config) {
