@@ -191,6 +191,7 @@ func (m *mqttClient) onConnect(c paho.Client) {
 		return
 	}
 	m.publish(m.names.statusTopic, 1, true, []byte("online"))
+	g.clearPending()
 	g.publishAllSpaces()
 	g.publishDiscoveryAll()
 }

@@ -82,9 +82,10 @@ type Gateway struct {
 	// event always agrees with the engine's view.
 	topoMu sync.RWMutex
 
-	cfgMu sync.RWMutex
-	cfg   Config // current config (topology, capacities, tick, ... after reloads)
-	names derivedNames
+	cfgMu        sync.RWMutex
+	cfg          Config // current config (topology, capacities, tick, ... after reloads)
+	names        derivedNames
+	pendingClear []string // spaces removed while disconnected
 
 	broker *Broker
 	mqtt   *mqttClient
@@ -535,8 +536,26 @@ func (g *Gateway) addVersion(tc occupancy.TopologyConfig) error {
 			g.clearSpace(id)
 		}
 		g.publishDiscoveryAll()
+	} else if len(change.Removed) > 0 {
+		// Cleared on the next connect instead.
+		g.cfgMu.Lock()
+		g.pendingClear = append(g.pendingClear, change.Removed...)
+		g.cfgMu.Unlock()
 	}
 	return nil
+}
+
+// clearPending clears the retained topics of spaces removed while disconnected.
+func (g *Gateway) clearPending() {
+	g.cfgMu.Lock()
+	ids := g.pendingClear
+	g.pendingClear = nil
+	g.cfgMu.Unlock()
+	for _, id := range ids {
+		if _, ok := g.Space(id); !ok { // not added back meanwhile
+			g.clearSpace(id)
+		}
+	}
 }
 
 // restartKeys lists config keys whose change only takes effect after a restart.
