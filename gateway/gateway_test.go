@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -304,4 +305,46 @@ func TestGatewayReset(t *testing.T) {
 	if err := g.Reset(occupancy.Reset{Space: "nope"}); !errors.Is(err, occupancy.ErrUnknownSpace) {
 		t.Errorf("reset of an unknown space = %v, want ErrUnknownSpace", err)
 	}
+}
+
+// Reload: engine.tick takes effect at once, a capacity change is a new topology
+// version (published), other changes are reported as needing a restart.
+func TestGatewayReloadTickAndCapacity(t *testing.T) {
+	env := newTestEnv(t)
+	cfg := env.config()
+	cfg.Engine.Tick = time.Hour // no tick would come
+	st, eng := env.open(cfg)
+	defer st.Close()
+	g := env.start(cfg, st, eng, nil)
+	defer g.Close(context.Background())
+	var last atomic.Value
+	sub, err := connectTo(env.broker.Addr(), "sub", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Disconnect(10)
+	sub.Subscribe("occupancy/r1", 1, func(_ paho.Client, m paho.Message) { last.Store(string(m.Payload())) }).Wait()
+
+	next := cfg
+	next.Engine.Tick = 20 * time.Millisecond
+	next.MQTT.OutputPrefix = "elsewhere"
+	next.Topology.Spaces = append([]occupancy.SpaceConfig(nil), cfg.Topology.Spaces...)
+	next.Topology.Spaces[2].Capacity = 9
+	restart, err := g.Reload(next)
+	if err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if fmt.Sprint(restart) != "[mqtt.output_prefix]" {
+		t.Errorf("needs restart = %v, want [mqtt.output_prefix]", restart)
+	}
+	if got := g.Config().MQTT.OutputPrefix; got != "occupancy" {
+		t.Errorf("output prefix after reload = %q, want the old one until a restart", got)
+	}
+	waitFor(t, 5*time.Second, "the new capacity published by the faster tick", func() string {
+		v, _ := last.Load().(string)
+		if !strings.Contains(v, `"capacity":9`) {
+			return fmt.Sprintf("occupancy/r1 = %s", v)
+		}
+		return ""
+	})
 }
