@@ -191,6 +191,11 @@ func Run(ctx context.Context, o RunOptions, out, logw io.Writer) (*RunResult, er
 	if err := cfg.checkTopics(sim); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
+	for _, sp := range cfg.Topology.Spaces {
+		if sp.DailyReset != "" {
+			fmt.Fprintf(logw, "dpusim: warning: space %q has daily_reset %s: the truth does not model resets, a reset during the run makes --verify differ\n", sp.ID, sp.DailyReset)
+		}
+	}
 	broker := o.Broker
 	if broker == "" {
 		broker = cfg.brokerURL()
