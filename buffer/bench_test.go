@@ -42,9 +42,10 @@ func benchOpen(b *testing.B, dir string) *Store {
 	return s
 }
 
-// BenchmarkAppend: durable (synced) appends of one event per call from W writers.
+// BenchmarkAppend: durable (synced) appends of one event per call from W writers
+// (256: about what a gateway with many messages in flight hands over).
 func BenchmarkAppend(b *testing.B) {
-	for _, w := range []int{1, 8, 64} {
+	for _, w := range []int{1, 8, 64, 256} {
 		b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) {
 			benchWriters(b, w, func(s *Store, e occupancy.Event) error {
 				res, err := s.Append(context.Background(), []occupancy.Event{e}, nil)

@@ -1,14 +1,17 @@
 package buffer
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -591,6 +594,58 @@ func TestLockedDirectory(t *testing.T) {
 	_ = s2.Close()
 }
 
+const holdChildEnv = "OCCUPANCYD_BUFFER_HOLD_CHILD"
+
+// holdChild opens the store, says so, and keeps it open until killed.
+func holdChild(dir string) {
+	s, err := Open(Options{Dir: dir, Logger: zerolog.Nop()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	defer s.Close()
+	fmt.Println("ready")
+	select {}
+}
+
+// Another process holds the store: Open fails at once naming it; once that
+// process is killed, the store opens.
+func TestLockedByAnotherProcess(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), holdChildEnv+"="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("child said %q, %v", line, err)
+	}
+	start := time.Now()
+	_, err = Open(Options{Dir: dir, Logger: testLogger(t)})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("Open of a store held by another process: %v, want ErrLocked", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Open took %v, want an immediate error", d)
+	}
+	if want := fmt.Sprintf("(pid %d)", cmd.Process.Pid); !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not name the holder %s", err, want)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	s, err := Open(Options{Dir: dir, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("Open after the holder was killed: %v", err)
+	}
+	_ = s.Close()
+}
+
 func TestClosed(t *testing.T) {
 	s := openT(t, Options{})
 	_ = s.Close()
@@ -687,6 +742,10 @@ func beU64(x uint64) []byte { return binary.BigEndian.AppendUint64(nil, x) }
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashChildEnv); dir != "" {
 		crashChild(dir)
+		return
+	}
+	if dir := os.Getenv(holdChildEnv); dir != "" {
+		holdChild(dir)
 		return
 	}
 	code := m.Run()
