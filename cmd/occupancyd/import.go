@@ -31,7 +31,8 @@ const (
 	importListRejected    = 100     // rejected rows listed in the summary
 )
 
-// importCommand is `occupancyd import --config FILE EVENTS` (DESIGN section 6).
+// importCommand is `occupancyd import --config FILE EVENTS...` (DESIGN section 6): one
+// file or several (archive day files), recomputed once from the earliest event.
 func importCommand(args []string, stdout, stderr io.Writer) error {
 	fset := flag.NewFlagSet("import", flag.ContinueOnError)
 	configPath := fset.String("config", "", "configuration file (YAML)")
@@ -44,8 +45,8 @@ func importCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return usageErrorf("import needs one EVENTS file (CSV with header timestamp,direction,dpu_id, or JSON lines; - for stdin)")
+	if len(pos) == 0 {
+		return usageErrorf("import needs an EVENTS file (CSV with header timestamp,direction,dpu_id, or JSON lines; - for stdin), or several")
 	}
 	cfg, err := gateway.LoadConfig(path)
 	if err != nil {
@@ -60,31 +61,50 @@ func importCommand(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	name := pos[0]
-	var in io.Reader = os.Stdin
-	if name != "-" {
-		f, err := os.Open(name)
-		if err != nil {
-			return fmt.Errorf("import: %w", err)
-		}
-		defer f.Close()
-		in = f
+	srcs := make([]importSource, len(pos))
+	for i, name := range pos {
+		srcs[i] = fileSource(name)
 	}
-	sum, err := runImport(context.Background(), importOptions{
+	sums, from, err := runImportAll(context.Background(), importOptions{
 		Config:   cfg,
 		Logger:   log,
 		Progress: *progress,
 		ProgOut:  stderr,
 		Now:      time.Now,
-	}, name, in)
-	if err != nil {
-		if sum.Rows > 0 {
-			fmt.Fprint(stdout, sum.String())
-		}
-		return fmt.Errorf("import %s: %w", name, err)
+	}, srcs)
+	var total importSummary
+	for _, sum := range sums {
+		fmt.Fprint(stdout, sum.String())
+		total.Rows += sum.Rows
+		total.Imported += sum.Imported
+		total.Parked += sum.Parked
+		total.Duplicates += sum.Duplicates
+		total.Rejected = append(total.Rejected, sum.Rejected...)
 	}
-	fmt.Fprint(stdout, sum.String())
-	return nil
+	if len(sums) > 1 {
+		fmt.Fprintf(stdout, "total: %d files, %d rows: %d imported, %d duplicates, %d rejected\n",
+			len(sums), total.Rows, total.Imported, total.Duplicates, len(total.Rejected))
+	}
+	if from != 0 {
+		fmt.Fprintf(stdout, "recomputed occupancy from %s\n", time.UnixMilli(from).UTC().Format("2006-01-02T15:04:05.000Z07:00"))
+	}
+	return err
+}
+
+// importSource is one EVENTS file.
+type importSource struct {
+	Name string
+	Open func() (io.ReadCloser, error)
+}
+
+// fileSource reads the file name, or standard input for "-".
+func fileSource(name string) importSource {
+	return importSource{Name: name, Open: func() (io.ReadCloser, error) {
+		if name == "-" {
+			return io.NopCloser(os.Stdin), nil
+		}
+		return os.Open(name)
+	}}
 }
 
 type importOptions struct {
@@ -104,7 +124,7 @@ type importSummary struct {
 	Parked     int    // of Imported: DPU not mapped by any topology version yet
 	Duplicates int    // rows already stored or repeated in the file
 	Rejected   []importRejection
-	From       int64 // earliest ts recomputed from (Unix ms); 0 = nothing recomputed
+	From       int64 // runImport: earliest ts recomputed from (Unix ms); 0 = none
 }
 
 type importRejection struct {
@@ -128,9 +148,6 @@ func (s importSummary) String() string {
 			break
 		}
 		fmt.Fprintf(&b, "    line %d: %s: %s\n", r.Line, r.Reason, r.Detail)
-	}
-	if s.From != 0 {
-		fmt.Fprintf(&b, "  recomputed occupancy from %s\n", time.UnixMilli(s.From).UTC().Format("2006-01-02T15:04:05.000Z07:00"))
 	}
 	return b.String()
 }
@@ -161,9 +178,25 @@ type importer struct {
 	lastProg  int
 }
 
-// runImport stores the events of in, applies them and recomputes the history from the
-// earliest of them. It opens the store of opts.Config and closes it before returning.
-func runImport(ctx context.Context, opts importOptions, name string, in io.Reader) (sum importSummary, err error) {
+// runImport imports one EVENTS stream (runImportAll); the summary's From is where the
+// history was recomputed from.
+func runImport(ctx context.Context, opts importOptions, name string, in io.Reader) (importSummary, error) {
+	sums, from, err := runImportAll(ctx, opts, []importSource{{Name: name, Open: func() (io.ReadCloser, error) {
+		return io.NopCloser(in), nil
+	}}})
+	sum := importSummary{Name: name}
+	if len(sums) > 0 {
+		sum = sums[0]
+	}
+	sum.From = from
+	return sum, err
+}
+
+// runImportAll stores the events of every source, applies them and recomputes the
+// history once, from the earliest of them (also after an error in a later file, so
+// that what was stored is counted). It opens the store of opts.Config and closes it
+// before returning. from is the instant recomputed from, 0 if none.
+func runImportAll(ctx context.Context, opts importOptions, srcs []importSource) (sums []importSummary, from int64, err error) {
 	cfg := opts.Config
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -179,9 +212,9 @@ func runImport(ctx context.Context, opts importOptions, name string, in io.Reade
 	})
 	if err != nil {
 		if errors.Is(err, buffer.ErrLocked) {
-			return importSummary{Name: name}, &lockedError{dir: cfg.Storage.Dir, err: err}
+			return nil, 0, &lockedError{dir: cfg.Storage.Dir, err: err}
 		}
-		return importSummary{Name: name}, fmt.Errorf("open storage %s: %w", cfg.Storage.Dir, err)
+		return nil, 0, fmt.Errorf("open storage %s: %w", cfg.Storage.Dir, err)
 	}
 	defer func() {
 		if cerr := store.Close(); cerr != nil && err == nil {
@@ -192,11 +225,11 @@ func runImport(ctx context.Context, opts importOptions, name string, in io.Reade
 	now := opts.Now().UnixMilli()
 	versions, err := store.Versions()
 	if err != nil {
-		return importSummary{Name: name}, fmt.Errorf("read topology versions: %w", err)
+		return nil, 0, fmt.Errorf("read topology versions: %w", err)
 	}
 	if len(versions) == 0 {
 		if err := store.PutVersion(occupancy.Version{At: now, Topology: cfg.Topology}); err != nil {
-			return importSummary{Name: name}, fmt.Errorf("store topology version: %w", err)
+			return nil, 0, fmt.Errorf("store topology version: %w", err)
 		}
 	}
 	eng, err := occupancy.Open(occupancy.Options{
@@ -206,7 +239,7 @@ func runImport(ctx context.Context, opts importOptions, name string, in io.Reade
 		MaxParked:     cfg.Storage.MaxParked,
 	}, store, now)
 	if err != nil {
-		return importSummary{Name: name}, fmt.Errorf("rebuild engine from storage: %w", err)
+		return nil, 0, fmt.Errorf("rebuild engine from storage: %w", err)
 	}
 	oldest := int64(0)
 	if cfg.Storage.Retention > 0 {
@@ -217,29 +250,45 @@ func runImport(ctx context.Context, opts importOptions, name string, in io.Reade
 		store: store,
 		eng:   eng,
 		lim:   occupancy.Limits{Now: now, MaxFutureSkew: cfg.Engine.MaxFutureSkew.Milliseconds(), Oldest: oldest},
-		sum:   importSummary{Name: name},
 	}
-	if err := im.read(ctx, in); err != nil {
-		return im.sum, err
+	var readErr error
+	for _, src := range srcs {
+		im.sum, im.lastProg = importSummary{Name: src.Name}, 0
+		readErr = im.readSource(ctx, src)
+		sort.SliceStable(im.sum.Rejected, func(i, j int) bool { return im.sum.Rejected[i].Line < im.sum.Rejected[j].Line })
+		sums = append(sums, im.sum)
+		if readErr != nil {
+			readErr = fmt.Errorf("import %s: %w", src.Name, readErr)
+			break
+		}
 	}
-	if err := im.flush(ctx); err != nil {
-		return im.sum, err
-	}
-	sort.SliceStable(im.sum.Rejected, func(i, j int) bool { return im.sum.Rejected[i].Line < im.sum.Rejected[j].Line })
 	if !im.haveValid {
-		return im.sum, nil
+		return sums, 0, readErr
 	}
 	// Recompute from the earliest valid row, duplicates included: a re-run of an
 	// import that was interrupted after storing completes its recomputation.
 	st, err := eng.Rewind(im.earliest, opts.Now().UnixMilli())
 	if err != nil {
-		return im.sum, fmt.Errorf("recompute occupancy: %w", err)
+		return sums, 0, errors.Join(readErr, fmt.Errorf("recompute occupancy: %w", err))
 	}
 	if err := store.Commit(st); err != nil {
-		return im.sum, fmt.Errorf("store recomputed occupancy: %w", err)
+		return sums, 0, errors.Join(readErr, fmt.Errorf("store recomputed occupancy: %w", err))
 	}
-	im.sum.From = im.earliest
-	return im.sum, nil
+	return sums, im.earliest, readErr
+}
+
+// readSource reads one source to the end and stores what it holds.
+func (im *importer) readSource(ctx context.Context, src importSource) error {
+	rc, err := src.Open()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if err := im.read(ctx, rc); err != nil {
+		// keep what was read before the error
+		return errors.Join(err, im.flush(ctx))
+	}
+	return im.flush(ctx)
 }
 
 // read detects the format (gzip-compressed or not; JSON lines when the first byte

@@ -394,8 +394,8 @@ func TestImportErrors(t *testing.T) {
 		}
 	})
 	for _, tc := range []struct{ name, data, want string }{
-		{"bad header", "time,dir,dpu\n1,1,d-main\n", `csv header: want timestamp,direction,dpu_id (and optionally id), got "time,dir,dpu"`},
-		{"empty", "  \n\n", "no events: the file is empty"},
+		{"bad header", "time,dir,dpu\n1,1,d-main\n", `import x: csv header: want timestamp,direction,dpu_id (and optionally id), got "time,dir,dpu"`},
+		{"empty", "  \n\n", "import x: no events: the file is empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, _ := impSetup(t)
@@ -454,7 +454,7 @@ func TestImportCommand(t *testing.T) {
 		want string
 	}{
 		{[]string{"import", events}, 2, "import needs --config FILE"},
-		{[]string{"import", "--config", cfgPath}, 2, "import needs one EVENTS file"},
+		{[]string{"import", "--config", cfgPath}, 2, "import needs an EVENTS file"},
 		{[]string{"import", "--config", cfgPath, filepath.Join(t.TempDir(), "none.csv")}, 1, "no such file"},
 	} {
 		var so, se bytes.Buffer
@@ -516,11 +516,12 @@ func TestImportArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewSource(7))
-	base := now.Add(-3 * time.Hour).UnixMilli()
+	// 19:00 UTC the day before yesterday to 05:00 yesterday: two day files.
+	base := now.UTC().Truncate(24 * time.Hour).Add(-29 * time.Hour).UnixMilli()
 	var evs []occupancy.Event
 	var model []impEvent
 	for i := 0; i < 300; i++ {
-		e := occupancy.Event{DPU: []string{"d-main", "d-room", "283"}[rng.Intn(3)], TS: base + int64(i)*20_000 + rng.Int63n(1000), Direction: int8(1 - 2*rng.Intn(2))}
+		e := occupancy.Event{DPU: []string{"d-main", "d-room", "283"}[rng.Intn(3)], TS: base + int64(i)*120_000 + rng.Int63n(1000), Direction: int8(1 - 2*rng.Intn(2))}
 		if i%3 != 0 {
 			e.ID = fmt.Sprint(i)
 		}
@@ -537,24 +538,39 @@ func TestImportArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	files, _ := filepath.Glob(filepath.Join(arch, "events-*.jsonl.gz"))
-	if len(files) == 0 {
-		t.Fatalf("the sweep archived nothing in %s", arch)
+	if len(files) != 2 {
+		t.Fatalf("the sweep archived %d day files in %s, want 2", len(files), arch)
 	}
-	cfg, _ := impSetup(t)
-	imported := 0
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum := impRun(t, cfg, f, data)
-		if len(sum.Rejected) > 0 || sum.Format != "jsonl, gzip" {
-			t.Errorf("%s: format %q, rejected %v", f, sum.Format, sum.Rejected)
-		}
-		imported += sum.Imported
+	// All day files in one import: one recomputation.
+	cfg, cfgPath := impSetup(t)
+	code, stdout, stderr := runDispatch(append([]string{"import", "--config", cfgPath}, files...)...)
+	if code != 0 {
+		t.Fatalf("import: exit %d: %s", code, stderr)
 	}
-	if imported != len(evs) {
-		t.Errorf("imported %d events from %d archive files, want %d", imported, len(files), len(evs))
+	total := fmt.Sprintf("total: 2 files, %d rows: %d imported, 0 duplicates, 0 rejected\n", len(evs), len(evs))
+	if !strings.Contains(stdout, total) || strings.Count(stdout, "recomputed occupancy from") != 1 ||
+		strings.Count(stdout, "(jsonl, gzip)") != len(files) {
+		t.Errorf("stdout:\n%s\nwant %d gzip JSON-lines files, %q and one recomputation", stdout, len(files), total)
 	}
 	impCheckAt(t, cfg, model)
+}
+
+// TestImportFiles: several files in one import, the second one broken: the first
+// one's events are stored and counted, the error names the second.
+func TestImportFiles(t *testing.T) {
+	cfg, cfgPath := impSetup(t)
+	dir := t.TempDir()
+	base := time.Now().Add(-30 * time.Minute).UnixMilli()
+	good := filepath.Join(dir, "good.csv")
+	bad := filepath.Join(dir, "bad.csv")
+	os.WriteFile(good, []byte(fmt.Sprintf("timestamp,direction,dpu_id\n%d,1,d-main\n%d,1,d-room\n", base, base+1000)), 0o644)
+	os.WriteFile(bad, []byte("when,which,who\n"), 0o644)
+	code, stdout, stderr := runDispatch("import", "--config", cfgPath, good, bad)
+	if code != 1 || !strings.Contains(stderr, "occupancyd: import "+bad+": csv header: want timestamp,direction,dpu_id") {
+		t.Errorf("got exit %d stderr %q, want 1 and the bad file's header named", code, stderr)
+	}
+	if !strings.Contains(stdout, "import "+good+" (csv): 2 rows\n  imported:   2\n") || !strings.Contains(stdout, "recomputed occupancy from") {
+		t.Errorf("stdout:\n%s\nwant the good file imported and recomputed", stdout)
+	}
+	impCheckAt(t, cfg, []impEvent{{"d-main", "", base, 1}, {"d-room", "", base + 1000, 1}})
 }

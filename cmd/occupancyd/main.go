@@ -17,7 +17,7 @@ const usageText = `occupancyd: an MQTT edge gateway for people-counting sensors
 Usage:
   occupancyd run [--config FILE]            run in the foreground
   occupancyd check --config FILE            validate a configuration and summarise it
-  occupancyd import --config FILE EVENTS    backfill events (CSV or JSON lines) while stopped
+  occupancyd import --config FILE EVENTS... backfill events (CSV or JSON lines) while stopped
   occupancyd install [--config FILE]        install the system service (default config
                                             ` + defaultServiceConfig + `)
   occupancyd uninstall                      remove the system service
