@@ -228,7 +228,9 @@ func (s *Store) init() error {
 	}
 	s.parked.Store(parked)
 	s.deadN.Store(dead)
-	s.deadSeq.Store(lastDead)
+	// Dead-letter keys are (time, seq): seqs continue past any stored one and the
+	// wall clock, so a restart never reuses a key.
+	s.deadSeq.Store(max(lastDead, uint64(time.Now().UnixNano())))
 	return nil
 }
 
