@@ -203,7 +203,10 @@ func metric(base, name string) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("get metrics: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() {
+		io.Copy(io.Discard, resp.Body) // read to the end: no broken pipe for the server
+		resp.Body.Close()
+	}()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<16), 1<<20)
 	for sc.Scan() {
