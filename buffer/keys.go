@@ -19,7 +19,8 @@ import (
 //	o <space> 0x00 <ts BE flipped> <seq BE> settled occupancy row (value: rowValue)
 //	c                                     checkpoint (value: JSON occupancy.Checkpoint)
 //	x <time BE flipped> <seq BE>          dead letter (value: deadLetterValue)
-//	m <name>                              meta
+//	u <gen BE> <eventKey>                 unpark marker of a settlement written in steps (see Commit)
+//	m <name>                              meta: "schema", "unpark-gen"
 //
 // eventKey is the identity key shared with occupancy.Event.Key():
 //

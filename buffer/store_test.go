@@ -31,9 +31,7 @@ func openT(t testing.TB, opts Options) *Store {
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()
 	}
-	if opts.Logger.GetLevel() == zerolog.TraceLevel {
-		opts.Logger = testLogger(t)
-	}
+	opts.Logger = testLogger(t)
 	s, err := Open(opts)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
