@@ -58,6 +58,8 @@ type BenchResult struct {
 	CPUWall        time.Duration
 	Verify         string
 	Machine        string
+	BatchMean      time.Duration // occupancyd_ingest_batch_seconds sum/count
+	BatchEvents    float64       // accepted events per ingest batch
 }
 
 type phaseResult struct {
@@ -251,6 +253,12 @@ func Bench(ctx context.Context, o BenchOptions, logw io.Writer) (*BenchResult, e
 	p.Elapsed = done.Sub(rr.Start)
 	p.Drain = max(0, done.Sub(rr.End))
 	p.Rate = float64(p.Messages) / p.Elapsed.Seconds()
+	if sum, err := metric(base, "occupancyd_ingest_batch_seconds_sum"); err == nil {
+		if n, err := metric(base, "occupancyd_ingest_batch_seconds_count"); err == nil && n > 0 {
+			res.BatchMean = time.Duration(sum / n * float64(time.Second))
+			res.BatchEvents = float64(p.Consumed) / n
+		}
+	}
 	cpu1 := readProcStat(gw.pid())
 	res.CPU, res.CPUWall = cpu1.CPU-cpu0.CPU, time.Since(wall0)
 
@@ -470,6 +478,7 @@ func (r *BenchResult) Markdown() string {
 		ph(r.Gw, func(p phaseResult) string { return p.Drain.Round(time.Millisecond).String() }))
 	row("publish-to-retained latency p50 / p99 / max", "", fmt.Sprintf("%s / %s / %s (%d samples, %d missed)",
 		r.LatP50.Round(time.Millisecond), r.LatP99.Round(time.Millisecond), r.LatMax.Round(time.Millisecond), r.LatSamples, r.LatMissed))
+	row("ingest batch (store + ack): mean latency, events per batch", "", fmt.Sprintf("%s, %.0f", r.BatchMean.Round(100*time.Microsecond), r.BatchEvents))
 	row("start to ready (topology load, storage, broker)", "", r.StartToReady.Round(time.Millisecond).String())
 	row("peak RSS (VmHWM)", "", mib(r.PeakRSS))
 	cores := 0.0
