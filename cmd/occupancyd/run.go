@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"reflect"
 	"sync"
 	"syscall"
 	"time"
@@ -100,7 +101,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.started = time.Now()
 	m.closed = false
-	if m.ConfigPath != "" {
+	// Load ConfigPath unless the caller already did (runCommand and the service
+	// program set Config from it: a large topology is parsed once).
+	if m.ConfigPath != "" && isDefaultConfig(m.Config) {
 		cfg, err := gateway.LoadConfig(m.ConfigPath)
 		if err != nil {
 			return err
@@ -188,6 +191,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	log.Info().Str("gateway", cfg.Gateway.ID).Dur("startup", time.Since(m.started)).
 		Str("storage", cfg.Storage.Dir).Msg("occupancyd started")
 	return nil
+}
+
+// isDefaultConfig reports whether c is still NewMain's default configuration.
+func isDefaultConfig(c gateway.Config) bool {
+	d := gateway.DefaultConfig()
+	d.ApplyDefaults()
+	return reflect.DeepEqual(c, d)
 }
 
 // ensureVersion stores topology tc as a version in force from now unless it equals the
