@@ -128,7 +128,10 @@ func (s *slogBridge) Handle(_ context.Context, r slog.Record) error {
 	e := s.log.Warn()
 	closing := false
 	r.Attrs(func(a slog.Attr) bool {
-		closing = closing || strings.Contains(a.Value.String(), "use of closed network connection")
+		v := a.Value.String()
+		for _, m := range []string{"use of closed network connection", "broken pipe", "connection reset by peer", "EOF"} {
+			closing = closing || strings.Contains(v, m)
+		}
 		return !closing
 	})
 	if closing { // a client connection ending as the broker stops: not a problem
@@ -138,10 +141,10 @@ func (s *slogBridge) Handle(_ context.Context, r slog.Record) error {
 		e = s.log.Error()
 	}
 	for _, a := range s.attrs {
-		e = e.Str(a.Key, a.Value.String())
+		e = e.Str(a.Key, clip(a.Value.String()))
 	}
 	r.Attrs(func(a slog.Attr) bool {
-		e = e.Str(a.Key, a.Value.String())
+		e = e.Str(a.Key, clip(a.Value.String()))
 		return true
 	})
 	e.Msg(r.Message)
@@ -153,3 +156,11 @@ func (s *slogBridge) WithAttrs(attrs []slog.Attr) slog.Handler {
 }
 
 func (s *slogBridge) WithGroup(string) slog.Handler { return s }
+
+// clip keeps log values short (mochi logs whole packets).
+func clip(v string) string {
+	if len(v) > 200 {
+		return v[:200] + "..."
+	}
+	return v
+}
