@@ -147,7 +147,10 @@ func parseAckLine(l string) (occupancy.Event, error) {
 // checks that every event the child saw acknowledged is stored exactly once.
 func TestCrashRecovery(t *testing.T) {
 	dir := t.TempDir()
-	const rounds = 20
+	rounds := 20
+	if n, err := strconv.Atoi(os.Getenv("OCCUPANCYD_BUFFER_CRASH_ROUNDS")); err == nil && n > 0 {
+		rounds = n // longer soak runs by hand
+	}
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	acked := map[occupancy.Event]int{}
 	var lastCP int64
