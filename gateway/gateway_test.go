@@ -348,3 +348,42 @@ func TestGatewayReloadTickAndCapacity(t *testing.T) {
 		return ""
 	})
 }
+
+// An event for a DPU no version knows is parked (not rejected), and counts once a
+// reload adds the DPU: its first mapping covers the earlier time.
+func TestGatewayParkedThenMapped(t *testing.T) {
+	env := newTestEnv(t)
+	cfg := env.config()
+	st, eng := env.open(cfg)
+	defer st.Close()
+	g := env.start(cfg, st, eng, nil)
+	defer g.Close(context.Background())
+	pub, err := connectTo(env.broker.Addr(), "pub", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Disconnect(10)
+	ts := time.Now().UnixMilli()
+	pub.Publish("dpu/d9/events", 1, false, fmt.Sprintf(`{"id":"1","ts":%d,"direction":1}`, ts)).Wait()
+	waitFor(t, 5*time.Second, "parked", func() string {
+		if n := st.ParkedCount(); n != 1 {
+			return fmt.Sprintf("parked = %d", n)
+		}
+		return ""
+	})
+	if got := occupancyOf(g, "r1"); got != 0 {
+		t.Fatalf("r1 = %d before d9 is configured, want 0", got)
+	}
+	next := cfg
+	next.Topology.Doorways = append(append([]occupancy.DoorwayConfig(nil), cfg.Topology.Doorways...), occupancy.DoorwayConfig{ID: "new", Name: "New"})
+	next.Topology.DPUs = append(append([]occupancy.DPUConfig(nil), cfg.Topology.DPUs...), occupancy.DPUConfig{ID: "d9", Doorway: "new", PlusSpace: "r1", MinusSpace: "f1"})
+	if _, err := g.Reload(next); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if got := occupancyOf(g, "r1"); got != 1 {
+		t.Errorf("r1 = %d after d9 is configured, want 1", got)
+	}
+	if v, err := g.At("r1", ts); err != nil || v != 1 {
+		t.Errorf("r1 at the parked event's ts = %d, %v; want 1 (the first mapping covers earlier time)", v, err)
+	}
+}
