@@ -225,7 +225,12 @@ func (m *mqttClient) subscribe(c paho.Client) bool {
 		} else if err = tok.Error(); err == nil {
 			if st, ok := tok.(*paho.SubscribeToken); ok {
 				for f, code := range st.Result() {
-					if code > 2 {
+					switch {
+					case code <= 2:
+					case f == m.names.haPrefix+"/status" && m.names.haEnabled:
+						// Not needed for events: discovery is still sent on connect.
+						m.g.log.Warn().Str("topic", f).Msg("broker refused the Home Assistant status subscription")
+					default:
 						err = fmt.Errorf("broker refused subscription %q (code %#x)", f, code)
 					}
 				}
