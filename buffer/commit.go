@@ -48,9 +48,17 @@ type request struct {
 	keys [][]byte // event keys written (or confirmed) by this request, for bookkeeping
 }
 
+// maxIDLen bounds DPU ids and event ids (the contract allows 64 characters): an
+// oversized key would fail the whole shared batch inside Badger, so it is refused
+// up front, for its own caller only.
+const maxIDLen = 256
+
 func validEvent(e occupancy.Event) error {
 	if e.DPU == "" || strings.IndexByte(e.DPU, 0) >= 0 {
 		return fmt.Errorf("dpu id %q is empty or holds a NUL byte", e.DPU)
+	}
+	if len(e.DPU) > maxIDLen || len(e.ID) > maxIDLen {
+		return fmt.Errorf("dpu id of %d bytes or event id of %d bytes: at most %d", len(e.DPU), len(e.ID), maxIDLen)
 	}
 	if e.Direction != 1 && e.Direction != -1 {
 		return fmt.Errorf("direction must be 1 or -1, got %d", e.Direction)

@@ -176,6 +176,8 @@ func TestAppendRejectsBadInput(t *testing.T) {
 		"direction 0":  {{DPU: "a", TS: 1}},
 		"direction 2":  {{DPU: "a", TS: 1, Direction: 2}},
 		"one bad of 2": {{DPU: "a", TS: 1, Direction: 1}, {DPU: "a", TS: 2, Direction: 3}},
+		"huge dpu id":  {{DPU: strings.Repeat("d", 70_000), TS: 1, Direction: 1}},
+		"huge id":      {{DPU: "a", ID: strings.Repeat("9", 70_000), TS: 1, Direction: 1}},
 	}
 	for name, evs := range cases {
 		t.Run(name, func(t *testing.T) {
