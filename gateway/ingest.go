@@ -35,11 +35,17 @@ type ingester struct {
 
 	stopping chan struct{}
 	stopOnce sync.Once
+	ackOnce  sync.Once
 	wg       sync.WaitGroup
 	ctx      context.Context // cancelled when a drain must be abandoned
 	cancel   context.CancelFunc
 
 	parkedInFlight atomic.Int64
+
+	// acks are sent by one goroutine: paho serialises them anyway, and a worker
+	// goes on with the engine and its next batch meanwhile.
+	acks    chan []func()
+	ackDone chan struct{}
 }
 
 func newIngester(g *Gateway, workers, batch int) *ingester {
@@ -52,10 +58,23 @@ func newIngester(g *Gateway, workers, batch int) *ingester {
 		stopping: make(chan struct{}),
 		ctx:      ctx,
 		cancel:   cancel,
+		acks:     make(chan []func(), workers*4),
+		ackDone:  make(chan struct{}),
+	}
+}
+
+// acker sends the acknowledgements handed over by the workers, in order.
+func (in *ingester) acker() {
+	defer close(in.ackDone)
+	for batch := range in.acks {
+		for _, ack := range batch {
+			ack()
+		}
 	}
 }
 
 func (in *ingester) start() {
+	go in.acker()
 	for i := 0; i < in.workers; i++ {
 		in.wg.Add(1)
 		go func() {
@@ -96,6 +115,12 @@ func (in *ingester) stop(ctx context.Context) {
 	case <-ctx.Done():
 		in.cancel() // abandon appends in flight: they are not acknowledged
 		<-done
+	}
+	// The workers are done: send the acknowledgements they handed over.
+	in.ackOnce.Do(func() { close(in.acks) })
+	select {
+	case <-in.ackDone:
+	case <-ctx.Done():
 	}
 }
 
@@ -297,6 +322,7 @@ func (in *ingester) process(msgs []inMsg) {
 
 	// Acknowledge: a message whose events are durable (or that had none to store),
 	// after its rejections are recorded.
+	acks := make([]func(), 0, len(work))
 	for i := range work {
 		w := &work[i]
 		g.metrics.EventsReceived.Add(float64(counted[i] + len(w.rejections)))
@@ -306,7 +332,10 @@ func (in *ingester) process(msgs []inMsg) {
 		for _, r := range w.rejections {
 			g.reject(w.msg, w.dpu, r)
 		}
-		w.msg.ack()
+		acks = append(acks, w.msg.ack)
+	}
+	if len(acks) > 0 {
+		in.acks <- acks
 	}
 	g.metrics.IngestBatch.Observe(time.Since(start).Seconds())
 	if storeErr != nil || len(all) == 0 {
