@@ -9,6 +9,36 @@ import (
 	"strings"
 )
 
+// Engine design notes.
+//
+// Timeline order. Within a space, entries are ordered by (ts, class, name, tail):
+// at one millisecond a late-event correction comes first (it sets the value at the
+// horizon), then DPU events by (DPU id, then id-less events before events with an
+// id, +1 before -1 when id-less, ids as strings) — exactly the byte order of
+// Event.Key — then topology moves, daily resets and manual resets (each by the id
+// of the space they come from). Rows of one space at one ms get Seq 0, 1, ... in
+// this order.
+//
+// Pending state. Each space keeps its entries with ts >= H in a chunked sorted list
+// (plist.go) whose chunks carry composed value functions: in-order appends are O(1),
+// an arrival k entries back costs O(log n + 128 + k/64) — never a rescan of the
+// window. Tick settles entries with ts < new H into Rows.
+//
+// Durability. Everything the engine cannot rebuild from the Store (the horizon,
+// values at H, pending corrections, suspect intervals, moves) is in the Checkpoint
+// committed with the rows. Tick returns true when that state changed even if H did
+// not move (a late correction, an unparked event, a new version), so the gateway
+// commits within one tick. A crash between a late Apply and that commit loses the
+// correction (the late event itself is stored and counts again only via a later
+// replay that covers its ts): the gateway may Tick and Commit right after an Apply
+// that reports Late > 0 to close that window.
+//
+// Moves. A version moving space S to a new parent adds KindMove entries at
+// max(v.At, H) on the old ancestors (-c) and the new ones (+c), c = S's value just
+// before that instant; c follows later arrivals for the time before the move while
+// the move is pending. A late-event replay across a settled move uses the count it
+// settled with.
+
 // LatePolicy says what happens to an event older than the settled horizon.
 type LatePolicy string
 

@@ -237,3 +237,86 @@ func TestRewind(t *testing.T) {
 		c.check(d, rng, now, sc.t0)
 	}
 }
+
+// TestHorizon: H holds still for SettleAfter after Open and after Hold, then follows
+// now-SettleAfter and never moves back; Tick reports a settlement only when there is
+// something to commit.
+func TestHorizon(t *testing.T) {
+	const settle = 5 * minute
+	t0 := testNow
+	d := newDriver(t, Options{SettleAfter: settle, ClampNegative: true}, smallTopo(), t0)
+	h0 := d.eng.Horizon()
+	if _, ok := d.eng.Tick(t0 + settle - 1); ok {
+		t.Fatalf("tick during the hold: want nothing to commit")
+	}
+	if d.eng.Horizon() != h0 {
+		t.Fatalf("horizon moved during the hold")
+	}
+	st, ok := d.eng.Tick(t0 + settle + 1000)
+	if !ok || d.eng.Horizon() != t0+1000 || st.Checkpoint.Horizon != t0+1000 {
+		t.Fatalf("after the hold: got H %s (ok %v)", fmtMS(d.eng.Horizon()), ok)
+	}
+	d.eng.Hold(t0 + settle + 2000)
+	d.eng.Tick(t0 + 2*settle)
+	if d.eng.Horizon() != t0+1000 {
+		t.Fatalf("horizon moved during Hold: %s", fmtMS(d.eng.Horizon()))
+	}
+	d.eng.Tick(t0 + 2*settle + 3000)
+	if got, want := d.eng.Horizon(), t0+settle+3000; got != want {
+		t.Fatalf("after Hold: got %s, want %s", fmtMS(got), fmtMS(want))
+	}
+	d.eng.Tick(t0) // a clock going back does not move H back
+	if got, want := d.eng.Horizon(), t0+settle+3000; got != want {
+		t.Fatalf("clock back: got %s, want %s", fmtMS(got), fmtMS(want))
+	}
+	// A late event under apply: a correction row at H, committed at the next tick
+	// even though H does not move.
+	now := t0 + 2*settle + 3000
+	d.apply([]Event{{DPU: "door", TS: t0 + 500, Direction: 1}}, now)
+	if d.late != 1 {
+		t.Fatalf("late: got %d, want 1", d.late)
+	}
+	st, ok = d.eng.Tick(now)
+	if !ok || len(st.Rows) != 0 || len(st.Checkpoint.State) == 0 {
+		t.Fatalf("dirty tick: got ok %v, %d rows, state %q", ok, len(st.Rows), st.Checkpoint.State)
+	}
+	if err := d.st.Commit(st); err != nil {
+		t.Fatal(err)
+	}
+	wantOcc(t, d.eng, map[string]int64{"room": 1, "f1": 1, "bldg": 1})
+	d.tick(now + minute)
+	var kinds []EntryKind
+	for _, r := range d.st.rows["room"] {
+		kinds = append(kinds, r.Kind)
+	}
+	if !reflect.DeepEqual(kinds, []EntryKind{KindCorrection}) {
+		t.Fatalf("room rows: got kinds %v, want one correction", kinds)
+	}
+}
+
+// TestResets: a manual reset to 0 zeroes the space and everything nested in it; to
+// N > 0 it sets the space alone; a daily reset in local time zeroes the subtree.
+func TestResets(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 2, 0, 0, 0, time.UTC).UnixMilli() // 03:00 in Berlin
+	topo := smallTopo()
+	topo.Spaces[1].TimeZone, topo.Spaces[1].DailyReset = "Europe/Berlin", "04:00"
+	d := newDriver(t, Options{SettleAfter: 5 * minute, ClampNegative: true}, topo, t0)
+	var evs []Event
+	for i := 0; i < 5; i++ {
+		evs = append(evs, Event{DPU: "door", TS: t0 + int64(i), Direction: 1}, Event{DPU: "side", TS: t0 + int64(i), Direction: 1})
+	}
+	d.apply(evs, t0+10)
+	wantOcc(t, d.eng, map[string]int64{"bldg": 10, "f1": 5, "room": 5, "f2": 5})
+	d.reset(Reset{Space: "f2", TS: t0 + 20, Occupancy: 2}, t0+20)
+	wantOcc(t, d.eng, map[string]int64{"bldg": 10, "f1": 5, "room": 5, "f2": 2})
+	d.reset(Reset{Space: "bldg", TS: t0 + 30, Occupancy: 7}, t0+30)
+	wantOcc(t, d.eng, map[string]int64{"bldg": 7, "f1": 5, "room": 5, "f2": 2})
+	// Daily reset of f1 at 04:00 Berlin = 03:00Z: f1 and room to 0, bldg untouched.
+	d.tick(t0 + 3_600_000)
+	wantOcc(t, d.eng, map[string]int64{"bldg": 7, "f1": 0, "room": 0, "f2": 2})
+	if v, _ := d.eng.At("room", t0+3_600_000-1); v != 5 {
+		t.Fatalf("room before the daily reset: got %d, want 5", v)
+	}
+	d.reset(Reset{Space: "bldg", TS: t0 + 3_700_000}, t0+3_700_000)
+	wantOcc(t, d.eng, map[string]int64{"bldg": 0, "f1": 0, "room": 0, "f2": 0})
+}
