@@ -111,6 +111,7 @@ func (m *dpuVer) effects() []gEff {
 
 // dpuSlot holds a DPU's mappings: the first inline, later versions in rest.
 type dpuSlot struct {
+	key   dpuKey
 	first dpuVer
 	rest  []dpuVer
 }
@@ -154,7 +155,7 @@ type Engine struct {
 	gs       []gspace
 	dpuIdx   map[string]int32
 	dpuNames []string
-	dpuMaps  map[string]int32 // DPU id -> index in dpuTab
+	dpuMaps  dpuIndex // DPU id -> index in dpuTab
 	dpuTab   []dpuSlot
 
 	h         int64
@@ -196,14 +197,13 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 		return nil, fmt.Errorf("open engine: late_events %q: want apply or drop", opts.LateEvents)
 	}
 	e := &Engine{
-		opts:    opts,
-		store:   store,
-		gidx:    map[string]int32{},
-		dpuIdx:  map[string]int32{},
-		dpuMaps: map[string]int32{},
-		parked:  map[string]map[string]Event{},
-		late:    map[int32][]interval{},
-		corr:    map[int32]int64{},
+		opts:   opts,
+		store:  store,
+		gidx:   map[string]int32{},
+		dpuIdx: map[string]int32{},
+		parked: map[string]map[string]Event{},
+		late:   map[int32][]interval{},
+		corr:   map[int32]int64{},
 	}
 	e.cmp = e.compare
 	vs, err := store.Versions()
@@ -434,7 +434,7 @@ func (e *Engine) markChanged(g int32) {
 // mapEvent returns the mapping of an event of dpu at ts (DESIGN section 1: the
 // version in force at ts, else the earliest later version that knows the DPU), or nil.
 func (e *Engine) mapEvent(dpu string, ts int64) *dpuVer {
-	i, ok := e.dpuMaps[dpu]
+	i, ok := e.dpuMaps.get(dpu, e.dpuTab)
 	if !ok {
 		return nil
 	}

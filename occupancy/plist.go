@@ -379,8 +379,9 @@ func (p *plist) settle(h int64, clamp bool, emit func(en *entry, v int64, in, ou
 	p.base = x
 	if len(p.chunks) == 0 {
 		p.chunks = nil
+		p.sync()
 	}
-	p.sync()
+	// Otherwise the tail chunk, its last entry and the current value are unchanged.
 }
 
 // truncateFrom removes and returns every entry with ts >= t, in order.

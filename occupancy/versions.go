@@ -23,14 +23,6 @@ func (e *Engine) addVersion(v Version) (*version, error) {
 	}
 	vi := len(e.versions)
 	e.versions = append(e.versions, ver)
-	// DPU ids as map keys live in one allocation (fewer cache misses on lookup).
-	var arena []byte
-	for _, d := range topo.cfg.DPUs {
-		if _, ok := e.dpuMaps[d.ID]; !ok {
-			arena = append(arena, d.ID...)
-		}
-	}
-	keys := string(arena)
 	for _, d := range topo.cfg.DPUs {
 		cd := topo.dpus[d.ID]
 		dv := dpuVer{vi: int32(vi), n: int32(len(cd.plus))}
@@ -43,14 +35,12 @@ func (e *Engine) addVersion(v Version) (*version, error) {
 				dv.more = append(dv.more, ge)
 			}
 		}
-		i, ok := e.dpuMaps[d.ID]
+		i, ok := e.dpuMaps.get(d.ID, e.dpuTab)
 		if !ok {
-			key := keys[:len(d.ID)]
-			keys = keys[len(d.ID):]
 			i = int32(len(e.dpuTab))
-			dv.ref = e.dpuRef(key)
-			e.dpuTab = append(e.dpuTab, dpuSlot{first: dv})
-			e.dpuMaps[key] = i
+			dv.ref = e.dpuRef(d.ID)
+			e.dpuTab = append(e.dpuTab, dpuSlot{key: makeDPUKey(d.ID), first: dv})
+			e.dpuMaps.put(d.ID, i, e.dpuTab)
 			continue
 		}
 		dv.ref = e.dpuTab[i].first.ref
