@@ -320,3 +320,52 @@ func TestResets(t *testing.T) {
 	d.reset(Reset{Space: "bldg", TS: t0 + 3_700_000}, t0+3_700_000)
 	wantOcc(t, d.eng, map[string]int64{"bldg": 0, "f1": 0, "room": 0, "f2": 0})
 }
+
+// TestRemovedSpace: a version removing a space reports it; it leaves the current
+// topology (Current, Spaces, Changed) but its history stays queryable.
+func TestRemovedSpace(t *testing.T) {
+	d := newDriver(t, Options{SettleAfter: 5 * minute, ClampNegative: true}, smallTopo(), testNow)
+	d.apply([]Event{{DPU: "side", TS: testNow + 1, Direction: 1}}, testNow+2)
+	v2 := smallTopo()
+	v2.Spaces = v2.Spaces[:2] // drop f2 and room
+	v2.Spaces = append(v2.Spaces, SpaceConfig{ID: "annex"})
+	v2.DPUs = []DPUConfig{{ID: "door", PlusSpace: "annex"}}
+	d.st.PutVersion(Version{At: testNow + 10, Topology: v2})
+	ch, err := d.eng.AddVersion(Version{At: testNow + 10, Topology: v2}, testNow+10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ch.Removed, []string{"f2", "room"}) || !reflect.DeepEqual(ch.Added, []string{"annex"}) {
+		t.Fatalf("change: got %+v", ch)
+	}
+	if _, ok := d.eng.Current("f2"); ok {
+		t.Fatalf("removed space still current")
+	}
+	var ids []string
+	for _, o := range d.eng.Spaces() {
+		ids = append(ids, o.Space)
+	}
+	if !reflect.DeepEqual(ids, []string{"bldg", "f1", "annex"}) {
+		t.Fatalf("spaces: got %v", ids)
+	}
+	if v, err := d.eng.At("f2", testNow+5); err != nil || v != 1 {
+		t.Fatalf("history of a removed space: got %d, %v", v, err)
+	}
+	d.eng.Changed()
+	d.apply([]Event{{DPU: "side", TS: testNow + 11, Direction: 1}, {DPU: "door", TS: testNow + 12, Direction: 1}}, testNow+20)
+	if got := d.eng.Changed(); !reflect.DeepEqual(got, []string{"annex"}) {
+		t.Fatalf("changed: got %v, want [annex]", got)
+	}
+	if d.eng.ParkedCount() != 1 {
+		t.Fatalf("side is in no later version: got %d parked, want 1", d.eng.ParkedCount())
+	}
+}
+
+func TestApplyBadDirection(t *testing.T) {
+	d := newDriver(t, Options{SettleAfter: 5 * minute, ClampNegative: true}, smallTopo(), testNow)
+	res, err := d.eng.Apply([]Event{{DPU: "door", TS: testNow + 1, Direction: 2}, {DPU: "door", TS: testNow + 2, Direction: 1}}, testNow+3)
+	if err == nil || res.Applied != 1 {
+		t.Fatalf("got %+v, %v; want 1 applied and an error", res, err)
+	}
+	wantOcc(t, d.eng, map[string]int64{"room": 1})
+}
