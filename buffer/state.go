@@ -28,21 +28,6 @@ func (s *Store) PutReset(r occupancy.Reset) error {
 	return nil
 }
 
-// PutVersion stores a topology version (synced); a version at the same At
-// replaces the earlier one.
-func (s *Store) PutVersion(v occupancy.Version) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("put version: %w", err)
-	}
-	if err := s.update(func(txn *badger.Txn) error {
-		return txn.Set(versionKey(v.At), b)
-	}); err != nil {
-		return fmt.Errorf("put version at %d: %w", v.At, err)
-	}
-	return nil
-}
-
 // update runs fn in one synced transaction, serialised with the other non-event
 // writers and refused while the disk is full.
 func (s *Store) update(fn func(*badger.Txn) error) error {

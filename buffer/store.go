@@ -359,23 +359,6 @@ func trimNL(s string) string {
 
 var _ occupancy.Store = (*Store)(nil)
 
-// Versions returns every stored topology version, ordered by At.
-func (s *Store) Versions() ([]occupancy.Version, error) {
-	var out []occupancy.Version
-	err := s.scanOpen([]byte{pfxVersion}, nil, nil, func(k, v []byte) (bool, error) {
-		var ver occupancy.Version
-		if err := json.Unmarshal(v, &ver); err != nil {
-			return false, fmt.Errorf("decode topology version at %d: %w", getTS(k[1:]), err)
-		}
-		out = append(out, ver)
-		return true, nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read versions: %w", err)
-	}
-	return out, nil
-}
-
 // Checkpoint returns the last committed checkpoint, ok=false on a new store.
 func (s *Store) Checkpoint() (occupancy.Checkpoint, bool, error) {
 	var cp occupancy.Checkpoint

@@ -1,0 +1,215 @@
+package buffer
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+// Topology versions are stored as gzip-compressed JSON cut into chunks, because
+// a campus topology (100,000 DPUs is ~20 MB of JSON) does not fit in one Badger
+// value (values must be smaller than a value-log file) nor in one transaction.
+//
+// Keys:
+//
+//	'v' <at>                     header: versionMagic, generation, chunk count
+//	'v' <at> <gen u32> <idx u32> chunk idx of generation gen
+//
+// The chunks of a new generation are written first, each in its own synced
+// transaction, and the header last: the header is the commit point, so a crash
+// part-way leaves the previous version (or none) in force and only orphan chunks,
+// which the next PutVersion at that instant removes. A value starting with '{' is
+// the plain JSON of earlier stores and is still read.
+
+const versionMagic = 0x01
+
+// versionChunk is the size of one stored chunk; a variable so tests can force
+// many chunks with a small topology.
+var versionChunk = 1 << 20
+
+// PutVersion stores a topology version (synced); a version at the same At
+// replaces the earlier one.
+func (s *Store) PutVersion(v occupancy.Version) error {
+	if err := s.putVersion(v); err != nil {
+		return fmt.Errorf("put version at %d: %w", v.At, err)
+	}
+	return nil
+}
+
+func (s *Store) putVersion(v occupancy.Version) error {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(v); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	data := buf.Bytes()
+
+	head := versionKey(v.At)
+	gen := uint32(0)
+	if old, ok, err := s.versionHeader(head); err != nil {
+		return err
+	} else if ok {
+		gen = old.gen + 1
+	}
+	var chunks uint32
+	for off := 0; off < len(data) || chunks == 0; off += versionChunk {
+		end := min(off+versionChunk, len(data))
+		k := versionChunkKey(head, gen, chunks)
+		if err := s.update(func(txn *badger.Txn) error { return txn.Set(k, data[off:end]) }); err != nil {
+			return err
+		}
+		chunks++
+	}
+	hv := []byte{versionMagic}
+	hv = binary.AppendUvarint(hv, uint64(gen))
+	hv = binary.AppendUvarint(hv, uint64(chunks))
+	if err := s.update(func(txn *badger.Txn) error { return txn.Set(head, hv) }); err != nil {
+		return err
+	}
+	// Drop chunks of other generations at this instant (earlier versions, or
+	// orphans of an interrupted write); they are unreachable now.
+	var stale [][]byte
+	err := s.scanOpen(head, nil, nil, func(k, _ []byte) (bool, error) {
+		if len(k) == len(head)+8 && binary.BigEndian.Uint32(k[len(head):]) != gen {
+			stale = append(stale, append([]byte(nil), k...))
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range stale {
+		if err := s.update(func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type versionHead struct {
+	gen    uint32
+	chunks uint32
+}
+
+func parseVersionHeader(v []byte) (versionHead, error) {
+	if len(v) == 0 || v[0] != versionMagic {
+		return versionHead{}, errors.New("not a chunked version header")
+	}
+	gen, n := binary.Uvarint(v[1:])
+	if n <= 0 || gen > 1<<32-1 {
+		return versionHead{}, errors.New("malformed version header")
+	}
+	chunks, m := binary.Uvarint(v[1+n:])
+	if m <= 0 || chunks == 0 || chunks > 1<<32-1 {
+		return versionHead{}, errors.New("malformed version header")
+	}
+	return versionHead{gen: uint32(gen), chunks: uint32(chunks)}, nil
+}
+
+func (s *Store) versionHeader(head []byte) (versionHead, bool, error) {
+	var h versionHead
+	var ok bool
+	err := s.view(func(txn *badger.Txn) error {
+		it, err := txn.Get(head)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			if len(v) > 0 && v[0] == '{' { // plain JSON of an earlier store
+				return nil
+			}
+			var err error
+			h, err = parseVersionHeader(v)
+			ok = err == nil
+			return err
+		})
+	})
+	return h, ok, err
+}
+
+func versionChunkKey(head []byte, gen, idx uint32) []byte {
+	k := append(append([]byte(nil), head...), 0, 0, 0, 0, 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(k[len(head):], gen)
+	binary.BigEndian.PutUint32(k[len(head)+4:], idx)
+	return k
+}
+
+// Versions returns every stored topology version, ordered by At.
+func (s *Store) Versions() ([]occupancy.Version, error) {
+	var out []occupancy.Version
+	err := s.alive(func() error {
+		return s.db.View(func(txn *badger.Txn) error {
+			o := badger.DefaultIteratorOptions
+			o.Prefix = []byte{pfxVersion}
+			it := txn.NewIterator(o)
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				item := it.Item()
+				k := item.KeyCopy(nil)
+				if len(k) != 9 { // a chunk: read through its header
+					continue
+				}
+				v, err := item.ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				ver, err := readVersion(txn, k, v)
+				if err != nil {
+					return fmt.Errorf("decode topology version at %d: %w", getTS(k[1:]), err)
+				}
+				out = append(out, ver)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read versions: %w", err)
+	}
+	return out, nil
+}
+
+func readVersion(txn *badger.Txn, head, v []byte) (occupancy.Version, error) {
+	var ver occupancy.Version
+	if len(v) > 0 && v[0] == '{' {
+		return ver, json.Unmarshal(v, &ver)
+	}
+	h, err := parseVersionHeader(v)
+	if err != nil {
+		return ver, err
+	}
+	var data bytes.Buffer
+	for i := uint32(0); i < h.chunks; i++ {
+		item, err := txn.Get(versionChunkKey(head, h.gen, i))
+		if err != nil {
+			return ver, fmt.Errorf("chunk %d of %d: %w", i, h.chunks, err)
+		}
+		if err := item.Value(func(c []byte) error { _, err := data.Write(c); return err }); err != nil {
+			return ver, err
+		}
+	}
+	zr, err := gzip.NewReader(&data)
+	if err != nil {
+		return ver, err
+	}
+	if err := json.NewDecoder(zr).Decode(&ver); err != nil {
+		return ver, err
+	}
+	if _, err := io.Copy(io.Discard, zr); err != nil {
+		return ver, err
+	}
+	return ver, nil
+}
