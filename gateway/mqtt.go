@@ -24,6 +24,13 @@ type mqttClient struct {
 	closed  chan struct{}
 	connTok paho.Token // the initial Connect; waited for before Disconnect (paho #550)
 
+	// QoS 1 publishes in flight are bounded: paho finds a free packet id by scanning
+	// the ids in use, so tens of thousands outstanding (every space of a campus each
+	// tick, while the broker is busy) made each publish O(n) and the gateway
+	// CPU-bound. A slot is freed when the broker acknowledges (or after a timeout).
+	slots   chan struct{}
+	pending chan paho.Token
+
 	subMu sync.Mutex // one (re)subscription at a time
 }
 
@@ -73,7 +80,9 @@ func tlsConfig(c TLSConfig) (*tls.Config, error) {
 func newMQTTClient(g *Gateway) (*mqttClient, error) {
 	cfg := g.Config()
 	names := g.currentNames()
-	m := &mqttClient{g: g, names: names, closed: make(chan struct{})}
+	m := &mqttClient{g: g, names: names, closed: make(chan struct{}),
+		slots: make(chan struct{}, maxPublishInFlight), pending: make(chan paho.Token, maxPublishInFlight)}
+	go m.reap()
 
 	broker := cfg.MQTT.Broker
 	if broker == "" {
@@ -257,10 +266,49 @@ func (m *mqttClient) onLost(_ paho.Client, err error) {
 	m.g.log.Warn().Err(err).Msg("lost the MQTT connection")
 }
 
-// publish sends one message without waiting for its acknowledgement.
+// maxPublishInFlight bounds the gateway's unacknowledged QoS 1 publishes.
+const maxPublishInFlight = 1024
+
+// publish sends one message without waiting for its acknowledgement; a QoS 1 publish
+// waits for a slot while maxPublishInFlight are unacknowledged.
 func (m *mqttClient) publish(topic string, qos byte, retained bool, payload []byte) paho.Token {
 	m.g.metrics.Publishes.Inc()
-	return m.c.Publish(topic, qos, retained, payload)
+	if qos == 0 {
+		return m.c.Publish(topic, qos, retained, payload)
+	}
+	var stopping <-chan struct{}
+	if m.g.runCtx != nil {
+		stopping = m.g.runCtx.Done()
+	}
+	select {
+	case m.slots <- struct{}{}:
+	case <-m.closed: // stopping: the offline status goes out untracked
+		return m.c.Publish(topic, qos, retained, payload)
+	case <-stopping: // Close's final tick must not wait for a gone broker
+		return m.c.Publish(topic, qos, retained, payload)
+	}
+	tok := m.c.Publish(topic, qos, retained, payload)
+	m.pending <- tok // never blocks: as many places as slots
+	return tok
+}
+
+// reap frees a publish slot as each tracked publish completes, oldest first (the
+// broker acknowledges in order).
+func (m *mqttClient) reap() {
+	for {
+		select {
+		case tok := <-m.pending:
+			select {
+			case <-tok.Done():
+			case <-time.After(10 * time.Second):
+			case <-m.closed:
+				return
+			}
+			<-m.slots
+		case <-m.closed:
+			return
+		}
+	}
 }
 
 // close publishes `offline` (retained) and disconnects. Subscriptions stay with the

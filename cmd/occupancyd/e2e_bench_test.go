@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +23,7 @@ func benchPublish(b *testing.B, url string, n, conns int, tag string) {
 }
 
 func benchPublishDPUs(b *testing.B, url string, n, conns int, tag string, dpus []string) {
+	reorder, _ := strconv.ParseFloat(os.Getenv("BENCH_REORDER"), 64)
 	b.Helper()
 	var wg sync.WaitGroup
 	for c := 0; c < conns; c++ {
@@ -32,7 +34,11 @@ func benchPublishDPUs(b *testing.B, url string, n, conns int, tag string, dpus [
 			toks := make([]paho.Token, 0, 1024)
 			for i := c; i < n; i += conns {
 				dpu := dpus[(i*7919)%len(dpus)]
-				payload := fmt.Sprintf(`{"id":%d,"ts":%d,"direction":1}`, i, time.Now().UnixMilli())
+				ts := time.Now().UnixMilli()
+				if reorder > 0 && i%100 < int(reorder*100) {
+					ts -= int64(i*7919) % 2000 // held back up to 2 s, like dpusim --reorder
+				}
+				payload := fmt.Sprintf(`{"id":%d,"ts":%d,"direction":1}`, i, ts)
 				toks = append(toks, cl.Publish("dpu/"+dpu+"/events", 1, false, payload))
 				if len(toks) == cap(toks) {
 					for _, t := range toks {
