@@ -515,16 +515,17 @@ func (g *Gateway) addVersion(tc occupancy.TopologyConfig) error {
 		return fmt.Errorf("topology: %w", err)
 	}
 	g.topoMu.Lock()
-	defer g.topoMu.Unlock()
 	g.mu.Lock()
 	now := g.nowMS()
 	v := occupancy.Version{At: now, Topology: tc}
 	if err := g.store.PutVersion(v); err != nil {
 		g.mu.Unlock()
+		g.topoMu.Unlock()
 		return fmt.Errorf("store topology version: %w", err)
 	}
 	change, err := g.eng.AddVersion(v, now)
 	g.mu.Unlock()
+	g.topoMu.Unlock() // ingest goes on while the changes are published
 	if err != nil {
 		return fmt.Errorf("apply topology version: %w", err)
 	}
