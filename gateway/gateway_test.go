@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -386,4 +387,39 @@ func TestGatewayParkedThenMapped(t *testing.T) {
 	if v, err := g.At("r1", ts); err != nil || v != 1 {
 		t.Errorf("r1 at the parked event's ts = %d, %v; want 1 (the first mapping covers earlier time)", v, err)
 	}
+}
+
+// More spaces than QoS 1 publishes may be in flight: every space still reaches the
+// broker at start (the publish slots are recycled as the broker acknowledges).
+func TestGatewayManySpacesPublished(t *testing.T) {
+	env := newTestEnv(t)
+	cfg := env.config()
+	const n = 3 * maxPublishInFlight / 2
+	tc := occupancy.TopologyConfig{Spaces: []occupancy.SpaceConfig{{ID: "site", Name: "Site"}}}
+	for i := 0; i < n; i++ {
+		tc.Spaces = append(tc.Spaces, occupancy.SpaceConfig{ID: fmt.Sprintf("room-%d", i), Name: fmt.Sprintf("Room %d", i), Parent: "site"})
+	}
+	cfg.Topology = tc
+	st, eng := env.open(cfg)
+	defer st.Close()
+	var got sync.Map
+	var count atomic.Int64
+	sub, err := connectTo(env.broker.Addr(), "sub-many", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Disconnect(10)
+	sub.Subscribe("occupancy/+/count", 1, func(_ paho.Client, m paho.Message) {
+		if _, loaded := got.LoadOrStore(m.Topic(), true); !loaded {
+			count.Add(1)
+		}
+	}).Wait()
+	g := env.start(cfg, st, eng, nil)
+	defer g.Close(context.Background())
+	waitFor(t, 20*time.Second, "every space published", func() string {
+		if c := count.Load(); c != n+1 {
+			return fmt.Sprintf("%d of %d spaces", c, n+1)
+		}
+		return ""
+	})
 }
