@@ -190,6 +190,9 @@ func setupRun(b *testing.B, name string, reorder bool, mk func(TopologyConfig) i
 	if r, ok := benchRuns[name]; ok {
 		return r
 	}
+	// One full window at a time: drop the other benchmarks' engines (~1.5 GB each).
+	clear(benchRuns)
+	runtime.GC()
 	c := benchTopology()
 	r := &benchRun{ing: mk(c), full: make([]Event, 1000)}
 	r.stream = newBenchStream(c, false, 1)
@@ -237,6 +240,7 @@ func BenchmarkIngestReorderedNaive(b *testing.B) {
 // BenchmarkPendingMemory reports the heap bytes per pending event of a full
 // 5-minute window (6M events) and per space or DPU of the topology.
 func BenchmarkPendingMemory(b *testing.B) {
+	clear(benchRuns)
 	for i := 0; i < b.N; i++ {
 		c := benchTopology()
 		m0 := heapNow()
