@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -685,26 +686,51 @@ func (e *Engine) checkpoint() Checkpoint {
 // Changed returns the spaces of the current topology whose current occupancy or
 // capacity changed since the last call, in topology order.
 func (e *Engine) Changed() []string {
-	var out []int32
-	for _, g := range e.changed {
-		e.changedMark[g] = false
-		s := &e.gs[g]
-		v, c := s.pl.current(), e.capacity(g)
-		if v == e.reported[g] && c == e.reportedCap[g] {
-			continue
+	if len(e.changed) == 0 {
+		return nil
+	}
+	v := e.current()
+	var ids []string
+	if len(e.changed)*16 >= len(v.l2g) {
+		// Many changes: walk the topology in order (no sort).
+		for _, g := range v.l2g {
+			if e.changedMark[g] && e.report(g) {
+				ids = append(ids, e.gs[g].id)
+			}
 		}
-		e.reported[g], e.reportedCap[g] = v, c
-		if s.cur >= 0 {
-			out = append(out, g)
+		for _, g := range e.changed {
+			if e.changedMark[g] {
+				e.report(g) // not in the current topology
+			}
+		}
+	} else {
+		var out []int32
+		for _, g := range e.changed {
+			if e.report(g) && e.gs[g].cur >= 0 {
+				out = append(out, g)
+			}
+		}
+		slices.SortFunc(out, func(a, b int32) int { return e.gs[a].cur - e.gs[b].cur })
+		ids = make([]string, len(out))
+		for i, g := range out {
+			ids[i] = e.gs[g].id
 		}
 	}
 	e.changed = e.changed[:0]
-	sort.Slice(out, func(i, j int) bool { return e.gs[out[i]].cur < e.gs[out[j]].cur })
-	ids := make([]string, len(out))
-	for i, g := range out {
-		ids[i] = e.gs[g].id
-	}
 	return ids
+}
+
+// report clears g's change mark and reports whether its occupancy or capacity
+// differ from what was last reported.
+func (e *Engine) report(g int32) bool {
+	e.changedMark[g] = false
+	s := &e.gs[g]
+	v, c := s.pl.current(), s.capa
+	if v == e.reported[g] && c == e.reportedCap[g] {
+		return false
+	}
+	e.reported[g], e.reportedCap[g] = v, c
+	return true
 }
 
 func (e *Engine) occupancy(g int32) Occupancy {
