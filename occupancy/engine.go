@@ -117,10 +117,12 @@ type dpuSlot struct {
 	rest  []dpuVer
 }
 
+// gspace is one space's engine state (96 bytes; the fields an in-order append
+// touches come first so they share a cache line).
 type gspace struct {
-	id      string
 	pl      plist
 	updated int64
+	id      string
 	cur     int   // index in the current topology, -1 when not in it
 	capa    int64 // capacity in the current topology
 }

@@ -140,12 +140,12 @@ func (c *chunk) recompose(clamp bool) {
 
 // plist is the pending timeline of one space.
 type plist struct {
-	base   int64 // value at the horizon, before the first pending entry
-	chunks []*chunk
 	// Cached from chunks so an in-order append touches only the tail chunk.
 	last   *chunk
 	lastTS int64
 	cur    int64
+	base   int64 // value at the horizon, before the first pending entry
+	chunks []*chunk
 }
 
 func (p *plist) current() int64 { return p.cur }
