@@ -171,6 +171,7 @@ type Engine struct {
 	unparked []Event
 
 	late      map[int32][]interval
+	trueCP    map[int32][]trueCP // true-value checkpoints (late.go)
 	moves     []moveRec
 	pendMoves int             // moves with TS >= H
 	rowsHint  int             // rows settled by the last tick
@@ -206,6 +207,7 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 		dpuIdx: map[string]int32{},
 		parked: map[string]map[string]Event{},
 		late:   map[int32][]interval{},
+		trueCP: map[int32][]trueCP{},
 		corr:   map[int32]int64{},
 	}
 	e.cmp = e.compare

@@ -36,19 +36,59 @@ func (e *Engine) correct(late []Event, now int64) error {
 	if len(starts) == 0 {
 		return nil
 	}
+	lateTS := make(map[int32]int64, len(starts))
+	known := map[int32]int64{}
 	for g, s := range starts {
+		lateTS[g] = s
+		// Start from the latest true-value checkpoint at or before the late event
+		// (the ones after it are no longer true), else from a settled row that is.
+		cps := e.trueCP[g]
+		i := sort.Search(len(cps), func(i int) bool { return cps[i].T > s })
+		cps = cps[:i]
+		e.trueCP[g] = cps
+		if i > 0 {
+			starts[g], known[g] = cps[i-1].T, cps[i-1].V
+			continue
+		}
 		starts[g] = e.trueStart(g, s)
 	}
-	vals, err := e.replay(starts, e.h)
+	vals, err := e.replay(starts, known, e.h)
 	if err != nil {
 		return err
 	}
 	for g, v := range vals {
-		e.addInterval(g, interval{Lo: starts[g], Hi: e.h})
+		e.addInterval(g, interval{Lo: lateTS[g], Hi: e.h})
 		e.setCorrection(g, v, now)
 	}
 	e.dirty = true
 	return nil
+}
+
+// trueCP is a true-value checkpoint: V is the true timeline's value after every
+// entry with ts < T, as of every event received so far. Replays record one per
+// minute of the span they cover, so the next late event's replay starts at most
+// about a minute before it instead of before every earlier suspect interval (which
+// a DPU that is always a little late would chain back to its first late event).
+// They live in memory only: after a restart the settled rows are the fallback.
+type trueCP struct{ T, V int64 }
+
+const (
+	trueCPEvery = 60_000
+	trueCPMax   = 512 // per space
+)
+
+func (e *Engine) recordCPs(g int32, add []trueCP) {
+	cps := e.trueCP[g]
+	for _, c := range add {
+		if n := len(cps); n > 0 && c.T <= cps[n-1].T {
+			continue
+		}
+		cps = append(cps, c)
+	}
+	if len(cps) > trueCPMax {
+		cps = append(cps[:0], cps[len(cps)-trueCPMax:]...)
+	}
+	e.trueCP[g] = cps
 }
 
 // trueStart moves s back before every suspect interval of g that contains s-1.
@@ -96,11 +136,15 @@ type gEntry struct {
 
 // replay computes, for each space g in starts, the true timeline value just before
 // `to`, starting from the settled row before starts[g].
-func (e *Engine) replay(starts map[int32]int64, to int64) (map[int32]int64, error) {
+func (e *Engine) replay(starts, known map[int32]int64, to int64) (map[int32]int64, error) {
 	from := int64(math.MaxInt64)
 	vals := make(map[int32]int64, len(starts))
 	for g, s := range starts {
 		from = min(from, s)
+		if v, ok := known[g]; ok {
+			vals[g] = v
+			continue
+		}
 		r, ok, err := e.store.RowAt(e.gs[g].id, s-1)
 		if err != nil {
 			return nil, fmt.Errorf("replay: %w", err)
@@ -174,18 +218,24 @@ func (e *Engine) replay(starts map[int32]int64, to int64) (map[int32]int64, erro
 			lists[g] = append(lists[g], entry{ts: m.TS, ref: e.space(m.Origin), val: int32(m.Delta), cls: clsMove})
 		}
 	}
-	for g, l := range lists {
+	for g := range starts {
+		l := lists[g]
 		sort.SliceStable(l, func(i, j int) bool { return e.compare(&l[i], &l[j]) < 0 })
 		x := vals[g]
+		cps := []trueCP{{T: starts[g], V: x}}
 		for i := range l {
 			if i > 0 && e.compare(&l[i-1], &l[i]) == 0 {
 				if l[i].cls == clsEvent {
 					continue // the same event streamed twice
 				}
 			}
+			if t := l[i].ts; t >= cps[len(cps)-1].T+trueCPEvery && (i == 0 || l[i-1].ts < t) {
+				cps = append(cps, trueCP{T: t, V: x})
+			}
 			x, _, _ = step(&l[i], x, e.opts.ClampNegative)
 		}
 		vals[g] = x
+		e.recordCPs(g, append(cps, trueCP{T: to, V: x}))
 	}
 	return vals, nil
 }
@@ -232,6 +282,7 @@ func (e *Engine) Rewind(from, now int64) (Settlement, error) {
 	}
 	e.h = from
 	clear(e.corr)
+	clear(e.trueCP)
 	// Suspect intervals from `from` on are rewritten true.
 	for g, ivs := range e.late {
 		var keep []interval
