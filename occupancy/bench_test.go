@@ -443,3 +443,48 @@ func BenchmarkAtSettled(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLateEvent: one late event (30 s before the horizon) at the 100,000-DPU
+// peak, with the stored events in a memstore: the cost is the replay of every
+// stored event between the replay start and H (see late.go).
+func BenchmarkLateEvent(b *testing.B) {
+	clear(benchRuns)
+	runtime.GC()
+	c := benchTopology()
+	st := newMemStore()
+	st.PutVersion(Version{At: benchStart - benchSettle, Topology: c})
+	e, err := Open(Options{SettleAfter: benchSettle, LateEvents: LateApply, ClampNegative: true}, st, benchStart)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.holdUntil = 0
+	stream := newBenchStream(c, false, 7)
+	buf := make([]Event, 1000)
+	var lastT int64
+	// Six minutes of events: one minute settled, five pending.
+	for n := int(6 * 60 * benchEventsPerSec); n > 0; n -= 1000 {
+		evs := stream.next(buf[:0])
+		st.Append(evs, nil)
+		if _, err := e.Apply(evs, stream.now()); err != nil {
+			b.Fatal(err)
+		}
+		if now := stream.now(); now-lastT >= 1000 {
+			if s, ok := e.Tick(now); ok {
+				s.Rows = nil // rows are not needed here; keep memory down
+				st.cp, st.hasCP = s.Checkpoint, true
+			}
+			lastT = now
+		}
+	}
+	rng := rand.New(rand.NewSource(8))
+	h := e.Horizon()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ev := Event{DPU: stream.dpus[rng.Intn(len(stream.dpus))], ID: "late" + strconv.Itoa(i), TS: h - 30_000 - rng.Int63n(1000), Direction: 1}
+		st.Append([]Event{ev}, nil)
+		res, err := e.Apply([]Event{ev}, stream.now())
+		if err != nil || res.Late != 1 {
+			b.Fatalf("got %+v, %v", res, err)
+		}
+	}
+}

@@ -155,8 +155,28 @@ func (e *Engine) replay(starts, known map[int32]int64, to int64) (map[int32]int6
 			vals[g] = 0
 		}
 	}
+	// Only DPUs that change one of these spaces matter: a small set checked before
+	// the (costlier) mapping of each streamed event.
+	relevant := map[string]bool{}
+	for i := range e.dpuTab {
+		slot := &e.dpuTab[i]
+		for k := -1; k < len(slot.rest); k++ {
+			m := &slot.first
+			if k >= 0 {
+				m = &slot.rest[k]
+			}
+			for _, ef := range m.effects() {
+				if _, ok := starts[ef.g]; ok {
+					relevant[slot.key.String()] = true
+				}
+			}
+		}
+	}
 	lists := make(map[int32][]entry, len(starts))
 	addEvent := func(ev Event) {
+		if !relevant[ev.DPU] {
+			return
+		}
 		m := e.mapEvent(ev.DPU, ev.TS)
 		if m == nil {
 			return
