@@ -117,8 +117,16 @@ func (e *Engine) addInterval(g int32, iv interval) {
 		}
 		out = append(out, x)
 	}
+	// Bound the checkpoint state: merging the two oldest intervals marks a superset
+	// of rows suspect, which is safe (a replay may start earlier).
+	for len(out) > maxIntervals {
+		out[1].Lo = out[0].Lo
+		out = out[1:]
+	}
 	e.late[g] = out
 }
+
+const maxIntervals = 64
 
 // setCorrection sets (or replaces) the correction entry of g at H.
 func (e *Engine) setCorrection(g int32, v int64, now int64) {
