@@ -334,10 +334,16 @@ func (in *ingester) process(msgs []inMsg) {
 		}
 		acks = append(acks, w.msg.ack)
 	}
-	if len(acks) > 0 {
-		in.acks <- acks
-	}
-	g.metrics.IngestBatch.Observe(time.Since(start).Seconds())
+	// The acknowledgements go out after the engine has the events: a late event's
+	// correction lives only in the engine until a tick commits it (a rebuild replays
+	// stored events from the checkpoint's horizon on, never those before it), so a
+	// batch with late events is committed before its messages are acknowledged.
+	defer func() {
+		if len(acks) > 0 {
+			in.acks <- acks
+		}
+		g.metrics.IngestBatch.Observe(time.Since(start).Seconds())
+	}()
 	if storeErr != nil || len(all) == 0 {
 		return
 	}
@@ -373,6 +379,9 @@ func (in *ingester) process(msgs []inMsg) {
 		return
 	}
 	g.metrics.EventsLate.Add(float64(res.Late))
+	if res.Late > 0 {
+		g.TickNow()
+	}
 }
 
 // appendRetry appends with retries: a message is acknowledged only once its events
