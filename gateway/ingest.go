@@ -350,7 +350,7 @@ func (in *ingester) process(msgs []inMsg) {
 
 	// Apply the events that were new.
 	fresh := make([]occupancy.Event, 0, len(all))
-	dups := 0
+	dups, accepted := 0, 0
 	for i, e := range all {
 		if results[i].Rejected {
 			continue
@@ -358,16 +358,25 @@ func (in *ingester) process(msgs []inMsg) {
 		if results[i].Duplicate {
 			dups++
 			g.stats.Duplicate(e.DPU)
+			// A late duplicate may have been stored by a process that died before its
+			// correction was committed (the broker redelivers what was not
+			// acknowledged), and a rebuild does not replay events before the
+			// horizon. Applying a late event is idempotent (its correction is a
+			// replay of the stored events), so it is applied again.
+			if e.Late && !allParked[i] {
+				fresh = append(fresh, e)
+			}
 			continue
 		}
 		fresh = append(fresh, e)
+		accepted++
 		g.stats.Accepted(e)
 		if allParked[i] {
 			g.stats.Parked(e.DPU)
 		}
 	}
 	g.metrics.EventsDuplicate.Add(float64(dups))
-	g.metrics.EventsAccepted.Add(float64(len(fresh)))
+	g.metrics.EventsAccepted.Add(float64(accepted))
 	if len(fresh) == 0 {
 		return
 	}
