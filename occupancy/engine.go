@@ -866,3 +866,13 @@ func (e *Engine) Counts(space string, start, end, interval int64) ([]Bucket, err
 	}
 	return bs, nil
 }
+
+// Pending returns the number of pending timeline entries over all spaces (an
+// event is one entry in each space it changes). For the pending-entries metric.
+func (e *Engine) Pending() int {
+	n := 0
+	for i := range e.gs {
+		n += e.gs[i].pl.len()
+	}
+	return n
+}

@@ -53,3 +53,20 @@ func TestLateApplyIsIdempotent(t *testing.T) {
 		wantOcc(t, eng, map[string]int64{"room": 1, "f1": 1, "f2": 2, "bldg": 3})
 	})
 }
+
+func TestPending(t *testing.T) {
+	t0 := testNow
+	d := newDriver(t, Options{SettleAfter: 5 * minute, ClampNegative: true}, smallTopo(), t0)
+	if got := d.eng.Pending(); got != 0 {
+		t.Fatalf("new engine: got %d pending, want 0", got)
+	}
+	// door: room, f1, bldg; side: f2, bldg.
+	d.apply([]Event{{DPU: "door", TS: t0 + 1, Direction: 1}, {DPU: "side", TS: t0 + 2, Direction: 1}}, t0+3)
+	if got, want := d.eng.Pending(), 5; got != want {
+		t.Fatalf("got %d pending entries, want %d", got, want)
+	}
+	d.tick(t0 + 5*minute + 10)
+	if got := d.eng.Pending(); got != 0 {
+		t.Fatalf("after settling: got %d pending, want 0", got)
+	}
+}
