@@ -1023,3 +1023,13 @@ func isTerminal(w io.Writer) bool {
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
+
+// EngineOptions are the engine's options from the engine and storage sections.
+func (c Config) EngineOptions() occupancy.Options {
+	return occupancy.Options{
+		SettleAfter:   c.Engine.SettleAfter.Milliseconds(),
+		LateEvents:    occupancy.LatePolicy(c.Engine.LateEvents),
+		ClampNegative: c.Engine.ClampNegative,
+		MaxParked:     c.Storage.MaxParked,
+	}
+}

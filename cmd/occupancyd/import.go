@@ -232,12 +232,7 @@ func runImportAll(ctx context.Context, opts importOptions, srcs []importSource) 
 			return nil, 0, fmt.Errorf("store topology version: %w", err)
 		}
 	}
-	eng, err := occupancy.Open(occupancy.Options{
-		SettleAfter:   cfg.Engine.SettleAfter.Milliseconds(),
-		LateEvents:    occupancy.LatePolicy(cfg.Engine.LateEvents),
-		ClampNegative: cfg.Engine.ClampNegative,
-		MaxParked:     cfg.Storage.MaxParked,
-	}, store, now)
+	eng, err := occupancy.Open(cfg.EngineOptions(), store, now)
 	if err != nil {
 		return nil, 0, fmt.Errorf("rebuild engine from storage: %w", err)
 	}

@@ -138,12 +138,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := ensureVersion(store, cfg.Topology, now); err != nil {
 		return err
 	}
-	eng, err := occupancy.Open(occupancy.Options{
-		SettleAfter:   cfg.Engine.SettleAfter.Milliseconds(),
-		LateEvents:    occupancy.LatePolicy(cfg.Engine.LateEvents),
-		ClampNegative: cfg.Engine.ClampNegative,
-		MaxParked:     cfg.Storage.MaxParked,
-	}, store, now)
+	eng, err := occupancy.Open(cfg.EngineOptions(), store, now)
 	if err != nil {
 		return fmt.Errorf("rebuild engine from storage: %w", err)
 	}
