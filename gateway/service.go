@@ -287,7 +287,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 	g.ing.stop(ctx)
 	g.runCancel()
 	g.wg.Wait()
-	g.TickNow()
+	g.finalTick(ctx)
 	if g.mqtt != nil {
 		if err := g.mqtt.close(ctx); err != nil {
 			errs = append(errs, err)
@@ -302,6 +302,29 @@ func (g *Gateway) Close(ctx context.Context) error {
 	}
 	g.rej.flush()
 	return errors.Join(errs...)
+}
+
+// finalTickBudget bounds the last tick of a drain: its commit is quick, but its
+// publishes can each wait on a broker that stopped reading (paho's write timeout).
+const finalTickBudget = 5 * time.Second
+
+// finalTick commits and publishes what settled since the last tick, giving up on
+// the publishes when the broker does not take them in time, so a stop stays
+// within its deadline. The commit comes first in TickNow, under the engine lock; a
+// tick still publishing when the store closes finds it closed and says so.
+func (g *Gateway) finalTick(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, finalTickBudget)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.TickNow()
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		g.log.Warn().Msg("final tick: the broker did not take the last occupancy updates in time; stopping without them")
+	}
 }
 
 // tickLoop runs engine ticks at engine.tick (or from Options.Ticks).
