@@ -431,7 +431,7 @@ func (in *ingester) appendRetry(evs []occupancy.Event, parked []bool) ([]buffer.
 // dead letter, counted, and logged at a bounded rate.
 func (g *Gateway) reject(m inMsg, dpu string, r occupancy.Rejection) {
 	names := g.currentNames()
-	g.metrics.EventsRejected.WithLabelValues(string(r.Reason)).Inc()
+	g.metrics.Rejected(r.Reason)
 	if dpu != "" {
 		g.stats.Rejected(dpu)
 	}

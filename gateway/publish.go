@@ -32,9 +32,7 @@ func (g *Gateway) publishOccupancies(occs []occupancy.Occupancy) {
 func (g *Gateway) publishAllSpaces() {
 	occs := g.Spaces()
 	g.publishOccupancies(occs)
-	for _, o := range occs {
-		g.metrics.SpaceOccupancy.WithLabelValues(o.Space).Set(float64(o.Occupancy))
-	}
+	g.metrics.SetSpaces(occs)
 }
 
 // clearSpace removes a deleted space's retained topics and its Home Assistant config
@@ -50,5 +48,5 @@ func (g *Gateway) clearSpace(id string) {
 	if names.haEnabled {
 		g.mqtt.publish(discoveryTopic(names.haPrefix, g.Config().Gateway.ID, id), 1, true, nil)
 	}
-	g.metrics.SpaceOccupancy.DeleteLabelValues(id)
+	g.metrics.RemoveSpaces([]string{id})
 }

@@ -393,9 +393,7 @@ func (g *Gateway) TickNow() {
 		g.metrics.PendingEntries.Set(float64(pending))
 	}
 	g.metrics.EventsParked.Set(float64(g.store.ParkedCount()))
-	for _, o := range occs {
-		g.metrics.SpaceOccupancy.WithLabelValues(o.Space).Set(float64(o.Occupancy))
-	}
+	g.metrics.SetSpaces(occs)
 	if g.mqtt != nil && g.connected.Load() {
 		g.publishOccupancies(occs)
 	}
