@@ -90,8 +90,7 @@ func (e *testEnv) open(cfg Config) (*buffer.Store, *occupancy.Engine) {
 			t.Fatal(err)
 		}
 	}
-	eng, err := occupancy.Open(occupancy.Options{SettleAfter: cfg.Engine.SettleAfter.Milliseconds(),
-		LateEvents: occupancy.LatePolicy(cfg.Engine.LateEvents), ClampNegative: true, MaxParked: cfg.Storage.MaxParked}, st, now)
+	eng, err := occupancy.Open(cfg.EngineOptions(), st, now)
 	if err != nil {
 		t.Fatal(err)
 	}
