@@ -22,7 +22,7 @@ import (
 //	u <gen BE> <eventKey>                 unpark marker of a settlement written in steps (see Commit)
 //	m <name>                              meta: "schema", "unpark-gen"
 //
-// eventKey is the identity key shared with occupancy.Event.Key():
+// eventKey is occupancy.Event.Key() (AppendKey), parsed by occupancy.ParseKey:
 //
 //	<ts BE with sign bit flipped, 8 bytes> <dpu> 0x00 ('i' <id> | 'd' <0x01 for +1, 0xFF for -1>)
 const (
@@ -50,66 +50,8 @@ func putTS(b []byte, ts int64) []byte {
 
 func getTS(b []byte) int64 { return int64(binary.BigEndian.Uint64(b) ^ (1 << 63)) }
 
-// eventKey is the identity key of e (without a type prefix), appended to dst.
-func eventKey(dst []byte, e occupancy.Event) []byte {
-	dst = putTS(dst, e.TS)
-	dst = append(dst, e.DPU...)
-	dst = append(dst, 0)
-	if e.ID != "" {
-		dst = append(dst, 'i')
-		return append(dst, e.ID...)
-	}
-	if e.Direction < 0 {
-		return append(dst, 'd', 0xFF)
-	}
-	return append(dst, 'd', 0x01)
-}
-
 func prefixed(p byte, e occupancy.Event) []byte {
-	return eventKey(append(make([]byte, 0, 1+8+len(e.DPU)+2+len(e.ID)), p), e)
-}
-
-var errBadKey = errors.New("malformed event key")
-
-// parseEventKey is the inverse of eventKey: it fills DPU, TS, and ID or Direction.
-func parseEventKey(k []byte) (occupancy.Event, error) {
-	var e occupancy.Event
-	if len(k) < 8+1+2 {
-		return e, fmt.Errorf("%w: %d bytes", errBadKey, len(k))
-	}
-	e.TS = getTS(k)
-	rest := k[8:]
-	i := 0
-	for i < len(rest) && rest[i] != 0 {
-		i++
-	}
-	if i == 0 || i+2 > len(rest) {
-		return e, fmt.Errorf("%w: no dpu or identity", errBadKey)
-	}
-	e.DPU = string(rest[:i])
-	id := rest[i+1:]
-	switch id[0] {
-	case 'i':
-		e.ID = string(id[1:])
-		if e.ID == "" {
-			return e, fmt.Errorf("%w: empty id", errBadKey)
-		}
-	case 'd':
-		if len(id) != 2 {
-			return e, fmt.Errorf("%w: direction tag", errBadKey)
-		}
-		switch id[1] {
-		case 0x01:
-			e.Direction = 1
-		case 0xFF:
-			e.Direction = -1
-		default:
-			return e, fmt.Errorf("%w: direction byte %#x", errBadKey, id[1])
-		}
-	default:
-		return e, fmt.Errorf("%w: identity tag %q", errBadKey, id[0])
-	}
-	return e, nil
+	return e.AppendKey(append(make([]byte, 0, 1+8+len(e.DPU)+2+len(e.ID)), p))
 }
 
 // Event value: one flags byte (bit0: direction -1, bit1: late) and the receive time
@@ -133,7 +75,7 @@ func eventValue(dst []byte, e occupancy.Event) []byte {
 
 // decodeEvent builds the full event from a key (without prefix) and its value.
 func decodeEvent(k, v []byte) (occupancy.Event, error) {
-	e, err := parseEventKey(k)
+	e, err := occupancy.ParseKey(k)
 	if err != nil {
 		return e, err
 	}

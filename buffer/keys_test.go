@@ -26,7 +26,7 @@ func TestEventKeyLayout(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := hex.EncodeToString(eventKey(nil, tc.ev))
+			got := hex.EncodeToString(tc.ev.Key())
 			if got != tc.want {
 				t.Errorf("eventKey = %s, want %s", got, tc.want)
 			}
@@ -80,10 +80,10 @@ func TestEventKeyRoundTripAndOrder(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 2000; i++ {
 		a, b := randEvent(r), randEvent(r)
-		ka, kb := eventKey(nil, a), eventKey(nil, b)
-		got, err := parseEventKey(ka)
+		ka, kb := a.Key(), b.Key()
+		got, err := occupancy.ParseKey(ka)
 		if err != nil {
-			t.Fatalf("parseEventKey(%x): %v", ka, err)
+			t.Fatalf("ParseKey(%x): %v", ka, err)
 		}
 		want := a
 		if want.ID != "" {
@@ -110,8 +110,8 @@ func sign(x int) int {
 
 func TestParseEventKeyRejectsGarbage(t *testing.T) {
 	for _, k := range [][]byte{nil, {1, 2, 3}, append(make([]byte, 8), 'a', 0, 'd', 7), append(make([]byte, 8), 'a', 0, 'q', 1), append(make([]byte, 8), 0, 'd', 1), append(make([]byte, 8), 'a', 0, 'i')} {
-		if _, err := parseEventKey(k); err == nil {
-			t.Errorf("parseEventKey(%x) = nil error, want an error", k)
+		if _, err := occupancy.ParseKey(k); err == nil {
+			t.Errorf("ParseKey(%x) = nil error, want an error", k)
 		}
 	}
 }
@@ -125,7 +125,7 @@ func TestEventValueRoundTrip(t *testing.T) {
 		if r.IntN(5) == 0 {
 			e.Received = 0
 		}
-		got, err := decodeEvent(eventKey(nil, e), eventValue(nil, e))
+		got, err := decodeEvent(e.Key(), eventValue(nil, e))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,10 +184,10 @@ func TestEventKeyMatchesOccupancy(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for i := 0; i < 2000; i++ {
 		e := randEvent(r)
-		if got, want := eventKey(nil, e), e.Key(); !bytes.Equal(got, want) {
+		if got, want := prefixed(pfxEvent, e)[1:], e.Key(); !bytes.Equal(got, want) {
 			t.Fatalf("%+v: buffer key %x, occupancy key %x", e, got, want)
 		}
-		a, errA := parseEventKey(e.Key())
+		a, errA := occupancy.ParseKey(prefixed(pfxEvent, e)[1:])
 		b, errB := occupancy.ParseKey(e.Key())
 		if errA != nil || errB != nil || a != b {
 			t.Fatalf("%+v: buffer parses %+v (%v), occupancy %+v (%v)", e, a, errA, b, errB)
@@ -198,11 +198,11 @@ func TestEventKeyMatchesOccupancy(t *testing.T) {
 // Whatever bytes a damaged store holds, decoding never panics, and a key that
 // parses is exactly the key of what it parsed to.
 func FuzzParseEventKey(f *testing.F) {
-	f.Add(eventKey(nil, occupancy.Event{DPU: "283", ID: "000123", TS: 1, Direction: 1}), []byte{1, 4})
-	f.Add(eventKey(nil, occupancy.Event{DPU: "a", TS: -5, Direction: -1}), []byte{0})
+	f.Add((occupancy.Event{DPU: "283", ID: "000123", TS: 1, Direction: 1}).Key(), []byte{1, 4})
+	f.Add((occupancy.Event{DPU: "a", TS: -5, Direction: -1}).Key(), []byte{0})
 	f.Add([]byte{}, []byte{})
 	f.Fuzz(func(t *testing.T, k, v []byte) {
-		e, err := parseEventKey(k)
+		e, err := occupancy.ParseKey(k)
 		if err == nil {
 			if e.ID == "" {
 				if e.Direction != 1 && e.Direction != -1 {
@@ -211,7 +211,7 @@ func FuzzParseEventKey(f *testing.F) {
 			} else {
 				e.Direction = 1
 			}
-			if got := eventKey(nil, e); !bytes.Equal(got, k) {
+			if got := e.Key(); !bytes.Equal(got, k) {
 				t.Fatalf("key %x parses to %+v whose key is %x", k, e, got)
 			}
 		}

@@ -227,7 +227,7 @@ func (s *Store) commitInSteps(st occupancy.Settlement, cp []byte) (int64, error)
 // unparkMarker: 'u' <gen BE> <eventKey>.
 func unparkMarker(gen uint64, e occupancy.Event) []byte {
 	k := binary.BigEndian.AppendUint64([]byte{'u'}, gen)
-	return eventKey(k, e)
+	return e.AppendKey(k)
 }
 
 func (s *Store) unparkGen() (uint64, error) {

@@ -39,21 +39,19 @@ func ValidID(id string) bool {
 // Byte order of keys is the timeline order (TS, DPU, ID|direction). At the same
 // millisecond and DPU, events without an id come before events with one, +1 before -1.
 func (e Event) Key() []byte {
-	n := 8 + len(e.DPU) + 2
+	return e.AppendKey(make([]byte, 0, 8+len(e.DPU)+2+len(e.ID)))
+}
+
+// AppendKey appends e.Key() to dst (the store prefixes keys without a second copy).
+func (e Event) AppendKey(dst []byte) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, uint64(e.TS)^(1<<63))
+	dst = append(dst, e.DPU...)
+	dst = append(dst, 0)
 	if e.ID != "" {
-		n += len(e.ID)
+		dst = append(dst, 'i')
+		return append(dst, e.ID...)
 	}
-	k := make([]byte, 8, n)
-	binary.BigEndian.PutUint64(k, uint64(e.TS)^(1<<63))
-	k = append(k, e.DPU...)
-	k = append(k, 0)
-	if e.ID != "" {
-		k = append(k, 'i')
-		k = append(k, e.ID...)
-	} else {
-		k = append(k, 'd', byte(e.Direction))
-	}
-	return k
+	return append(dst, 'd', byte(e.Direction))
 }
 
 // ParseKey is the inverse of Key. An event keyed by its id has Direction 0 (the
