@@ -73,6 +73,16 @@ func (e *testEnv) config() Config {
 	return c
 }
 
+// client connects a paho client to the test broker; it disconnects when the test ends.
+func (e *testEnv) client(id string) paho.Client {
+	c, err := connectTo(e.broker.Addr(), id, "", "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Disconnect(10) })
+	return c
+}
+
 // open opens the store and engine the way Main does.
 func (e *testEnv) open(cfg Config) (*buffer.Store, *occupancy.Engine) {
 	t := e.t
@@ -146,11 +156,7 @@ func TestGatewayStoreFailureIsNotAcked(t *testing.T) {
 	fs.fail.Store(true)
 	g1 := env.start(cfg, fs, eng, nil)
 
-	pub, err := connectTo(env.broker.Addr(), "pub", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Disconnect(10)
+	pub := env.client("pub")
 	payload := fmt.Sprintf(`{"id":"1","ts":%d,"direction":1}`, time.Now().UnixMilli())
 	if tok := pub.Publish("dpu/d1/events", 1, false, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
@@ -195,11 +201,7 @@ func TestGatewayTransientStoreFailure(t *testing.T) {
 	fs.fail.Store(true)
 	g := env.start(cfg, fs, eng, nil)
 	defer g.Close(context.Background())
-	pub, err := connectTo(env.broker.Addr(), "pub", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Disconnect(10)
+	pub := env.client("pub")
 	payload := fmt.Sprintf(`{"ts":%d,"direction":1}`, time.Now().UnixMilli())
 	pub.Publish("dpu/d1/events", 1, false, payload).Wait()
 	waitFor(t, 10*time.Second, "a failed attempt", func() string {
@@ -230,11 +232,7 @@ func TestGatewayTickCoalesces(t *testing.T) {
 
 	var counts atomic.Int64
 	var last atomic.Value
-	sub, err := connectTo(env.broker.Addr(), "sub", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Disconnect(10)
+	sub := env.client("sub")
 	sub.Subscribe("occupancy/r1/count", 1, func(_ paho.Client, m paho.Message) {
 		counts.Add(1)
 		last.Store(string(m.Payload()))
@@ -248,11 +246,7 @@ func TestGatewayTickCoalesces(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	base := counts.Load()
 
-	pub, err := connectTo(env.broker.Addr(), "pub", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Disconnect(10)
+	pub := env.client("pub")
 	now := time.Now().UnixMilli()
 	for i := 0; i < 5; i++ {
 		pub.Publish("dpu/d2/events", 1, false, fmt.Sprintf(`{"id":%d,"ts":%d,"direction":1}`, i, now+int64(i))).Wait()
@@ -318,11 +312,7 @@ func TestGatewayReloadTickAndCapacity(t *testing.T) {
 	g := env.start(cfg, st, eng, nil)
 	defer g.Close(context.Background())
 	var last atomic.Value
-	sub, err := connectTo(env.broker.Addr(), "sub", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Disconnect(10)
+	sub := env.client("sub")
 	sub.Subscribe("occupancy/r1", 1, func(_ paho.Client, m paho.Message) { last.Store(string(m.Payload())) }).Wait()
 
 	next := cfg
@@ -358,11 +348,7 @@ func TestGatewayParkedThenMapped(t *testing.T) {
 	defer st.Close()
 	g := env.start(cfg, st, eng, nil)
 	defer g.Close(context.Background())
-	pub, err := connectTo(env.broker.Addr(), "pub", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Disconnect(10)
+	pub := env.client("pub")
 	ts := time.Now().UnixMilli()
 	pub.Publish("dpu/d9/events", 1, false, fmt.Sprintf(`{"id":"1","ts":%d,"direction":1}`, ts)).Wait()
 	waitFor(t, 5*time.Second, "parked", func() string {
@@ -403,11 +389,7 @@ func TestGatewayManySpacesPublished(t *testing.T) {
 	defer st.Close()
 	var got sync.Map
 	var count atomic.Int64
-	sub, err := connectTo(env.broker.Addr(), "sub-many", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Disconnect(10)
+	sub := env.client("sub-many")
 	sub.Subscribe("occupancy/+/count", 1, func(_ paho.Client, m paho.Message) {
 		if _, loaded := got.LoadOrStore(m.Topic(), true); !loaded {
 			count.Add(1)
