@@ -321,29 +321,39 @@ func runCommand(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("run: unexpected argument %q (usage: occupancyd run [--config FILE])", fs.Arg(0))
 	}
+	m, err := newMainFromFile(*configPath, os.Stderr)
+	if err != nil {
+		return err
+	}
+	return runUntilSignal(m, m.Logger)
+}
+
+// newMainFromFile is the Main that `run` and the service program start: the
+// configuration of configPath (the defaults if empty) and a logger on w from its log
+// settings. The logger itself passes everything; the level is the global one so that
+// a reload can change it.
+func newMainFromFile(configPath string, w io.Writer) (*Main, error) {
 	m := NewMain()
-	if *configPath != "" {
-		cfg, err := gateway.LoadConfig(*configPath)
+	if configPath != "" {
+		cfg, err := gateway.LoadConfig(configPath)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		m.Config = cfg
-		m.ConfigPath = *configPath
+		m.ConfigPath = configPath
 	}
-	// The logger itself passes everything; the level is the global one so that a
-	// reload can change it.
 	logCfg := m.Config.Log
 	level := logCfg.Level
 	logCfg.Level = "debug"
-	log, err := gateway.NewLogger(logCfg, os.Stderr)
+	log, err := gateway.NewLogger(logCfg, w)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if lvl, err := zerolog.ParseLevel(level); err == nil && level != "" {
 		zerolog.SetGlobalLevel(lvl)
 	}
 	m.Logger = log
-	return runUntilSignal(m, log)
+	return m, nil
 }
 
 // runUntilSignal runs m until SIGINT/SIGTERM (a second one aborts the drain: exit at

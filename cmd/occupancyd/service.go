@@ -15,7 +15,6 @@ import (
 	"syscall"
 
 	"github.com/kardianos/service"
-	"github.com/rs/zerolog"
 
 	"github.com/occupancyd/occupancyd/gateway"
 )
@@ -175,28 +174,10 @@ func (p *serviceProgram) Start(s service.Service) error {
 	if w == nil {
 		w = os.Stderr
 	}
-	m := NewMain()
-	if p.configPath != "" {
-		cfg, err := gateway.LoadConfig(p.configPath)
-		if err != nil {
-			return err
-		}
-		m.Config = cfg
-		m.ConfigPath = p.configPath
-	}
-	// As runCommand: the logger passes everything, the level is the global one so
-	// that a reload can change it.
-	logCfg := m.Config.Log
-	level := logCfg.Level
-	logCfg.Level = "debug"
-	log, err := gateway.NewLogger(logCfg, w)
+	m, err := newMainFromFile(p.configPath, w)
 	if err != nil {
 		return err
 	}
-	if lvl, err := zerolog.ParseLevel(level); err == nil && level != "" {
-		zerolog.SetGlobalLevel(lvl)
-	}
-	m.Logger = log
 	if err := m.Run(context.Background()); err != nil {
 		return err
 	}
