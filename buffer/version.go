@@ -154,6 +154,7 @@ func (s *Store) Versions() ([]occupancy.Version, error) {
 	err := s.alive(func() error {
 		return s.db.View(func(txn *badger.Txn) error {
 			o := badger.DefaultIteratorOptions
+			o.PrefetchValues = false // chunks are skipped here and read through their header
 			o.Prefix = []byte{pfxVersion}
 			it := txn.NewIterator(o)
 			defer it.Close()
