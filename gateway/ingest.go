@@ -260,11 +260,7 @@ func (in *ingester) process(msgs []inMsg) {
 			parked := !g.eng.Mappable(e.DPU, e.TS)
 			if parked {
 				if maxParked > 0 && int64(g.store.ParkedCount())+in.parkedInFlight.Load() >= int64(maxParked) {
-					w.rejections = append(w.rejections, occupancy.Rejection{
-						Reason: occupancy.ReasonUnknownDPU,
-						Detail: fmt.Sprintf("DPU %q is in no topology version and storage.max_parked (%d) is reached", e.DPU, maxParked),
-						Index:  w.index[j],
-					})
+					w.rejections = append(w.rejections, parkedFull(e.DPU, maxParked, w.index[j]))
 					continue
 				}
 				batchParked++
@@ -310,11 +306,7 @@ func (in *ingester) process(msgs []inMsg) {
 		for i, r := range results {
 			if r.Rejected {
 				w := &work[owner[i]]
-				w.rejections = append(w.rejections, occupancy.Rejection{
-					Reason: occupancy.ReasonUnknownDPU,
-					Detail: fmt.Sprintf("DPU %q is in no topology version and storage.max_parked (%d) is reached", all[i].DPU, maxParked),
-					Index:  w.index[i-firstOf(owner, i)],
-				})
+				w.rejections = append(w.rejections, parkedFull(all[i].DPU, maxParked, w.index[i-firstOf(owner, i)]))
 				counted[owner[i]]--
 			}
 		}
@@ -390,6 +382,16 @@ func (in *ingester) process(msgs []inMsg) {
 	g.metrics.EventsLate.Add(float64(res.Late))
 	if res.Late > 0 {
 		g.TickNow()
+	}
+}
+
+// parkedFull rejects, as unknown_dpu, an event of a DPU no topology version maps
+// while storage.max_parked events are parked.
+func parkedFull(dpu string, maxParked, index int) occupancy.Rejection {
+	return occupancy.Rejection{
+		Reason: occupancy.ReasonUnknownDPU,
+		Detail: fmt.Sprintf("DPU %q is in no topology version and storage.max_parked (%d) is reached", dpu, maxParked),
+		Index:  index,
 	}
 }
 
