@@ -45,7 +45,7 @@ func DefaultBenchOptions() BenchOptions {
 // BenchResult holds the figures of one bench run.
 type BenchResult struct {
 	Opt            BenchOptions
-	DPUs, Spaces   int
+	DPUs           int
 	Base           phaseResult
 	Gw             phaseResult
 	StartToReady   time.Duration
@@ -281,7 +281,6 @@ func Bench(ctx context.Context, o BenchOptions, logw io.Writer) (*BenchResult, e
 	default:
 		res.Verify = fmt.Sprintf("exact: all %d spaces", len(rr.Truth))
 	}
-	res.Spaces = len(rr.Truth)
 	res.PeakRSS = readProcStat(gw.pid()).HWM
 	if err := gw.stop(15 * time.Second); err != nil {
 		return res, fmt.Errorf("bench: %w", err)

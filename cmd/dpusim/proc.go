@@ -221,12 +221,10 @@ func metric(base, name string) (float64, error) {
 	return 0, fmt.Errorf("metric %s not found at %s/metrics", name, base)
 }
 
-// procStat is CPU time and memory of a process from /proc.
+// procStat is CPU time and peak memory of a process from /proc.
 type procStat struct {
-	CPU   time.Duration // user + system
-	HWM   int64         // peak resident set, bytes (VmHWM)
-	RSS   int64         // current resident set, bytes
-	Valid bool
+	CPU time.Duration // user + system
+	HWM int64         // peak resident set, bytes (VmHWM)
 }
 
 func readProcStat(pid int) procStat {
@@ -253,20 +251,12 @@ func readProcStat(pid int) procStat {
 		return s
 	}
 	for _, line := range strings.Split(string(st2), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))
-		n, _ := strconv.ParseInt(v, 10, 64)
-		switch k {
-		case "VmHWM":
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			s.HWM = n * 1024
-		case "VmRSS":
-			s.RSS = n * 1024
+			break
 		}
 	}
-	s.Valid = true
 	return s
 }
 

@@ -79,7 +79,6 @@ type Sim struct {
 	count     []int64 // people whose location is exactly this space
 	lastArr   []int64 // ms of the latest arrival into the space
 	nArr      []int64 // arrivals in that ms
-	buf       []byte
 
 	Stats struct{ Normal, Reordered, Late, Duplicates, Bad int64 }
 }
