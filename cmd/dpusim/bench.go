@@ -141,7 +141,7 @@ func Bench(ctx context.Context, o BenchOptions, logw io.Writer) (*BenchResult, e
 	if bin == "" {
 		logf("building occupancyd")
 		var err error
-		if bin, err = buildOccupancyd(dir, false); err != nil {
+		if bin, err = buildOccupancyd(dir); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
 	}

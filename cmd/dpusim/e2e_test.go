@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -31,11 +30,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	occupancydBin = filepath.Join(dir, "occupancyd")
-	cmd := exec.Command("go", "build", "-buildvcs=false", "-o", occupancydBin, "../occupancyd")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		buildErr = fmt.Errorf("go build ../occupancyd: %w\n%s", err, out)
-	}
+	occupancydBin, buildErr = buildOccupancyd(dir)
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -283,17 +283,13 @@ func moduleRoot() (string, error) {
 }
 
 // buildOccupancyd builds the daemon into dir.
-func buildOccupancyd(dir string, race bool) (string, error) {
+func buildOccupancyd(dir string) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
 	out := filepath.Join(dir, "occupancyd")
-	args := []string{"build", "-buildvcs=false", "-o", out}
-	if race {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args, "./cmd/occupancyd")...)
+	cmd := exec.Command("go", "build", "-buildvcs=false", "-o", out, "./cmd/occupancyd")
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/occupancyd: %w\n%s", err, b)
