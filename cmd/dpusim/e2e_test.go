@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -233,20 +232,8 @@ func TestRunOverMosquitto(t *testing.T) {
 	if len(evs) == len(got) {
 		t.Errorf("no duplicate arrived")
 	}
-	sort.SliceStable(evs, func(i, j int) bool {
-		a, b := evs[i], evs[j]
-		if a.ts != b.ts {
-			return a.ts < b.ts
-		}
-		if a.dpu != b.dpu {
-			return a.dpu < b.dpu
-		}
-		return a.id < b.id
-	})
 	m := newModel(c.Topology)
-	for _, e := range evs {
-		m.apply(e)
-	}
+	m.replay(evs)
 	if m.clamps != 0 {
 		t.Errorf("replay clamped %d times", m.clamps)
 	}

@@ -98,6 +98,23 @@ func (m *model) apply(e sentEvent) {
 	}
 }
 
+// replay applies distinct events in the gateway's timeline order: (ts, DPU, id).
+func (m *model) replay(evs []sentEvent) {
+	sort.SliceStable(evs, func(i, j int) bool {
+		a, b := evs[i], evs[j]
+		if a.ts != b.ts {
+			return a.ts < b.ts
+		}
+		if a.dpu != b.dpu {
+			return a.dpu < b.dpu
+		}
+		return a.id < b.id
+	})
+	for _, e := range evs {
+		m.apply(e)
+	}
+}
+
 // decode parses a published message the way DESIGN 2 describes; ok=false for a
 // message a gateway must reject.
 func decode(topic string, payload []byte) (sentEvent, bool) {
@@ -206,21 +223,8 @@ func TestSimTruthMatchesIndependentModel(t *testing.T) {
 				seen[key] = true
 				evs = append(evs, e)
 			}
-			// The gateway's timeline order: (ts, DPU, id).
-			sort.SliceStable(evs, func(i, j int) bool {
-				a, b := evs[i], evs[j]
-				if a.ts != b.ts {
-					return a.ts < b.ts
-				}
-				if a.dpu != b.dpu {
-					return a.dpu < b.dpu
-				}
-				return a.id < b.id
-			})
 			m := newModel(tc.topo)
-			for _, e := range evs {
-				m.apply(e)
-			}
+			m.replay(evs)
 			if m.clamps != 0 {
 				t.Errorf("the true timeline clamped %d times: the simulation let someone leave an empty space", m.clamps)
 			}
