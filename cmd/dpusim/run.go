@@ -50,7 +50,7 @@ type RunResult struct {
 	GenEnd       time.Time // every event slot generated (the offered load ends)
 	AllAcked     time.Time // when the broker had acked every message
 	Truth        []SpaceCount
-	Stats        struct{ Normal, Reordered, Late, Duplicates, Bad int64 }
+	Stats        SimStats
 	PublishFails int64
 	Mismatches   []string // from --verify
 }

@@ -80,8 +80,11 @@ type Sim struct {
 	lastArr   []int64 // ms of the latest arrival into the space
 	nArr      []int64 // arrivals in that ms
 
-	Stats struct{ Normal, Reordered, Late, Duplicates, Bad int64 }
+	Stats SimStats
 }
+
+// SimStats counts the messages a Sim generated, by kind (Reordered are Normal ones held back).
+type SimStats struct{ Normal, Reordered, Late, Duplicates, Bad int64 }
 
 // NewSim builds a simulator over a topology.
 func NewSim(topo occupancy.TopologyConfig, opt SimOptions) (*Sim, error) {

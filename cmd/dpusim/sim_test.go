@@ -144,7 +144,7 @@ func decode(topic string, payload []byte) (sentEvent, bool) {
 type simRun struct {
 	msgs  []Msg
 	truth []SpaceCount
-	stats struct{ Normal, Reordered, Late, Duplicates, Bad int64 }
+	stats SimStats
 }
 
 // runSim drives a simulator through n slots at a given rate of event time.
