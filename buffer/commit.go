@@ -383,7 +383,6 @@ type spaceGuard struct {
 	mu      sync.Mutex
 	checked time.Time
 	full    bool
-	free    uint64
 }
 
 func statfsFree(dir string) (uint64, error) {
@@ -408,7 +407,6 @@ func (g *spaceGuard) check() error {
 	if err != nil {
 		return nil // cannot tell: let the write itself report any error
 	}
-	g.free = free
 	if free < uint64(g.min) {
 		if !g.full {
 			g.full = true
