@@ -499,26 +499,18 @@ func RejectionJSON(topic string, r occupancy.Rejection, payload []byte) []byte {
 
 // ---- topics ----
 
-// dpuSegment returns the index of the last `+` level of filter, the DPU id's level.
+// dpuSegment checks filter (checkEventsFilter) and returns the index of its last `+`
+// level, the DPU id's level.
 func dpuSegment(filter string) (int, error) {
+	if err := checkEventsFilter(filter); err != nil {
+		return 0, err
+	}
 	levels := strings.Split(filter, "/")
-	idx := -1
-	for i, l := range levels {
-		switch {
-		case l == "+":
-			idx = i
-		case l == "#":
-			if i != len(levels)-1 {
-				return 0, fmt.Errorf("filter %q: # must be the last level", filter)
-			}
-		case strings.ContainsAny(l, "+#"):
-			return 0, fmt.Errorf("filter %q: wildcards must fill a whole level", filter)
-		}
+	i := len(levels) - 1
+	for levels[i] != "+" { // checkEventsFilter found one
+		i--
 	}
-	if idx < 0 {
-		return 0, fmt.Errorf("filter %q has no + level for the DPU id", filter)
-	}
-	return idx, nil
+	return i, nil
 }
 
 // matchTopic reports whether topic matches filter and returns the level matched by
