@@ -40,7 +40,6 @@ type Main struct {
 	httpDone chan error
 	runStop  context.CancelFunc
 	runDone  chan struct{}
-	started  time.Time
 	closed   bool
 }
 
@@ -99,7 +98,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.store != nil {
 		return errors.New("already running")
 	}
-	m.started = time.Now()
+	started := time.Now()
 	m.closed = false
 	// Load ConfigPath unless the caller already did (runCommand and the service
 	// program set Config from it: a large topology is parsed once).
@@ -183,7 +182,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			log.Error().Err(err).Msg("storage maintenance stopped")
 		}
 	}()
-	log.Info().Str("gateway", cfg.Gateway.ID).Dur("startup", time.Since(m.started)).
+	log.Info().Str("gateway", cfg.Gateway.ID).Dur("startup", time.Since(started)).
 		Str("storage", cfg.Storage.Dir).Msg("occupancyd started")
 	return nil
 }
@@ -291,7 +290,6 @@ func (m *Main) Reload() error {
 		m.Logger.Error().Err(err).Msg("reload refused; the running config stays")
 		return fmt.Errorf("reload: %w", err)
 	}
-	cfg.ApplyDefaults()
 	restart, err := gw.Reload(cfg)
 	if err != nil {
 		m.Logger.Error().Err(err).Msg("reload failed")
