@@ -177,7 +177,6 @@ func Bench(ctx context.Context, o BenchOptions, logw io.Writer) (*BenchResult, e
 	run := o.Run
 	run.Config, run.Broker, run.Quiet = cfgPath, brokerURL, true
 	run.Exclude = map[string]bool{probeDPU: true}
-	run.Progress = 5 * time.Second
 
 	if !o.SkipBaseline {
 		logf("phase a: do-nothing QoS 1 subscriber, %g events/s for %s", run.Rate, run.Duration)

@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 )
 
 const usage = `dpusim: a DPU simulator and load generator for occupancyd
@@ -207,9 +206,6 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("%w: run: --config FILE is required", errUsage)
 	}
 	o.Verify = splitList(*verify)
-	if o.Progress <= 0 {
-		o.Progress = 5 * time.Second
-	}
 	_, err := Run(ctx, o, stdout, stderr)
 	return err
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"container/heap"
 	"context"
 	"errors"
@@ -176,6 +177,9 @@ func Run(ctx context.Context, o RunOptions, out, logw io.Writer) (*RunResult, er
 	if o.Duration <= 0 {
 		return nil, fmt.Errorf("run: --duration must be positive, got %s", o.Duration)
 	}
+	if o.Progress <= 0 {
+		o.Progress = DefaultRunOptions().Progress
+	}
 	cfg, err := loadSimConfig(o.Config)
 	if err != nil {
 		return nil, fmt.Errorf("run: %w", err)
@@ -340,7 +344,7 @@ func flushDue(h *delayed, pub *publisher, now int64) {
 }
 
 func printTruth(w io.Writer, truth []SpaceCount) error {
-	bw := newLineWriter(w)
+	bw := bufio.NewWriterSize(w, 1<<16)
 	fmt.Fprintf(bw, "# true occupancy of %d spaces\n", len(truth))
 	for _, t := range truth {
 		fmt.Fprintf(bw, "%s %d\n", t.Space, t.Occupancy)

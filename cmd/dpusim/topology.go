@@ -206,7 +206,7 @@ func (o TopoOptions) check() error {
 	return nil
 }
 
-// Sites returns the selected sites (all, or those of the shard), plus the probe.
+// SelectedSites returns the selected sites (all, or those of the shard), plus the probe.
 func (o TopoOptions) SelectedSites() []Site {
 	idx := ShardSites(o.Sites, o.Shard, o.Shards)
 	out := make([]Site, 0, len(idx)+1)

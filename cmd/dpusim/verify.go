@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,8 +11,6 @@ import (
 	"strings"
 	"time"
 )
-
-func newLineWriter(w io.Writer) *bufio.Writer { return bufio.NewWriterSize(w, 1<<16) }
 
 // spaceJSON is the part of a gateway's occupancy object verify compares.
 type spaceJSON struct {
