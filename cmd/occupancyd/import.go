@@ -201,15 +201,9 @@ func runImportAll(ctx context.Context, opts importOptions, srcs []importSource) 
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	store, err := buffer.Open(buffer.Options{
-		Dir:        cfg.Storage.Dir,
-		Retention:  cfg.Storage.Retention,
-		ArchiveDir: cfg.Storage.ArchiveDir,
-		MaxParked:  cfg.Storage.MaxParked,
-		Logger:     opts.Logger,
-		Now:        opts.Now,
-		MaxBatch:   importBatch, // no one waits on an ack: fewer, larger synced writes
-	})
+	bopts := storeOptions(cfg, opts.Logger, opts.Now)
+	bopts.MaxBatch = importBatch // no one waits on an ack: fewer, larger synced writes
+	store, err := buffer.Open(bopts)
 	if err != nil {
 		if errors.Is(err, buffer.ErrLocked) {
 			return nil, 0, &lockedError{dir: cfg.Storage.Dir, err: err}

@@ -120,14 +120,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	}()
 
-	store, err := buffer.Open(buffer.Options{
-		Dir:        cfg.Storage.Dir,
-		Retention:  cfg.Storage.Retention,
-		ArchiveDir: cfg.Storage.ArchiveDir,
-		MaxParked:  cfg.Storage.MaxParked,
-		Logger:     log.With().Str("component", "buffer").Logger(),
-		Now:        m.Now,
-	})
+	store, err := buffer.Open(storeOptions(cfg, log.With().Str("component", "buffer").Logger(), m.Now))
 	if err != nil {
 		return fmt.Errorf("open storage %s: %w", cfg.Storage.Dir, err)
 	}
@@ -185,6 +178,19 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	log.Info().Str("gateway", cfg.Gateway.ID).Dur("startup", time.Since(started)).
 		Str("storage", cfg.Storage.Dir).Msg("occupancyd started")
 	return nil
+}
+
+// storeOptions maps the storage settings of cfg to the buffer's options, for run and
+// import alike.
+func storeOptions(cfg gateway.Config, log zerolog.Logger, now func() time.Time) buffer.Options {
+	return buffer.Options{
+		Dir:        cfg.Storage.Dir,
+		Retention:  cfg.Storage.Retention,
+		ArchiveDir: cfg.Storage.ArchiveDir,
+		MaxParked:  cfg.Storage.MaxParked,
+		Logger:     log,
+		Now:        now,
+	}
 }
 
 // isDefaultConfig reports whether c is still NewMain's default configuration.
