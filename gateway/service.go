@@ -118,6 +118,7 @@ type derivedNames struct {
 }
 
 func deriveNames(c Config) derivedNames {
+	c.ApplyDefaults() // client id, status and rejected topics
 	n := derivedNames{
 		clientID:      c.MQTT.ClientID,
 		statusTopic:   c.MQTT.StatusTopic,
@@ -126,15 +127,6 @@ func deriveNames(c Config) derivedNames {
 		haPrefix:      c.MQTT.HomeAssistant.DiscoveryPrefix,
 		haEnabled:     c.MQTT.HomeAssistant.Enabled,
 		filters:       append([]string(nil), c.MQTT.EventsTopic...),
-	}
-	if n.clientID == "" {
-		n.clientID = "occupancyd-" + c.Gateway.ID
-	}
-	if n.statusTopic == "" {
-		n.statusTopic = "occupancyd/" + c.Gateway.ID + "/status"
-	}
-	if n.rejectedTopic == "" {
-		n.rejectedTopic = "occupancyd/" + c.Gateway.ID + "/rejected"
 	}
 	if n.outputPrefix == "" {
 		n.outputPrefix = "occupancy"
