@@ -353,6 +353,18 @@ func (w *splitTxn) delete(k []byte) error {
 	return err
 }
 
+// deleteIfPresent deletes k if it is stored and reports 1 if it was.
+func (w *splitTxn) deleteIfPresent(k []byte) (int64, error) {
+	_, err := w.txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return 1, w.delete(k)
+}
+
 // ---- write errors and free space ----
 
 func (s *Store) writeFailed(err error) {

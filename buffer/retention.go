@@ -138,16 +138,11 @@ func (s *Store) sweepEvents(cut int64) error {
 			defer s.commitMu.Unlock()
 			unparked = 0
 			return s.chunked(len(keys), func(w *splitTxn, i int) error {
-				pk := append([]byte{pfxParked}, keys[i][1:]...)
-				_, err := w.txn.Get(pk)
-				if err == nil {
-					if err := w.delete(pk); err != nil {
-						return err
-					}
-					unparked++
-				} else if !errors.Is(err, badger.ErrKeyNotFound) {
+				n, err := w.deleteIfPresent(append([]byte{pfxParked}, keys[i][1:]...))
+				if err != nil {
 					return err
 				}
+				unparked += n
 				return w.delete(keys[i])
 			})
 		})

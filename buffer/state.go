@@ -280,16 +280,11 @@ func (s *Store) finishUnpark(committed uint64) (int64, error) {
 			return w.delete(k)
 		}
 		if binary.BigEndian.Uint64(k[1:9]) <= committed {
-			pk := append([]byte{pfxParked}, k[9:]...)
-			_, err := w.txn.Get(pk)
-			if err == nil {
-				if err := w.delete(pk); err != nil {
-					return err
-				}
-				removed++
-			} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			n, err := w.deleteIfPresent(append([]byte{pfxParked}, k[9:]...))
+			if err != nil {
 				return err
 			}
+			removed += n
 		}
 		return w.delete(k)
 	})
