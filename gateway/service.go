@@ -21,6 +21,7 @@ type Engine interface {
 	Horizon() int64
 	Mappable(dpu string, ts int64) bool
 	ParkedCount() int
+	Pending() int
 	Apply(evs []occupancy.Event, now int64) (occupancy.ApplyResult, error)
 	Reset(r occupancy.Reset, now int64) error
 	AddVersion(v occupancy.Version, now int64) (occupancy.VersionChange, error)
@@ -374,16 +375,11 @@ func (g *Gateway) TickNow() {
 		}
 	}
 	horizon := g.eng.Horizon()
-	var pending int = -1
-	if p, ok := g.eng.(interface{ Pending() int }); ok {
-		pending = p.Pending()
-	}
+	pending := g.eng.Pending()
 	g.mu.Unlock()
 
 	g.metrics.SettleLag.Set(float64(now-horizon) / 1000)
-	if pending >= 0 {
-		g.metrics.PendingEntries.Set(float64(pending))
-	}
+	g.metrics.PendingEntries.Set(float64(pending))
 	g.metrics.EventsParked.Set(float64(g.store.ParkedCount()))
 	g.metrics.SetSpaces(occs)
 	if g.mqtt != nil && g.connected.Load() {
