@@ -31,6 +31,12 @@ func (s *Store) PutReset(r occupancy.Reset) error {
 // update runs fn in one synced transaction, serialised with the other non-event
 // writers and refused while the disk is full.
 func (s *Store) update(fn func(*badger.Txn) error) error {
+	return s.write(func() error { return s.db.Update(fn) })
+}
+
+// write runs fn serialised with the other non-event writers, unless the store is
+// closed or the disk is full; fn's error is logged as a failed write.
+func (s *Store) write(fn func() error) error {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {
@@ -41,11 +47,11 @@ func (s *Store) update(fn func(*badger.Txn) error) error {
 	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	err := s.db.Update(fn)
-	if err != nil {
+	if err := fn(); err != nil {
 		s.writeFailed(err)
+		return err
 	}
-	return err
+	return nil
 }
 
 var keyUnparkGen = []byte("m" + "unpark-gen")
@@ -70,53 +76,41 @@ func (s *Store) Commit(st occupancy.Settlement) error {
 	if err != nil {
 		return fmt.Errorf("commit settlement: %w", err)
 	}
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	if s.closed {
-		return fmt.Errorf("commit settlement: %w", ErrClosed)
-	}
-	if err := s.space.check(); err != nil {
-		return fmt.Errorf("commit settlement: %w", err)
-	}
-	s.commitMu.Lock()
-	defer s.commitMu.Unlock()
 	var unparked int64
-	if len(st.Rows)+len(st.Unparked)+1 > s.txnEntries() {
-		// Certainly too big for one transaction: no need to try.
-		unparked, err = s.commitInSteps(st, cp)
-		if err != nil {
-			s.writeFailed(err)
-			return fmt.Errorf("commit settlement: %w", err)
+	err = s.write(func() error {
+		if len(st.Rows)+len(st.Unparked)+1 > s.txnEntries() {
+			// Certainly too big for one transaction: no need to try.
+			var err error
+			unparked, err = s.commitInSteps(st, cp)
+			return err
 		}
-		s.parked.Add(-unparked)
-		return nil
-	}
-	err = s.db.Update(func(txn *badger.Txn) error {
-		unparked = 0
-		if st.RewriteFrom > 0 {
-			if err := deleteRowsFrom(txn, st.RewriteFrom); err != nil {
-				return err
+		err := s.db.Update(func(txn *badger.Txn) error {
+			unparked = 0
+			if st.RewriteFrom > 0 {
+				if err := deleteRowsFrom(txn, st.RewriteFrom); err != nil {
+					return err
+				}
 			}
-		}
-		for _, r := range st.Rows {
-			if err := txn.Set(rowKey(r.Space, r.TS, r.Seq), rowValue(r)); err != nil {
-				return err
+			for _, r := range st.Rows {
+				if err := txn.Set(rowKey(r.Space, r.TS, r.Seq), rowValue(r)); err != nil {
+					return err
+				}
 			}
-		}
-		for _, e := range st.Unparked {
-			n, err := unpark(txn, e)
-			if err != nil {
-				return err
+			for _, e := range st.Unparked {
+				n, err := unpark(txn, e)
+				if err != nil {
+					return err
+				}
+				unparked += n
 			}
-			unparked += n
+			return txn.Set(keyCheckpoint, cp)
+		})
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			unparked, err = s.commitInSteps(st, cp)
 		}
-		return txn.Set(keyCheckpoint, cp)
+		return err
 	})
-	if errors.Is(err, badger.ErrTxnTooBig) {
-		unparked, err = s.commitInSteps(st, cp)
-	}
 	if err != nil {
-		s.writeFailed(err)
 		return fmt.Errorf("commit settlement: %w", err)
 	}
 	s.parked.Add(-unparked)
