@@ -20,7 +20,6 @@ import (
 type Engine interface {
 	Horizon() int64
 	Mappable(dpu string, ts int64) bool
-	ParkedCount() int
 	Pending() int
 	Apply(evs []occupancy.Event, now int64) (occupancy.ApplyResult, error)
 	Reset(r occupancy.Reset, now int64) error
