@@ -318,12 +318,12 @@ func (m *Main) Reload() error {
 func runCommand(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	configPath := fs.String("config", "", "configuration file (YAML)")
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("run: %w (usage: occupancyd run [--config FILE])", err)
+	pos, err := parseCommandFlags(fs, args)
+	if err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("run: unexpected argument %q (usage: occupancyd run [--config FILE])", fs.Arg(0))
+	if len(pos) > 0 {
+		return usageErrorf("run: unexpected argument %q", pos[0])
 	}
 	m, err := newMainFromFile(*configPath, os.Stderr)
 	if err != nil {
