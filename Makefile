@@ -9,11 +9,11 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DA
 .PHONY: run test build bench lint
 
 run:
-	go run ./cmd/occupancyd run --config configs/demo.yaml
+	$(GO) run ./cmd/occupancyd run --config configs/demo.yaml
 
 test:
-	go vet ./...
-	go test -race -count=1 -timeout 20m ./...
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 
 build:
 	mkdir -p bin
@@ -21,10 +21,10 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/dpusim ./cmd/dpusim
 
 bench:
-	go test -run='^$$' -bench=. -benchmem -count=1 ./occupancy/ ./buffer/
-	go run ./cmd/dpusim bench
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./occupancy/ ./buffer/
+	$(GO) run ./cmd/dpusim bench
 
 lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$out"; exit 1; fi
-	go vet ./...
+	$(GO) vet ./...
