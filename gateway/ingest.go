@@ -250,7 +250,7 @@ func (in *ingester) process(msgs []inMsg) {
 				if drop {
 					w.rejections = append(w.rejections, occupancy.Rejection{
 						Reason: occupancy.ReasonLate,
-						Detail: fmt.Sprintf("ts %s is before the settled horizon %s", msString(e.TS), msString(horizon)),
+						Detail: fmt.Sprintf("ts %s is before the settled horizon %s", formatMS(e.TS), formatMS(horizon)),
 						Index:  w.index[j],
 					})
 					continue

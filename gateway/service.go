@@ -440,10 +440,10 @@ func (g *Gateway) Reset(r occupancy.Reset) error {
 	}
 	if h := g.eng.Horizon(); r.TS < h {
 		return fmt.Errorf("%w: ts %s is before the settled horizon %s", ErrBadReset,
-			msString(r.TS), msString(h))
+			formatMS(r.TS), formatMS(h))
 	}
 	if r.TS > now+g.Config().Engine.MaxFutureSkew.Milliseconds() {
-		return fmt.Errorf("%w: ts %s is in the future", ErrBadReset, msString(r.TS))
+		return fmt.Errorf("%w: ts %s is in the future", ErrBadReset, formatMS(r.TS))
 	}
 	if err := g.store.PutReset(r); err != nil {
 		return fmt.Errorf("store reset: %w", err)
@@ -620,8 +620,4 @@ func TopologyEqual(a, b occupancy.TopologyConfig) bool {
 		}
 	}
 	return true
-}
-
-func msString(ms int64) string {
-	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }
