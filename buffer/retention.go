@@ -217,12 +217,7 @@ func (s *Store) sweepRows(cut int64) error {
 				return err
 			}
 		}
-		err = s.alive(func() error {
-			s.commitMu.Lock()
-			defer s.commitMu.Unlock()
-			return s.chunked(len(keys), func(w *splitTxn, i int) error { return w.delete(keys[i]) })
-		})
-		if err != nil {
+		if err := s.sweepDelete(keys); err != nil {
 			return err
 		}
 		s.log.Info().Int("rows", len(keys)).Msg("retention removed old occupancy rows")
@@ -241,6 +236,12 @@ func (s *Store) sweepResets(cut int64) error {
 	if err != nil || len(keys) == 0 {
 		return err
 	}
+	return s.sweepDelete(keys)
+}
+
+// sweepDelete deletes keys, serialised with the other non-event writers (no
+// free-space check: the sweep only removes).
+func (s *Store) sweepDelete(keys [][]byte) error {
 	return s.alive(func() error {
 		s.commitMu.Lock()
 		defer s.commitMu.Unlock()
