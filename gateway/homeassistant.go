@@ -75,7 +75,7 @@ func DiscoveryConfig(gatewayID, outputPrefix, statusTopic string, o occupancy.Oc
 // publishDiscoveryAll publishes (retained) the discovery config of every space when
 // Home Assistant discovery is enabled.
 func (g *Gateway) publishDiscoveryAll() {
-	names := g.currentNames()
+	names := g.names
 	if g.mqtt == nil || !names.haEnabled {
 		return
 	}

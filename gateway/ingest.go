@@ -200,7 +200,6 @@ func firstOf(owner []int, i int) int {
 func (in *ingester) process(msgs []inMsg) {
 	g := in.g
 	cfg := g.Config()
-	names := g.currentNames()
 	start := time.Now()
 
 	work := make([]msgWork, len(msgs))
@@ -208,7 +207,7 @@ func (in *ingester) process(msgs []inMsg) {
 	for i, m := range msgs {
 		w := &work[i]
 		w.msg = m
-		dpu, err := dpuFromTopic(names.filters, m.topic)
+		dpu, err := dpuFromTopic(g.names.filters, m.topic)
 		if err != nil {
 			w.rejections = []occupancy.Rejection{{Reason: occupancy.ReasonBadTopic, Detail: err.Error(), Index: -1}}
 			continue
@@ -432,14 +431,13 @@ func (in *ingester) appendRetry(evs []occupancy.Event, parked []bool) ([]buffer.
 // reject records one rejection: published on the rejected topic (QoS 0), kept as a
 // dead letter, counted, and logged at a bounded rate.
 func (g *Gateway) reject(m inMsg, dpu string, r occupancy.Rejection) {
-	names := g.currentNames()
 	g.metrics.Rejected(r.Reason)
 	if dpu != "" {
 		g.stats.Rejected(dpu)
 	}
 	if g.mqtt != nil {
 		payload := RejectionJSON(m.topic, r, m.payload)
-		g.mqtt.publish(names.rejectedTopic, 0, false, payload)
+		g.mqtt.publish(g.names.rejectedTopic, 0, false, payload)
 	}
 	dl := buffer.DeadLetter{
 		Time:    m.received,

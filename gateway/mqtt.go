@@ -20,7 +20,6 @@ import (
 type mqttClient struct {
 	g       *Gateway
 	c       paho.Client
-	names   derivedNames
 	closed  chan struct{}
 	connTok paho.Token // the initial Connect; waited for before Disconnect (paho #550)
 
@@ -79,8 +78,8 @@ func tlsConfig(c TLSConfig) (*tls.Config, error) {
 
 func newMQTTClient(g *Gateway) (*mqttClient, error) {
 	cfg := g.Config()
-	names := g.currentNames()
-	m := &mqttClient{g: g, names: names, closed: make(chan struct{}),
+	names := g.names
+	m := &mqttClient{g: g, closed: make(chan struct{}),
 		slots: make(chan struct{}, maxPublishInFlight), pending: make(chan paho.Token, maxPublishInFlight)}
 	go m.reap()
 
@@ -199,7 +198,7 @@ func (m *mqttClient) onConnect(c paho.Client) {
 	if !m.subscribe(c) {
 		return
 	}
-	m.publish(m.names.statusTopic, 1, true, []byte("online"))
+	m.publish(m.g.names.statusTopic, 1, true, []byte("online"))
 	g.clearPending()
 	g.publishAllSpaces()
 	g.publishDiscoveryAll()
@@ -212,11 +211,11 @@ func (m *mqttClient) subscribe(c paho.Client) bool {
 	m.subMu.Lock()
 	defer m.subMu.Unlock()
 	filters := map[string]byte{}
-	for _, f := range m.names.filters {
+	for _, f := range m.g.names.filters {
 		filters[f] = 1
 	}
-	if m.names.haEnabled {
-		filters[m.names.haPrefix+"/status"] = 1
+	if m.g.names.haEnabled {
+		filters[m.g.names.haPrefix+"/status"] = 1
 	}
 	for attempt := 0; ; attempt++ {
 		select {
@@ -236,7 +235,7 @@ func (m *mqttClient) subscribe(c paho.Client) bool {
 				for f, code := range st.Result() {
 					switch {
 					case code <= 2:
-					case f == m.names.haPrefix+"/status" && m.names.haEnabled:
+					case f == m.g.names.haPrefix+"/status" && m.g.names.haEnabled:
 						// Not needed for events: discovery is still sent on connect.
 						m.g.log.Warn().Str("topic", f).Msg("broker refused the Home Assistant status subscription")
 					default:
@@ -247,7 +246,7 @@ func (m *mqttClient) subscribe(c paho.Client) bool {
 		}
 		if err == nil {
 			m.g.subscribed.Store(true)
-			m.g.log.Info().Strs("filters", m.names.filters).Msg("subscribed")
+			m.g.log.Info().Strs("filters", m.g.names.filters).Msg("subscribed")
 			return true
 		}
 		m.g.log.Error().Err(err).Int("attempt", attempt+1).Msg("subscribe")
@@ -322,7 +321,7 @@ func (m *mqttClient) close(ctx context.Context) error {
 	close(m.closed)
 	var err error
 	if m.c.IsConnectionOpen() {
-		tok := m.publish(m.names.statusTopic, 1, true, []byte("offline"))
+		tok := m.publish(m.g.names.statusTopic, 1, true, []byte("offline"))
 		wait := 2 * time.Second
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			wait = max(time.Until(dl), 0)

@@ -15,14 +15,13 @@ func (g *Gateway) publishOccupancies(occs []occupancy.Occupancy) {
 	if g.mqtt == nil {
 		return
 	}
-	prefix := g.currentNames().outputPrefix
 	for _, o := range occs {
 		b, err := OccupancyJSON(o)
 		if err != nil {
 			g.log.Error().Err(err).Str("space", o.Space).Msg("render occupancy")
 			continue
 		}
-		topic := occupancyTopic(prefix, o.Space)
+		topic := occupancyTopic(g.names.outputPrefix, o.Space)
 		g.mqtt.publish(topic, 1, true, b)
 		g.mqtt.publish(topic+"/count", 1, true, []byte(strconv.FormatInt(o.Occupancy, 10)))
 	}
@@ -41,7 +40,7 @@ func (g *Gateway) clearSpace(id string) {
 	if g.mqtt == nil {
 		return
 	}
-	names := g.currentNames()
+	names := g.names
 	topic := occupancyTopic(names.outputPrefix, id)
 	g.mqtt.publish(topic, 1, true, nil)
 	g.mqtt.publish(topic+"/count", 1, true, nil)

@@ -83,9 +83,9 @@ type Gateway struct {
 	topoMu sync.RWMutex
 
 	cfgMu        sync.RWMutex
-	cfg          Config // current config (topology, capacities, tick, ... after reloads)
-	names        derivedNames
-	pendingClear []string // spaces removed while disconnected
+	cfg          Config       // current config (topology, capacities, tick, ... after reloads)
+	names        derivedNames // fixed by New: the keys they derive from need a restart
+	pendingClear []string     // spaces removed while disconnected
 
 	broker *Broker
 	mqtt   *mqttClient
@@ -190,12 +190,6 @@ func (g *Gateway) Config() Config {
 	g.cfgMu.RLock()
 	defer g.cfgMu.RUnlock()
 	return g.cfg
-}
-
-func (g *Gateway) currentNames() derivedNames {
-	g.cfgMu.RLock()
-	defer g.cfgMu.RUnlock()
-	return g.names
 }
 
 // Metrics returns the gateway's metrics (for the HTTP server).
