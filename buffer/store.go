@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -150,7 +151,7 @@ func Open(opts Options) (*Store, error) {
 	db, err := badger.Open(bo)
 	if err != nil {
 		_ = lock.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) || bytes.Contains([]byte(err.Error()), []byte("Cannot acquire directory lock")) {
+		if errors.Is(err, syscall.EWOULDBLOCK) || strings.Contains(err.Error(), "Cannot acquire directory lock") {
 			return nil, fmt.Errorf("open store %s: %w", opts.Dir, ErrLocked)
 		}
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
@@ -348,12 +349,7 @@ func (b badgerLogger) Warningf(f string, a ...any) {
 func (badgerLogger) Infof(string, ...any)  {}
 func (badgerLogger) Debugf(string, ...any) {}
 
-func trimNL(s string) string {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == ' ') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
+func trimNL(s string) string { return strings.TrimRight(s, "\n ") }
 
 // ---- reads (occupancy.Store) ----
 
