@@ -201,11 +201,10 @@ func isDefaultConfig(c gateway.Config) bool {
 }
 
 // ensureVersion stores topology tc as a version in force from now unless it equals the
-// latest stored version.
+// latest stored version. Only a new version is compiled here first (a stored version
+// is loaded again at every start); the engine compiles the stored ones anyway, so a
+// restart with an unchanged topology does not compile it twice.
 func ensureVersion(store *buffer.Store, tc occupancy.TopologyConfig, now int64) error {
-	if _, err := occupancy.Compile(tc); err != nil {
-		return fmt.Errorf("topology: %w", err)
-	}
 	versions, err := store.Versions()
 	if err != nil {
 		return fmt.Errorf("read topology versions: %w", err)
@@ -219,6 +218,9 @@ func ensureVersion(store *buffer.Store, tc occupancy.TopologyConfig, now int64) 
 		if at <= last.At {
 			at = last.At + 1
 		}
+	}
+	if _, err := occupancy.Compile(tc); err != nil {
+		return fmt.Errorf("topology: %w", err)
 	}
 	if err := store.PutVersion(occupancy.Version{At: at, Topology: tc}); err != nil {
 		return fmt.Errorf("store topology version: %w", err)
