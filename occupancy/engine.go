@@ -317,7 +317,7 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 	for g := range e.gs {
 		s := &e.gs[g]
 		e.reported[g] = s.pl.current()
-		e.reportedCap[g] = e.capacity(int32(g))
+		e.reportedCap[g] = s.capa
 		if s.updated == 0 {
 			s.updated = now
 		}
@@ -340,14 +340,6 @@ func (e *Engine) space(id string) int32 {
 }
 
 func (e *Engine) current() *version { return e.versions[len(e.versions)-1] }
-
-func (e *Engine) capacity(g int32) int64 {
-	s := &e.gs[g]
-	if s.cur < 0 {
-		return 0
-	}
-	return e.current().topo.spaces[s.cur].cfg.Capacity
-}
 
 // compare orders two entries of one space in timeline order.
 func (e *Engine) compare(a, b *entry) int {
@@ -625,8 +617,8 @@ func (e *Engine) Tick(now int64) (Settlement, bool) {
 		return e.settlement(nil), true
 	}
 	rows := make([]Row, 0, e.rowsHint+e.rowsHint/4)
-	for g := range e.gs {
-		s := &e.gs[g]
+	for i := range e.gs {
+		s := &e.gs[i]
 		id := s.id
 		var lastTS int64 = math.MinInt64
 		var seq uint32
@@ -638,7 +630,6 @@ func (e *Engine) Tick(now int64) (Settlement, bool) {
 			}
 			rows = append(rows, Row{Space: id, TS: en.ts, Seq: seq, Occupancy: v, Entrances: in, Exits: out, Kind: en.kind()})
 		})
-		_ = g
 	}
 	e.h = newH
 	e.rowsHint = len(rows)
