@@ -16,13 +16,8 @@ func (g *Gateway) publishOccupancies(occs []occupancy.Occupancy) {
 		return
 	}
 	for _, o := range occs {
-		b, err := OccupancyJSON(o)
-		if err != nil {
-			g.log.Error().Err(err).Str("space", o.Space).Msg("render occupancy")
-			continue
-		}
 		topic := occupancyTopic(g.names.outputPrefix, o.Space)
-		g.mqtt.publish(topic, 1, true, b)
+		g.mqtt.publish(topic, 1, true, appendOccupancyJSON(make([]byte, 0, 192), o))
 		g.mqtt.publish(topic+"/count", 1, true, []byte(strconv.FormatInt(o.Occupancy, 10)))
 	}
 }
