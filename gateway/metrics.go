@@ -3,6 +3,7 @@ package gateway
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/occupancyd/occupancyd/occupancy"
 )
@@ -43,74 +44,64 @@ var rejectReasons = []occupancy.Reason{
 // NewMetrics creates the gateway metrics on a fresh registry that also carries the Go
 // runtime and process collectors.
 func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	f := promauto.With(reg) // every collector below is registered on reg
 	m := &Metrics{
-		EventsReceived: prometheus.NewCounter(prometheus.CounterOpts{
+		EventsReceived: f.NewCounter(prometheus.CounterOpts{
 			Name: "occupancyd_events_received_total",
 			Help: "DPU events received over MQTT or HTTP, before validation (a batch counts each element).",
 		}),
-		EventsAccepted: prometheus.NewCounter(prometheus.CounterOpts{
+		EventsAccepted: f.NewCounter(prometheus.CounterOpts{
 			Name: "occupancyd_events_accepted_total",
 			Help: "Events stored durably for the first time (parked ones included).",
 		}),
-		EventsDuplicate: prometheus.NewCounter(prometheus.CounterOpts{
+		EventsDuplicate: f.NewCounter(prometheus.CounterOpts{
 			Name: "occupancyd_events_duplicate_total",
 			Help: "Events that were already stored (redeliveries, re-sent events); counted once.",
 		}),
-		EventsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+		EventsRejected: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "occupancyd_events_rejected_total",
 			Help: "Rejected messages or batch elements, by reason.",
 		}, []string{"reason"}),
-		EventsLate: prometheus.NewCounter(prometheus.CounterOpts{
+		EventsLate: f.NewCounter(prometheus.CounterOpts{
 			Name: "occupancyd_events_late_total",
 			Help: "Events whose ts was before the settled horizon when received.",
 		}),
-		EventsParked: prometheus.NewGauge(prometheus.GaugeOpts{
+		EventsParked: f.NewGauge(prometheus.GaugeOpts{
 			Name: "occupancyd_events_parked",
 			Help: "Events parked for DPUs no topology version maps yet.",
 		}),
-		IngestBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+		IngestBatch: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "occupancyd_ingest_batch_seconds",
 			Help:    "Latency of one ingest batch from receipt to durable store and MQTT ack.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 17), // 100µs .. ~6.5s
 		}),
-		Publishes: prometheus.NewCounter(prometheus.CounterOpts{
+		Publishes: f.NewCounter(prometheus.CounterOpts{
 			Name: "occupancyd_publishes_total",
 			Help: "MQTT messages published by the gateway (occupancy, count, discovery, status).",
 		}),
-		PendingEntries: prometheus.NewGauge(prometheus.GaugeOpts{
+		PendingEntries: f.NewGauge(prometheus.GaugeOpts{
 			Name: "occupancyd_pending_entries",
 			Help: "Timeline entries at or after the settled horizon (still reorderable).",
 		}),
-		SettleLag: prometheus.NewGauge(prometheus.GaugeOpts{
+		SettleLag: f.NewGauge(prometheus.GaugeOpts{
 			Name: "occupancyd_settle_lag_seconds",
 			Help: "Now minus the settled horizon.",
 		}),
-		MQTTConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+		MQTTConnected: f.NewGauge(prometheus.GaugeOpts{
 			Name: "occupancyd_mqtt_connected",
 			Help: "1 while the MQTT client is connected, else 0.",
 		}),
-		SpaceOccupancy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		SpaceOccupancy: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "occupancyd_space_occupancy",
 			Help: "Current occupancy of each space (pending events included).",
 		}, []string{"space"}),
-		Registry: prometheus.NewRegistry(),
+		Registry: reg,
 	}
-	m.Registry.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.EventsReceived,
-		m.EventsAccepted,
-		m.EventsDuplicate,
-		m.EventsRejected,
-		m.EventsLate,
-		m.EventsParked,
-		m.IngestBatch,
-		m.Publishes,
-		m.PendingEntries,
-		m.SettleLag,
-		m.MQTTConnected,
-		m.SpaceOccupancy,
-	)
 	for _, r := range rejectReasons {
 		m.EventsRejected.WithLabelValues(string(r))
 	}
