@@ -140,6 +140,11 @@ type moveRec struct {
 	og   int32 // global index of Origin
 }
 
+// entry is the timeline entry of m on m.Space.
+func (m *moveRec) entry() entry {
+	return entry{ts: m.TS, ref: m.og, val: int32(m.Delta), cls: clsMove}
+}
+
 // engineState is the engine-private part of a checkpoint.
 type engineState struct {
 	Late        map[string][]interval `json:"late,omitempty"`
@@ -261,7 +266,7 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 		m.og = e.space(m.Origin)
 		if m.TS >= e.h {
 			e.pendMoves++
-			e.insert(e.space(m.Space), entry{ts: m.TS, ref: m.og, val: int32(m.Delta), cls: clsMove}, true, now)
+			e.insert(e.space(m.Space), m.entry(), true, now)
 		}
 	}
 	for id, v := range st.Corrections {
@@ -416,7 +421,7 @@ func (e *Engine) refreshMoves(g int32, ts int64, now int64) {
 		if d := m.Sign * c; d != m.Delta {
 			m.Delta = d
 			e.dirty = true
-			e.insert(e.space(m.Space), entry{ts: m.TS, ref: g, val: int32(d), cls: clsMove}, true, now)
+			e.insert(e.space(m.Space), m.entry(), true, now)
 		}
 	}
 }

@@ -243,7 +243,7 @@ func (e *Engine) replay(starts, known map[int32]int64, to int64) (map[int32]int6
 		}
 		g := e.space(m.Space)
 		if s, ok := starts[g]; ok && m.TS >= s {
-			lists[g] = append(lists[g], entry{ts: m.TS, ref: e.space(m.Origin), val: int32(m.Delta), cls: clsMove})
+			lists[g] = append(lists[g], m.entry())
 		}
 	}
 	for g := range starts {
@@ -324,7 +324,7 @@ func (e *Engine) Rewind(from, now int64) (Settlement, error) {
 	}
 	for _, m := range e.moves {
 		if m.TS >= from {
-			e.insert(e.space(m.Space), entry{ts: m.TS, ref: e.space(m.Origin), val: int32(m.Delta), cls: clsMove}, true, now)
+			e.insert(e.space(m.Space), m.entry(), true, now)
 		}
 	}
 	err := e.store.Resets(from, func(r Reset) error {

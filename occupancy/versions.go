@@ -178,7 +178,7 @@ func (e *Engine) remapFrom(at int64, now int64) {
 func (e *Engine) addMove(m moveRec, now int64) {
 	e.moves = append(e.moves, m)
 	e.pendMoves++
-	e.insert(e.space(m.Space), entry{ts: m.TS, ref: m.og, val: int32(m.Delta), cls: clsMove}, true, now)
+	e.insert(e.space(m.Space), m.entry(), true, now)
 }
 
 func globalChain(v *version, li int) []int32 {
