@@ -572,12 +572,7 @@ func (e *Engine) resetTargets(id string, ts int64, value int64) []int32 {
 	if !ok {
 		return []int32{g}
 	}
-	desc := v.topo.spaces[li].desc
-	out := make([]int32, len(desc))
-	for i, d := range desc {
-		out[i] = v.l2g[d]
-	}
-	return out
+	return v.global(v.topo.spaces[li].desc)
 }
 
 func (e *Engine) insertReset(r Reset, now int64) {

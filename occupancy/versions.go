@@ -94,8 +94,8 @@ func (e *Engine) AddVersion(v Version, now int64) (VersionChange, error) {
 		// (events at or after it map through the new parents); it follows events
 		// that arrive later for the time before the move (refreshMoves).
 		c := e.gs[g].pl.valueAt(at-1, e.opts.ClampNegative)
-		oldChain := globalChain(prev, pi)[1:]
-		newChain := globalChain(ver, li)[1:]
+		oldChain := prev.global(prev.topo.spaces[pi].chain)[1:]
+		newChain := ver.global(ver.topo.spaces[li].chain)[1:]
 		for _, a := range oldChain {
 			if !containsG(newChain, a) {
 				e.addMove(moveRec{TS: at, Space: e.gs[a].id, Origin: s.cfg.ID, Delta: -c, Sign: -1, og: g}, now)
@@ -181,11 +181,11 @@ func (e *Engine) addMove(m moveRec, now int64) {
 	e.insert(e.space(m.Space), m.entry(), true, now)
 }
 
-func globalChain(v *version, li int) []int32 {
-	ch := v.topo.spaces[li].chain
-	out := make([]int32, len(ch))
-	for i, c := range ch {
-		out[i] = v.l2g[c]
+// global maps indices of v's topology spaces to global space indices.
+func (v *version) global(ls []int) []int32 {
+	out := make([]int32, len(ls))
+	for i, l := range ls {
+		out[i] = v.l2g[l]
 	}
 	return out
 }
@@ -239,13 +239,7 @@ func (e *Engine) dailyIn(from, to int64) []dailyReset {
 // dailyTargets are the spaces a daily reset zeroes: the space and all nested in it.
 func (e *Engine) dailyTargets(d dailyReset) []int32 {
 	v := e.versions[d.vi]
-	li := v.topo.spaceIdx[e.gs[d.origin].id]
-	desc := v.topo.spaces[li].desc
-	out := make([]int32, len(desc))
-	for i, x := range desc {
-		out[i] = v.l2g[x]
-	}
-	return out
+	return v.global(v.topo.spaces[v.topo.spaceIdx[e.gs[d.origin].id]].desc)
 }
 
 // genDaily inserts the daily resets with lastGen < ts <= now.
