@@ -187,14 +187,6 @@ func batchIndexes(nEvents int, rejs []occupancy.Rejection) []int {
 	return idx
 }
 
-// firstOf is the position in owner of the first event of the message owning event i.
-func firstOf(owner []int, i int) int {
-	for i > 0 && owner[i-1] == owner[i] {
-		i--
-	}
-	return i
-}
-
 // process takes a batch of messages through decode -> checks -> buffer.Append ->
 // ack -> engine.Apply.
 func (in *ingester) process(msgs []inMsg) {
@@ -278,12 +270,13 @@ func (in *ingester) process(msgs []inMsg) {
 	// the other workers.
 	var all []occupancy.Event
 	var allParked []bool
-	var owner []int // message index of each event
+	var owner, at []int // message index of each event, and its position among that message's events
 	for i := range work {
 		all = append(all, work[i].events...)
 		allParked = append(allParked, work[i].parked...)
-		for range work[i].events {
+		for j := range work[i].events {
 			owner = append(owner, i)
+			at = append(at, j)
 		}
 	}
 	var results []buffer.AppendResult
@@ -305,7 +298,7 @@ func (in *ingester) process(msgs []inMsg) {
 		for i, r := range results {
 			if r.Rejected {
 				w := &work[owner[i]]
-				w.rejections = append(w.rejections, parkedFull(all[i].DPU, maxParked, w.index[i-firstOf(owner, i)]))
+				w.rejections = append(w.rejections, parkedFull(all[i].DPU, maxParked, w.index[at[i]]))
 				counted[owner[i]]--
 			}
 		}
