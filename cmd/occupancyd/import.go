@@ -548,20 +548,11 @@ func (im *importer) flush(ctx context.Context) error {
 	if len(im.batch) == 0 {
 		return nil
 	}
-	seen := make(map[string]struct{}, len(im.batch))
-	evs := make([]occupancy.Event, 0, len(im.batch))
-	parked := make([]bool, 0, len(im.batch))
-	lines := make([]int, 0, len(im.batch))
-	for i, ev := range im.batch {
-		k := string(ev.Key())
-		if _, dup := seen[k]; dup {
-			im.sum.Duplicates++
-			continue
-		}
-		seen[k] = struct{}{}
-		evs = append(evs, ev)
-		parked = append(parked, !im.eng.Mappable(ev.DPU, ev.TS))
-		lines = append(lines, im.lines[i])
+	// Append dedups the batch against itself and the store alike.
+	evs, lines := im.batch, im.lines
+	parked := make([]bool, len(evs))
+	for i, ev := range evs {
+		parked[i] = !im.eng.Mappable(ev.DPU, ev.TS)
 	}
 	res, err := im.store.Append(ctx, evs, parked)
 	if err != nil {
