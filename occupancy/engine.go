@@ -504,8 +504,13 @@ func (e *Engine) dpuRef(dpu string) int32 {
 // eventEntries calls fn with each space an event changes and its timeline entry.
 func (e *Engine) eventEntries(m *dpuVer, ev *Event, fnc func(g int32, en entry)) {
 	for _, ef := range m.effects() {
-		fnc(ef.g, entry{ts: ev.TS, id: ev.ID, ref: m.ref, val: ef.d * int32(ev.Direction), cls: clsEvent, dir: ev.Direction})
+		fnc(ef.g, m.entry(ev, ef))
 	}
+}
+
+// entry is the timeline entry of ev (mapped through m) on the space of ef.
+func (m *dpuVer) entry(ev *Event, ef gEff) entry {
+	return entry{ts: ev.TS, id: ev.ID, ref: m.ref, val: ef.d * int32(ev.Direction), cls: clsEvent, dir: ev.Direction}
 }
 
 // applyOne inserts a mapped, not-late event or parks it. It returns what happened:
@@ -526,7 +531,7 @@ func (e *Engine) applyOne(ev Event, now int64, late *[]Event) byte {
 		return 'l'
 	}
 	for _, ef := range m.effects() {
-		e.insert(ef.g, entry{ts: ev.TS, id: ev.ID, ref: m.ref, val: ef.d * int32(ev.Direction), cls: clsEvent, dir: ev.Direction}, false, now)
+		e.insert(ef.g, m.entry(&ev, ef), false, now)
 	}
 	return 'a'
 }
