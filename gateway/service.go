@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -595,23 +596,6 @@ func restartKeys(a, b Config) []string {
 // TopologyEqual reports whether two topologies are the same (nil and empty lists
 // are equal).
 func TopologyEqual(a, b occupancy.TopologyConfig) bool {
-	if len(a.Spaces) != len(b.Spaces) || len(a.Doorways) != len(b.Doorways) || len(a.DPUs) != len(b.DPUs) {
-		return false
-	}
-	for i := range a.Spaces {
-		if a.Spaces[i] != b.Spaces[i] {
-			return false
-		}
-	}
-	for i := range a.Doorways {
-		if a.Doorways[i] != b.Doorways[i] {
-			return false
-		}
-	}
-	for i := range a.DPUs {
-		if a.DPUs[i] != b.DPUs[i] {
-			return false
-		}
-	}
-	return true
+	return slices.Equal(a.Spaces, b.Spaces) && slices.Equal(a.Doorways, b.Doorways) &&
+		slices.Equal(a.DPUs, b.DPUs)
 }
