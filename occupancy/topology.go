@@ -2,6 +2,7 @@ package occupancy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -190,17 +191,15 @@ type Topology struct {
 }
 
 type compiledSpace struct {
-	cfg       SpaceConfig
-	parent    int   // -1 for a root
-	chain     []int // the space itself, then its ancestors up to the root
-	desc      []int // the space itself and every space nested in it
-	loc       *time.Location
-	resetMin  int // minutes after local midnight; -1 for no daily reset
-	resetHHMM string
+	cfg      SpaceConfig
+	parent   int   // -1 for a root
+	chain    []int // the space itself, then its ancestors up to the root
+	desc     []int // the space itself and every space nested in it
+	loc      *time.Location
+	resetMin int // minutes after local midnight; -1 for no daily reset
 }
 
 type compiledDPU struct {
-	cfg  DPUConfig
 	plus []effect // effect of direction +1 (minus_space -> plus_space); -1 negates
 }
 
@@ -241,7 +240,7 @@ func Compile(c TopologyConfig) (*Topology, error) {
 		}
 	}
 	for _, d := range c.DPUs {
-		cd := &compiledDPU{cfg: d}
+		cd := &compiledDPU{}
 		var to, from []int
 		if d.PlusSpace != "" {
 			to = t.spaces[t.spaceIdx[d.PlusSpace]].chain
@@ -250,27 +249,18 @@ func Compile(c TopologyConfig) (*Topology, error) {
 			from = t.spaces[t.spaceIdx[d.MinusSpace]].chain
 		}
 		for _, s := range to {
-			if !containsInt(from, s) {
+			if !slices.Contains(from, s) {
 				cd.plus = append(cd.plus, effect{space: int32(s), delta: 1})
 			}
 		}
 		for _, s := range from {
-			if !containsInt(to, s) {
+			if !slices.Contains(to, s) {
 				cd.plus = append(cd.plus, effect{space: int32(s), delta: -1})
 			}
 		}
 		t.dpus[d.ID] = cd
 	}
 	return t, nil
-}
-
-func containsInt(xs []int, x int) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // Config returns the topology as configured.

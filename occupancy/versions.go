@@ -3,6 +3,7 @@ package occupancy
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"time"
 )
@@ -97,12 +98,12 @@ func (e *Engine) AddVersion(v Version, now int64) (VersionChange, error) {
 		oldChain := prev.global(prev.topo.spaces[pi].chain)[1:]
 		newChain := ver.global(ver.topo.spaces[li].chain)[1:]
 		for _, a := range oldChain {
-			if !containsG(newChain, a) {
+			if !slices.Contains(newChain, a) {
 				e.addMove(moveRec{TS: at, Space: e.gs[a].id, Origin: s.cfg.ID, Delta: -c, Sign: -1, og: g}, now)
 			}
 		}
 		for _, a := range newChain {
-			if !containsG(oldChain, a) {
+			if !slices.Contains(oldChain, a) {
 				e.addMove(moveRec{TS: at, Space: e.gs[a].id, Origin: s.cfg.ID, Delta: c, Sign: 1, og: g}, now)
 			}
 		}
@@ -188,15 +189,6 @@ func (v *version) global(ls []int) []int32 {
 		out[i] = v.l2g[l]
 	}
 	return out
-}
-
-func containsG(xs []int32, x int32) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // dailyReset is one generated daily reset: space origin reset to 0 at ts.
