@@ -312,8 +312,8 @@ func (p *plist) valueAt(t int64, clamp bool) int64 {
 }
 
 // each calls fn for every pending entry with from <= ts < to with the value after
-// it and its crossings; before is the value before the first such entry.
-func (p *plist) each(from, to int64, clamp bool, fnc func(en *entry, v int64, in, out int32)) (before int64) {
+// it and its crossings.
+func (p *plist) each(from, to int64, clamp bool, fnc func(en *entry, v int64, in, out int32)) {
 	n := len(p.chunks)
 	ci := sort.Search(n, func(i int) bool {
 		c := p.chunks[i]
@@ -323,30 +323,20 @@ func (p *plist) each(from, to int64, clamp bool, fnc func(en *entry, v int64, in
 	if ci > 0 {
 		x = p.chunks[ci-1].end
 	}
-	before = x
-	started := false
 	for ; ci < n; ci++ {
 		c := p.chunks[ci]
 		for i := range c.es {
 			en := &c.es[i]
 			if en.ts >= to {
-				return before
+				return
 			}
 			v, in, out := step(en, x, clamp)
 			if en.ts >= from {
-				if !started {
-					before = x
-					started = true
-				}
 				fnc(en, v, in, out)
 			}
 			x = v
 		}
 	}
-	if !started {
-		before = x
-	}
-	return before
 }
 
 // settle removes every entry with ts < h, calling emit for each in order with the
