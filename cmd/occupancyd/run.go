@@ -40,7 +40,6 @@ type Main struct {
 	httpDone chan error
 	runStop  context.CancelFunc
 	runDone  chan struct{}
-	closed   bool
 }
 
 // NewMain returns a Main with the default configuration and a logger on stderr.
@@ -99,7 +98,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return errors.New("already running")
 	}
 	started := time.Now()
-	m.closed = false
 	// Load ConfigPath unless the caller already did (runCommand and the service
 	// program set Config from it: a large topology is parsed once).
 	if m.ConfigPath != "" && isDefaultConfig(m.Config) {
@@ -234,11 +232,7 @@ func ensureVersion(store *buffer.Store, tc occupancy.TopologyConfig, now int64) 
 func (m *Main) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return nil
-	}
-	m.closed = true
-	return m.cleanupLocked()
+	return m.cleanupLocked() // a no-op once stopped: it clears what it stopped
 }
 
 func (m *Main) cleanupLocked() error {
