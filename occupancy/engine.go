@@ -396,7 +396,7 @@ func cmpInt(a, b int) int {
 }
 
 // insert puts en into the pending timeline of space g.
-func (e *Engine) insert(g int32, en entry, replace bool, now int64) bool {
+func (e *Engine) insert(g int32, en entry, replace bool, now int64) {
 	s := &e.gs[g]
 	changed, curChanged := s.pl.upsert(en, e.cmp, e.opts.ClampNegative, replace)
 	if curChanged {
@@ -406,7 +406,6 @@ func (e *Engine) insert(g int32, en entry, replace bool, now int64) bool {
 	if changed && e.pendMoves > 0 {
 		e.refreshMoves(g, en.ts, now)
 	}
-	return changed
 }
 
 // refreshMoves keeps the count a pending move carries equal to the moved space's
@@ -476,7 +475,7 @@ func (e *Engine) Mappable(dpu string, ts int64) bool { return e.mapEvent(dpu, ts
 // ParkedCount is the number of parked events held.
 func (e *Engine) ParkedCount() int { return e.nParked }
 
-func (e *Engine) park(ev Event) bool {
+func (e *Engine) park(ev Event) {
 	m := e.parked[ev.DPU]
 	if m == nil {
 		m = map[string]Event{}
@@ -484,11 +483,10 @@ func (e *Engine) park(ev Event) bool {
 	}
 	k := string(ev.Key())
 	if _, dup := m[k]; dup {
-		return false
+		return
 	}
 	m[k] = ev
 	e.nParked++
-	return true
 }
 
 func (e *Engine) dpuRef(dpu string) int32 {
