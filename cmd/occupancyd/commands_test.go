@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -138,23 +137,6 @@ func TestServiceConfig(t *testing.T) {
 	}
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestServiceProgram runs the kardianos program as a service manager would: Start
 // runs a real Main (embedded broker, Badger, HTTP), SIGHUP reloads the file, Stop
 // closes it and releases the store.
@@ -176,7 +158,7 @@ topology:
 		}
 	}
 	writeCfg(10)
-	logs := &lockedBuffer{}
+	logs := &syncBuf{}
 	p := &serviceProgram{configPath: path, stderr: logs}
 	if err := p.Start(nil); err != nil {
 		t.Fatalf("Start: %v", err)
