@@ -577,7 +577,7 @@ func restartKeys(a, b Config) []string {
 	add(a.MQTT.Username != b.MQTT.Username, "mqtt.username")
 	add(a.MQTT.PasswordFile != b.MQTT.PasswordFile, "mqtt.password_file")
 	add(a.MQTT.TLS != b.MQTT.TLS, "mqtt.tls")
-	add(fmt.Sprint(a.MQTT.EventsTopic) != fmt.Sprint(b.MQTT.EventsTopic), "mqtt.events_topic")
+	add(!slices.Equal(a.MQTT.EventsTopic, b.MQTT.EventsTopic), "mqtt.events_topic")
 	add(a.MQTT.MaxPayload != b.MQTT.MaxPayload, "mqtt.max_payload")
 	add(a.MQTT.OutputPrefix != b.MQTT.OutputPrefix, "mqtt.output_prefix")
 	add(a.MQTT.StatusTopic != b.MQTT.StatusTopic, "mqtt.status_topic")
