@@ -276,19 +276,14 @@ func (e *Engine) Rewind(from, now int64) (Settlement, error) {
 	if from >= e.h {
 		// Nothing settled to rewrite: the pending state already holds the truth once
 		// the events are applied.
-		var evs []Event
 		err := e.store.Events(from, math.MaxInt64, func(ev Event) error {
-			evs = append(evs, ev)
+			e.applyOne(ev, now, nil)
 			return nil
 		})
 		if err != nil {
 			return Settlement{}, fmt.Errorf("rewind: %w", err)
 		}
-		for _, ev := range evs {
-			e.applyOne(ev, now, nil)
-		}
-		st := e.settlement(nil)
-		return st, nil
+		return e.settlement(nil), nil
 	}
 	h := e.h
 	// Reset the pending state to the settled rows before from.
