@@ -329,11 +329,7 @@ func (e *Engine) Rewind(from, now int64) (Settlement, error) {
 	if err != nil {
 		return Settlement{}, fmt.Errorf("rewind: %w", err)
 	}
-	for _, d := range e.dailyIn(from, e.lastGen+1) {
-		for _, g := range e.dailyTargets(d) {
-			e.insert(g, entry{ts: d.ts, ref: d.origin, cls: clsDaily}, true, now)
-		}
-	}
+	e.insertDaily(from, e.lastGen+1, now)
 	err = e.store.Events(from, math.MaxInt64, func(ev Event) error {
 		e.applyOne(ev, now, nil)
 		return nil

@@ -243,16 +243,21 @@ func (e *Engine) genDaily(now int64) {
 		e.lastGen = now
 		return
 	}
-	for _, d := range e.dailyIn(e.lastGen+1, now+1) {
-		for _, g := range e.dailyTargets(d) {
-			e.insert(g, entry{ts: d.ts, ref: d.origin, cls: clsDaily}, true, now)
-		}
-	}
+	e.insertDaily(e.lastGen+1, now+1, now)
 	e.lastGen = now
 	// Next instant: look ahead two days (every space resets at least daily).
 	e.nextDaily = math.MaxInt64
 	if ds := e.dailyIn(now+1, now+1+2*86_400_000); len(ds) > 0 {
 		e.nextDaily = ds[0].ts
+	}
+}
+
+// insertDaily inserts the daily resets with from <= ts < to.
+func (e *Engine) insertDaily(from, to, now int64) {
+	for _, d := range e.dailyIn(from, to) {
+		for _, g := range e.dailyTargets(d) {
+			e.insert(g, entry{ts: d.ts, ref: d.origin, cls: clsDaily}, true, now)
+		}
 	}
 }
 
