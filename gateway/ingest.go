@@ -334,7 +334,8 @@ func (in *ingester) process(msgs []inMsg) {
 
 	// Apply the events that were new.
 	fresh := make([]occupancy.Event, 0, len(all))
-	dups, accepted := 0, 0
+	accepted := make([]occupancy.Event, 0, len(all)) // stored for the first time
+	dups := 0
 	for i, e := range all {
 		if results[i].Rejected {
 			continue
@@ -353,14 +354,14 @@ func (in *ingester) process(msgs []inMsg) {
 			continue
 		}
 		fresh = append(fresh, e)
-		accepted++
-		g.stats.Accepted(e)
+		accepted = append(accepted, e)
 		if allParked[i] {
 			g.stats.Parked(e.DPU)
 		}
 	}
+	g.stats.AcceptedBatch(accepted)
 	g.metrics.EventsDuplicate.Add(float64(dups))
-	g.metrics.EventsAccepted.Add(float64(accepted))
+	g.metrics.EventsAccepted.Add(float64(len(accepted)))
 	if len(fresh) == 0 {
 		return
 	}
