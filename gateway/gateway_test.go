@@ -145,6 +145,17 @@ func occupancyOf(g *Gateway, space string) int64 {
 	return o.Occupancy
 }
 
+// waitOccupancy waits until space's occupancy in g is want.
+func waitOccupancy(t *testing.T, within time.Duration, what string, g *Gateway, space string, want int64) {
+	t.Helper()
+	waitFor(t, within, what, func() string {
+		if got := occupancyOf(g, space); got != want {
+			return fmt.Sprintf("%s = %d, want %d", space, got, want)
+		}
+		return ""
+	})
+}
+
 // A store that fails: the message is not acknowledged (the gateway retries); after a
 // restart with a working store the broker redelivers it to the persistent session and
 // it is counted once.
@@ -183,12 +194,7 @@ func TestGatewayStoreFailureIsNotAcked(t *testing.T) {
 	defer st2.Close()
 	g2 := env.start(cfg, st2, eng2, nil)
 	defer g2.Close(context.Background())
-	waitFor(t, 10*time.Second, "redelivered event counted", func() string {
-		if got := occupancyOf(g2, "f1"); got != 1 {
-			return fmt.Sprintf("f1 = %d, want 1", got)
-		}
-		return ""
-	})
+	waitOccupancy(t, 10*time.Second, "redelivered event counted", g2, "f1", 1)
 }
 
 // A transient failure clears: the retried append succeeds and the event counts once.
@@ -211,12 +217,7 @@ func TestGatewayTransientStoreFailure(t *testing.T) {
 		return ""
 	})
 	fs.fail.Store(false)
-	waitFor(t, 10*time.Second, "counted after the store recovers", func() string {
-		if got := occupancyOf(g, "f1"); got != 1 {
-			return fmt.Sprintf("f1 = %d, want 1", got)
-		}
-		return ""
-	})
+	waitOccupancy(t, 10*time.Second, "counted after the store recovers", g, "f1", 1)
 }
 
 // Ticks are coalesced: many events for one space between two ticks give one publish
@@ -251,12 +252,7 @@ func TestGatewayTickCoalesces(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		pub.Publish("dpu/d2/events", 1, false, fmt.Sprintf(`{"id":%d,"ts":%d,"direction":1}`, i, now+int64(i))).Wait()
 	}
-	waitFor(t, 5*time.Second, "applied", func() string {
-		if got := occupancyOf(g, "r1"); got != 5 {
-			return fmt.Sprintf("r1 = %d", got)
-		}
-		return ""
-	})
+	waitOccupancy(t, 5*time.Second, "applied", g, "r1", 5)
 	if got := counts.Load(); got != base {
 		t.Fatalf("published %d updates before any tick, want 0", got-base)
 	}
