@@ -297,9 +297,7 @@ func (m *Main) Reload() error {
 		m.Logger.Error().Err(err).Msg("reload failed")
 		return fmt.Errorf("reload: %w", err)
 	}
-	if lvl, err := zerolog.ParseLevel(cfg.Log.Level); err == nil && cfg.Log.Level != "" {
-		zerolog.SetGlobalLevel(lvl)
-	}
+	setLogLevel(cfg.Log.Level)
 	m.mu.Lock()
 	m.Config = gw.Config()
 	m.mu.Unlock()
@@ -343,17 +341,22 @@ func newMainFromFile(configPath string, w io.Writer) (*Main, error) {
 		m.ConfigPath = configPath
 	}
 	logCfg := m.Config.Log
-	level := logCfg.Level
 	logCfg.Level = "debug"
 	log, err := gateway.NewLogger(logCfg, w)
 	if err != nil {
 		return nil, err
 	}
+	setLogLevel(m.Config.Log.Level)
+	m.Logger = log
+	return m, nil
+}
+
+// setLogLevel makes log.level the global zerolog level (the process logger passes
+// everything, so that a reload can change the level); "" keeps the current one.
+func setLogLevel(level string) {
 	if lvl, err := zerolog.ParseLevel(level); err == nil && level != "" {
 		zerolog.SetGlobalLevel(lvl)
 	}
-	m.Logger = log
-	return m, nil
 }
 
 // runUntilSignal runs m until SIGINT/SIGTERM (a second one aborts the drain: exit at
