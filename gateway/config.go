@@ -357,31 +357,30 @@ func (c Config) validate() []Problem {
 	if len(m.EventsTopic) == 0 {
 		add("mqtt.events_topic", "required: a topic filter such as dpu/+/events, or a list of them")
 	}
+	filterPath := func(i int) string {
+		if len(m.EventsTopic) > 1 {
+			return fmt.Sprintf("mqtt.events_topic[%d]", i)
+		}
+		return "mqtt.events_topic"
+	}
 	seen := map[string]bool{}
 	for i, f := range m.EventsTopic {
-		path := "mqtt.events_topic"
-		if len(m.EventsTopic) > 1 {
-			path = fmt.Sprintf("mqtt.events_topic[%d]", i)
-		}
 		if err := checkEventsFilter(f); err != nil {
-			add(path, "%v", err)
+			add(filterPath(i), "%v", err)
 		} else if seen[f] {
-			add(path, "%q is listed twice", f)
+			add(filterPath(i), "%q is listed twice", f)
 		}
 		seen[f] = true
 	}
 	// A filter that matches what occupancyd publishes would feed it its own output.
+	outputs := c.outputTopics()
 	for i, f := range m.EventsTopic {
-		path := "mqtt.events_topic"
-		if len(m.EventsTopic) > 1 {
-			path = fmt.Sprintf("mqtt.events_topic[%d]", i)
-		}
 		if checkEventsFilter(f) != nil {
 			continue
 		}
-		for _, out := range c.outputTopics() {
+		for _, out := range outputs {
 			if topicMatches(f, out) {
-				add(path, "%q also matches %s, which occupancyd publishes", f, out)
+				add(filterPath(i), "%q also matches %s, which occupancyd publishes", f, out)
 				break
 			}
 		}
