@@ -227,20 +227,14 @@ func unparkMarker(gen uint64, e occupancy.Event) []byte {
 func (s *Store) unparkGen() (uint64, error) {
 	var gen uint64
 	err := s.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(keyUnparkGen)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) error {
+		_, err := get(txn, keyUnparkGen, func(v []byte) error {
 			if len(v) != 8 {
 				return fmt.Errorf("malformed unpark generation of %d bytes", len(v))
 			}
 			gen = binary.BigEndian.Uint64(v)
 			return nil
 		})
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("read unpark generation: %w", err)

@@ -178,21 +178,16 @@ func Open(opts Options) (*Store, error) {
 // init checks the schema and counts parked events and dead letters.
 func (s *Store) init() error {
 	err := s.db.Update(func(txn *badger.Txn) error {
-		it, err := txn.Get(keySchema)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return txn.Set(keySchema, []byte(schemaVersion))
-		}
-		if err != nil {
+		ok, err := get(txn, keySchema, func(v []byte) error {
+			if string(v) != schemaVersion {
+				return fmt.Errorf("store schema %q, this build reads %q", v, schemaVersion)
+			}
+			return nil
+		})
+		if err != nil || ok {
 			return err
 		}
-		v, err := it.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		if string(v) != schemaVersion {
-			return fmt.Errorf("store schema %q, this build reads %q", v, schemaVersion)
-		}
-		return nil
+		return txn.Set(keySchema, []byte(schemaVersion))
 	})
 	if err != nil {
 		return fmt.Errorf("check schema: %w", err)
@@ -360,20 +355,27 @@ func (s *Store) Checkpoint() (occupancy.Checkpoint, bool, error) {
 	var cp occupancy.Checkpoint
 	var ok bool
 	err := s.view(func(txn *badger.Txn) error {
-		it, err := txn.Get(keyCheckpoint)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		ok = true
-		return it.Value(func(v []byte) error { return json.Unmarshal(v, &cp) })
+		var err error
+		ok, err = get(txn, keyCheckpoint, func(v []byte) error { return json.Unmarshal(v, &cp) })
+		return err
 	})
 	if err != nil {
 		return occupancy.Checkpoint{}, false, fmt.Errorf("read checkpoint: %w", err)
 	}
 	return cp, ok, nil
+}
+
+// get calls fn with the value of k (valid only during the call); ok is false
+// when k is not stored.
+func get(txn *badger.Txn, k []byte, fn func(v []byte) error) (ok bool, err error) {
+	it, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, it.Value(fn)
 }
 
 // Events streams stored events with from <= TS < to in (TS, DPU, ID) order.

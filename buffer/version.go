@@ -121,14 +121,7 @@ func (s *Store) versionHeader(head []byte) (versionHead, bool, error) {
 	var h versionHead
 	var ok bool
 	err := s.view(func(txn *badger.Txn) error {
-		it, err := txn.Get(head)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) error {
+		_, err := get(txn, head, func(v []byte) error {
 			if len(v) > 0 && v[0] == '{' { // plain JSON of an earlier store
 				return nil
 			}
@@ -137,6 +130,7 @@ func (s *Store) versionHeader(head []byte) (versionHead, bool, error) {
 			ok = err == nil
 			return err
 		})
+		return err
 	})
 	return h, ok, err
 }
