@@ -98,8 +98,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return errors.New("already running")
 	}
 	started := time.Now()
-	// Load ConfigPath unless the caller already did (runCommand and the service
-	// program set Config from it: a large topology is parsed once).
+	// Load ConfigPath unless the caller already did (newMainFromFile sets Config
+	// from it: a large topology is parsed once).
 	if m.ConfigPath != "" && isDefaultConfig(m.Config) {
 		cfg, err := gateway.LoadConfig(m.ConfigPath)
 		if err != nil {
@@ -323,7 +323,7 @@ func runCommand(args []string) error {
 	if err != nil {
 		return err
 	}
-	return runUntilSignal(m, m.Logger)
+	return runUntilSignal(m)
 }
 
 // newMainFromFile is the Main that `run` and the service program start: the
@@ -361,7 +361,8 @@ func setLogLevel(level string) {
 
 // runUntilSignal runs m until SIGINT/SIGTERM (a second one aborts the drain: exit at
 // once); SIGHUP reloads.
-func runUntilSignal(m *Main, log zerolog.Logger) error {
+func runUntilSignal(m *Main) error {
+	log := m.Logger
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
