@@ -300,7 +300,7 @@ func (c Config) validate() []Problem {
 	// gateway
 	if c.Gateway.ID == "" {
 		add("gateway.id", "required")
-	} else if !validID(c.Gateway.ID) {
+	} else if !occupancy.ValidID(c.Gateway.ID) {
 		add("gateway.id", "%q must match [A-Za-z0-9_-]{1,64} (it appears in topics)", c.Gateway.ID)
 	}
 
@@ -478,19 +478,6 @@ var (
 	tlsSchemes    = map[string]bool{"ssl": true, "tls": true, "mqtts": true, "wss": true}
 	logLevels     = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
 )
-
-func validID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		b := id[i]
-		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_' || b == '-') {
-			return false
-		}
-	}
-	return true
-}
 
 // checkHostPort checks a listen address "host:port" and returns the host.
 func checkHostPort(addr string) (string, error) {
