@@ -89,12 +89,9 @@ func (s *Store) putVersion(v occupancy.Version) error {
 	if err != nil {
 		return err
 	}
-	for _, k := range stale {
-		if err := s.update(func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.write(func() error {
+		return s.chunked(len(stale), func(w *splitTxn, i int) error { return w.delete(stale[i]) })
+	})
 }
 
 type versionHead struct {
