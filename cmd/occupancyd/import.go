@@ -72,18 +72,17 @@ func importCommand(args []string, stdout, stderr io.Writer) error {
 		ProgOut:  stderr,
 		Now:      time.Now,
 	}, srcs)
-	var total importSummary
+	var rows, imported, duplicates, rejected int
 	for _, sum := range sums {
 		fmt.Fprint(stdout, sum.String())
-		total.Rows += sum.Rows
-		total.Imported += sum.Imported
-		total.Parked += sum.Parked
-		total.Duplicates += sum.Duplicates
-		total.Rejected = append(total.Rejected, sum.Rejected...)
+		rows += sum.Rows
+		imported += sum.Imported
+		duplicates += sum.Duplicates
+		rejected += len(sum.Rejected)
 	}
 	if len(sums) > 1 {
 		fmt.Fprintf(stdout, "total: %d files, %d rows: %d imported, %d duplicates, %d rejected\n",
-			len(sums), total.Rows, total.Imported, total.Duplicates, len(total.Rejected))
+			len(sums), rows, imported, duplicates, rejected)
 	}
 	if from != 0 {
 		fmt.Fprintf(stdout, "recomputed occupancy from %s\n", time.UnixMilli(from).UTC().Format("2006-01-02T15:04:05.000Z07:00"))
