@@ -944,16 +944,8 @@ func suggestKey(key string, fields map[string]int) string {
 	if best != "" {
 		return fmt.Sprintf(" (did you mean %q?)", best)
 	}
-	sortStrings(names)
+	sort.Strings(names)
 	return " (want one of " + strings.Join(names, ", ") + ")"
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 func editDistance(a, b string) int {
