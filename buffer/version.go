@@ -89,6 +89,9 @@ func (s *Store) putVersion(v occupancy.Version) error {
 	if err != nil {
 		return err
 	}
+	if len(stale) == 0 {
+		return nil
+	}
 	return s.write(func() error {
 		return s.chunked(len(stale), func(w *splitTxn, i int) error { return w.delete(stale[i]) })
 	})
