@@ -123,7 +123,7 @@ type importSummary struct {
 	Parked     int    // of Imported: DPU not mapped by any topology version yet
 	Duplicates int    // rows already stored or repeated in the file
 	Rejected   []importRejection
-	From       int64 // runImport: earliest ts recomputed from (Unix ms); 0 = none
+	From       int64 // runImport (tests): earliest ts recomputed from (Unix ms); 0 = none
 }
 
 type importRejection struct {
@@ -175,20 +175,6 @@ type importer struct {
 	earliest  int64 // earliest ts of a valid row
 	haveValid bool
 	lastProg  int
-}
-
-// runImport imports one EVENTS stream (runImportAll); the summary's From is where the
-// history was recomputed from.
-func runImport(ctx context.Context, opts importOptions, name string, in io.Reader) (importSummary, error) {
-	sums, from, err := runImportAll(ctx, opts, []importSource{{Name: name, Open: func() (io.ReadCloser, error) {
-		return io.NopCloser(in), nil
-	}}})
-	sum := importSummary{Name: name}
-	if len(sums) > 0 {
-		sum = sums[0]
-	}
-	sum.From = from
-	return sum, err
 }
 
 // runImportAll stores the events of every source, applies them and recomputes the

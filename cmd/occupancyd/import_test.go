@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -573,4 +574,18 @@ func TestImportFiles(t *testing.T) {
 		t.Errorf("stdout:\n%s\nwant the good file imported and recomputed", stdout)
 	}
 	impCheckAt(t, cfg, []impEvent{{"d-main", "", base, 1}, {"d-room", "", base + 1000, 1}})
+}
+
+// runImport imports one EVENTS stream (runImportAll); the summary's From is where the
+// history was recomputed from.
+func runImport(ctx context.Context, opts importOptions, name string, in io.Reader) (importSummary, error) {
+	sums, from, err := runImportAll(ctx, opts, []importSource{{Name: name, Open: func() (io.ReadCloser, error) {
+		return io.NopCloser(in), nil
+	}}})
+	sum := importSummary{Name: name}
+	if len(sums) > 0 {
+		sum = sums[0]
+	}
+	sum.From = from
+	return sum, err
 }
