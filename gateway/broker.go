@@ -40,11 +40,7 @@ func isLoopback(listen string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("mqtt.embedded.listen %q: %w", listen, err)
 	}
-	if host == "localhost" {
-		return true, nil
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback(), nil
+	return isLoopbackHost(host), nil
 }
 
 // StartBroker starts the embedded broker and returns once it listens. Retained
