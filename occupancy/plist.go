@@ -138,6 +138,14 @@ func (c *chunk) recompose(clamp bool) {
 	c.f = f
 }
 
+// push appends en, which follows every entry of c, keeping f and end.
+func (c *chunk) push(en entry, clamp bool) {
+	c.es = append(c.es, en)
+	g := entryFn(&en, clamp)
+	c.f = c.f.then(g)
+	c.end = g.apply(c.end)
+}
+
 // plist is the pending timeline of one space.
 type plist struct {
 	// Cached from chunks so an in-order append touches only the tail chunk.
@@ -198,10 +206,7 @@ func (p *plist) upsert(en entry, cmp lessFunc, clamp, replace bool) (changed, cu
 	before := p.cur
 	if last := p.last; last != nil && en.ts > p.lastTS && len(last.es) < chunkSize {
 		// Fast path: in order, room in the tail chunk.
-		last.es = append(last.es, en)
-		g := entryFn(&en, clamp)
-		last.f = last.f.then(g)
-		last.end = g.apply(last.end)
+		last.push(en, clamp)
 		p.lastTS, p.cur = en.ts, last.end
 		return true, p.cur != before
 	}
@@ -234,10 +239,7 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 			p.chunks = append(p.chunks, c)
 			return true
 		}
-		last.es = append(last.es, en)
-		g := entryFn(&en, clamp)
-		last.f = last.f.then(g)
-		last.end = g.apply(last.end)
+		last.push(en, clamp)
 		return true
 	}
 	// First chunk whose last entry is >= en.
