@@ -392,8 +392,6 @@ func (p *plist) truncateFrom(t int64, clamp bool) []entry {
 	out = append(out, c.es[j:]...)
 	for _, d := range p.chunks[ci+1:] {
 		out = append(out, d.es...)
-	}
-	for _, d := range p.chunks[ci+1:] {
 		freeChunk(d)
 	}
 	clear(p.chunks[ci+1:])
