@@ -29,10 +29,10 @@ import (
 // values at H, pending corrections, suspect intervals, moves) is in the Checkpoint
 // committed with the rows. Tick returns true when that state changed even if H did
 // not move (a late correction, an unparked event, a new version), so the gateway
-// commits within one tick. A crash between a late Apply and that commit loses the
-// correction (the late event itself is stored and counts again only via a later
-// replay that covers its ts): the gateway may Tick and Commit right after an Apply
-// that reports Late > 0 to close that window.
+// commits within one tick. A crash between a late Apply and that commit would lose
+// the correction (late events are not replayed on start), so the gateway commits a
+// batch with Late > 0 (Tick + Commit) before acknowledging it, and applies a late
+// event redelivered as a duplicate again (ARCHITECTURE, durability invariants).
 //
 // Moves. A version moving space S to a new parent adds KindMove entries at
 // max(v.At, H) on the old ancestors (-c) and the new ones (+c), c = S's value just
