@@ -92,7 +92,7 @@ type version struct {
 // changes precomputed (inline for up to four: the hot path follows no pointer).
 type dpuVer struct {
 	vi   int32
-	ref  int32 // interned DPU index
+	ref  int32 // index of the DPU in dpuTab and dpuNames
 	n    int32
 	eff  [4]gEff
 	more []gEff
@@ -161,8 +161,7 @@ type Engine struct {
 	versions []*version
 	gidx     map[string]int32
 	gs       []gspace
-	dpuIdx   map[string]int32
-	dpuNames []string
+	dpuNames []string // DPU ids by index in dpuTab (the ref of their entries)
 	dpuMaps  dpuIndex // DPU id -> index in dpuTab
 	dpuTab   []dpuSlot
 
@@ -209,7 +208,6 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 		opts:   opts,
 		store:  store,
 		gidx:   map[string]int32{},
-		dpuIdx: map[string]int32{},
 		parked: map[string]map[string]Event{},
 		late:   map[int32][]interval{},
 		trueCP: map[int32][]trueCP{},
@@ -487,16 +485,6 @@ func (e *Engine) park(ev Event) {
 	}
 	m[k] = ev
 	e.nParked++
-}
-
-func (e *Engine) dpuRef(dpu string) int32 {
-	if i, ok := e.dpuIdx[dpu]; ok {
-		return i
-	}
-	i := int32(len(e.dpuNames))
-	e.dpuIdx[dpu] = i
-	e.dpuNames = append(e.dpuNames, dpu)
-	return i
 }
 
 // eventEntries calls fn with each space an event changes and its timeline entry.

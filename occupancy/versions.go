@@ -39,12 +39,13 @@ func (e *Engine) addVersion(v Version) (*version, error) {
 		i, ok := e.dpuMaps.get(d.ID, e.dpuTab)
 		if !ok {
 			i = int32(len(e.dpuTab))
-			dv.ref = e.dpuRef(d.ID)
+			dv.ref = i
 			e.dpuTab = append(e.dpuTab, dpuSlot{key: makeDPUKey(d.ID), first: dv})
+			e.dpuNames = append(e.dpuNames, d.ID)
 			e.dpuMaps.put(d.ID, i, e.dpuTab)
 			continue
 		}
-		dv.ref = e.dpuTab[i].first.ref
+		dv.ref = i
 		e.dpuTab[i].rest = append(e.dpuTab[i].rest, dv)
 	}
 	for i := range e.gs {
