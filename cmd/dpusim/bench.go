@@ -217,7 +217,7 @@ func Bench(ctx context.Context, o BenchOptions, logw io.Writer) (*BenchResult, e
 	want := rr.Events + int64(pr.sent)
 	p := &res.Gw
 	p.Ran, p.Messages = true, rr.Messages+int64(pr.sent)
-	p.PubRate = float64(rr.Events+rr.Stats.Bad) / rr.GenEnd.Sub(rr.Start).Seconds()
+	p.PubRate = rr.offeredRate()
 	deadline := time.Now().Add(o.DrainTimeout)
 	lastLog := time.Now()
 	// /metrics carries one gauge per space: at 100,000 DPUs it is megabytes, and
@@ -320,7 +320,7 @@ func benchBaseline(ctx context.Context, run RunOptions, broker string, drainTime
 		return err
 	}
 	p.Ran, p.Messages = true, rr.Messages
-	p.PubRate = float64(rr.Events+rr.Stats.Bad) / rr.GenEnd.Sub(rr.Start).Seconds()
+	p.PubRate = rr.offeredRate()
 	deadline := time.Now().Add(drainTimeout)
 	for n.Load() < rr.Messages && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)

@@ -56,6 +56,12 @@ type RunResult struct {
 	Mismatches   []string // from --verify
 }
 
+// offeredRate is the event slots generated (crossings and malformed messages) per
+// second of generation: the load actually offered.
+func (r *RunResult) offeredRate() float64 {
+	return float64(r.Events+r.Stats.Bad) / r.GenEnd.Sub(r.Start).Seconds()
+}
+
 // errMismatch is returned when --verify finds differing spaces (exit status 1).
 var errMismatch = errors.New("verify: gateway occupancy differs from the truth")
 
