@@ -207,11 +207,13 @@ func runImportAll(ctx context.Context, opts importOptions, srcs []importSource) 
 		return nil, 0, fmt.Errorf("read topology versions: %w", err)
 	}
 	if len(versions) == 0 {
-		if err := store.PutVersion(occupancy.Version{At: now, Topology: cfg.Topology}); err != nil {
+		v := occupancy.Version{At: now, Topology: cfg.Topology}
+		if err := store.PutVersion(v); err != nil {
 			return nil, 0, fmt.Errorf("store topology version: %w", err)
 		}
+		versions = append(versions, v)
 	}
-	eng, err := occupancy.Open(cfg.EngineOptions(), store, now)
+	eng, err := occupancy.Open(cfg.EngineOptions(), withVersions(store, versions), now)
 	if err != nil {
 		return nil, 0, fmt.Errorf("rebuild engine from storage: %w", err)
 	}
