@@ -142,7 +142,7 @@ type moveRec struct {
 
 // entry is the timeline entry of m on m.Space.
 func (m *moveRec) entry() entry {
-	return entry{ts: m.TS, ref: m.og, val: int32(m.Delta), cls: clsMove}
+	return valEntry(m.TS, m.og, int32(m.Delta), clsMove)
 }
 
 // engineState is the engine-private part of a checkpoint.
@@ -187,7 +187,8 @@ type Engine struct {
 	reported    []int64
 	reportedCap []int64
 
-	cmp lessFunc
+	cmp  lessFunc
+	long longIDs // ids of more than 8 bytes of pending event entries
 }
 
 var errStop = errors.New("stop")
@@ -373,14 +374,54 @@ func (e *Engine) compare(a, b *entry) int {
 	}
 	// Same DPU and ms: id-less events ('d') before events with an id ('i').
 	switch {
-	case a.id == "" && b.id == "":
+	case a.idn == 0 && b.idn == 0:
 		return cmpInt(int(uint8(a.dir)), int(uint8(b.dir)))
-	case a.id == "":
+	case a.idn == 0:
 		return -1
-	case b.id == "":
+	case b.idn == 0:
 		return 1
+	case a.idn != idLong && b.idn != idLong:
+		return cmpPacked(a.aux, a.idn, b.aux, b.idn)
 	}
-	return strings.Compare(a.id, b.id)
+	return strings.Compare(e.entryID(a), e.entryID(b))
+}
+
+// entryID is the event id of an event entry ("" when it has none).
+func (e *Engine) entryID(en *entry) string {
+	if en.idn == idLong {
+		return e.long.ids[en.aux]
+	}
+	return unpackID(en.aux, en.idn)
+}
+
+// longIDs holds the ids of more than 8 bytes of pending event entries, one slot
+// per entry, freed when the entry leaves the pending timeline.
+type longIDs struct {
+	ids  []string
+	free []uint64
+}
+
+func (t *longIDs) put(id string) uint64 {
+	if n := len(t.free); n > 0 {
+		i := t.free[n-1]
+		t.free = t.free[:n-1]
+		t.ids[i] = id
+		return i
+	}
+	t.ids = append(t.ids, id)
+	return uint64(len(t.ids) - 1)
+}
+
+func (t *longIDs) release(i uint64) {
+	t.ids[i] = ""
+	t.free = append(t.free, i)
+}
+
+// releaseID frees the side-table slot of en's id, if it has one.
+func (e *Engine) releaseID(en *entry) {
+	if en.idn == idLong {
+		e.long.release(en.aux)
+	}
 }
 
 func cmpInt(a, b int) int {
@@ -397,6 +438,9 @@ func cmpInt(a, b int) int {
 func (e *Engine) insert(g int32, en entry, replace bool, now int64) {
 	s := &e.gs[g]
 	changed, curChanged := s.pl.upsert(en, e.cmp, e.opts.ClampNegative, replace)
+	if !changed {
+		e.releaseID(&en) // a duplicate event
+	}
 	if curChanged {
 		s.updated = now
 		e.markChanged(g)
@@ -487,16 +531,23 @@ func (e *Engine) park(ev Event) {
 	e.nParked++
 }
 
-// eventEntries calls fn with each space an event changes and its timeline entry.
+// eventEntries calls fn with each space an event changes and its timeline entry
+// (whose long id, if any, fn must store or release).
 func (e *Engine) eventEntries(m *dpuVer, ev *Event, fnc func(g int32, en entry)) {
 	for _, ef := range m.effects() {
-		fnc(ef.g, m.entry(ev, ef))
+		fnc(ef.g, e.eventEntry(m, ev, ef))
 	}
 }
 
-// entry is the timeline entry of ev (mapped through m) on the space of ef.
-func (m *dpuVer) entry(ev *Event, ef gEff) entry {
-	return entry{ts: ev.TS, id: ev.ID, ref: m.ref, val: ef.d * int32(ev.Direction), cls: clsEvent, dir: ev.Direction}
+// eventEntry is the timeline entry of ev (mapped through m) on the space of ef.
+func (e *Engine) eventEntry(m *dpuVer, ev *Event, ef gEff) entry {
+	en := entry{ts: ev.TS, ref: m.ref, cls: clsEvent, dir: ev.Direction, d: int8(ef.d) * ev.Direction}
+	if n := len(ev.ID); n <= 8 {
+		en.aux, en.idn = packID(ev.ID), uint8(n)
+	} else {
+		en.aux, en.idn = e.long.put(ev.ID), idLong
+	}
+	return en
 }
 
 // applyOne inserts a mapped, not-late event or parks it. It returns what happened:
@@ -517,7 +568,7 @@ func (e *Engine) applyOne(ev Event, now int64, late *[]Event) byte {
 		return 'l'
 	}
 	for _, ef := range m.effects() {
-		e.insert(ef.g, m.entry(&ev, ef), false, now)
+		e.insert(ef.g, e.eventEntry(m, &ev, ef), false, now)
 	}
 	return 'a'
 }
@@ -569,7 +620,7 @@ func (e *Engine) resetTargets(id string, ts int64, value int64) []int32 {
 func (e *Engine) insertReset(r Reset, now int64) {
 	origin := e.space(r.Space)
 	for _, g := range e.resetTargets(r.Space, r.TS, r.Occupancy) {
-		e.insert(g, entry{ts: r.TS, ref: origin, val: int32(r.Occupancy), cls: clsManual}, true, now)
+		e.insert(g, valEntry(r.TS, origin, int32(r.Occupancy), clsManual), true, now)
 	}
 }
 
@@ -610,17 +661,7 @@ func (e *Engine) Tick(now int64) (Settlement, bool) {
 	rows := make([]Row, 0, e.rowsHint+e.rowsHint/4)
 	for i := range e.gs {
 		s := &e.gs[i]
-		id := s.id
-		var lastTS int64 = math.MinInt64
-		var seq uint32
-		s.pl.settle(newH, e.opts.ClampNegative, func(en *entry, v int64, in, out int32) {
-			if en.ts != lastTS {
-				lastTS, seq = en.ts, 0
-			} else {
-				seq++
-			}
-			rows = append(rows, Row{Space: id, TS: en.ts, Seq: seq, Occupancy: v, Entrances: in, Exits: out, Kind: en.kind()})
-		})
+		rows = s.pl.settle(newH, e.opts.ClampNegative, s.id, rows, e.releaseID)
 	}
 	e.h = newH
 	e.rowsHint = len(rows)

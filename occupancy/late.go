@@ -27,11 +27,12 @@ func (e *Engine) correct(late []Event, now int64) error {
 		if m == nil {
 			continue
 		}
-		e.eventEntries(m, &late[i], func(g int32, en entry) {
-			if s, ok := starts[g]; !ok || en.ts < s {
-				starts[g] = en.ts
+		ts := late[i].TS
+		for _, ef := range m.effects() {
+			if s, ok := starts[ef.g]; !ok || ts < s {
+				starts[ef.g] = ts
 			}
-		})
+		}
 	}
 	if len(starts) == 0 {
 		return nil
@@ -134,7 +135,7 @@ func (e *Engine) setCorrection(g int32, v int64, now int64) {
 		v = math.MaxInt32
 	}
 	e.corr[g] = v
-	e.insert(g, entry{ts: e.h, ref: g, val: int32(v), cls: clsCorrection}, true, now)
+	e.insert(g, valEntry(e.h, g, int32(v), clsCorrection), true, now)
 }
 
 type gEntry struct {
@@ -192,7 +193,9 @@ func (e *Engine) replay(starts, known map[int32]int64, to int64) (map[int32]int6
 		e.eventEntries(m, &ev, func(g int32, en entry) {
 			if s, ok := starts[g]; ok && en.ts >= s {
 				lists[g] = append(lists[g], en)
+				return
 			}
+			e.releaseID(&en)
 		})
 	}
 	// Events unparked but not yet committed may not be in the event stream yet.
@@ -222,7 +225,7 @@ func (e *Engine) replay(starts, known map[int32]int64, to int64) (map[int32]int6
 		origin := e.space(r.Space)
 		for _, g := range e.resetTargets(r.Space, r.TS, r.Occupancy) {
 			if s, ok := starts[g]; ok && r.TS >= s {
-				lists[g] = append(lists[g], entry{ts: r.TS, ref: origin, val: int32(r.Occupancy), cls: clsManual})
+				lists[g] = append(lists[g], valEntry(r.TS, origin, int32(r.Occupancy), clsManual))
 			}
 		}
 		return nil
@@ -233,7 +236,7 @@ func (e *Engine) replay(starts, known map[int32]int64, to int64) (map[int32]int6
 	for _, d := range e.dailyIn(from, min(to, e.lastGen+1)) {
 		for _, g := range e.dailyTargets(d) {
 			if s, ok := starts[g]; ok && d.ts >= s {
-				lists[g] = append(lists[g], entry{ts: d.ts, ref: d.origin, cls: clsDaily})
+				lists[g] = append(lists[g], valEntry(d.ts, d.origin, 0, clsDaily))
 			}
 		}
 	}
@@ -264,6 +267,11 @@ func (e *Engine) replay(starts, known map[int32]int64, to int64) (map[int32]int6
 		}
 		vals[g] = x
 		e.recordCPs(g, append(cps, trueCP{T: to, V: x}))
+	}
+	for _, l := range lists {
+		for i := range l {
+			e.releaseID(&l[i])
+		}
 	}
 	return vals, nil
 }
@@ -303,6 +311,7 @@ func (e *Engine) Rewind(from, now int64) (Settlement, error) {
 		s.pl.sync()
 		e.markChanged(int32(g))
 	}
+	e.long = longIDs{} // no pending entries are left
 	e.h = from
 	clear(e.corr)
 	clear(e.trueCP)

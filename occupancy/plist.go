@@ -6,16 +6,18 @@ import (
 )
 
 // chunkPool recycles chunks: settling frees them as fast as ingest needs new ones.
-var chunkPool = sync.Pool{New: func() any { return &chunk{es: make([]entry, 0, chunkSize)} }}
+var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
 
-func newChunk() *chunk { return chunkPool.Get().(*chunk) }
-
-func freeChunk(c *chunk) {
-	clear(c.es[:cap(c.es)])
-	c.es = c.es[:0]
-	c.f, c.end = fn{}, 0
-	chunkPool.Put(c)
+// newChunk returns an empty chunk (f the identity).
+func newChunk() *chunk {
+	c := chunkPool.Get().(*chunk)
+	c.n, c.f, c.end = 0, identity, 0
+	return c
 }
+
+// freeChunk returns c to the pool. Chunks hold no pointers, so their entries need
+// no clearing.
+func freeChunk(c *chunk) { chunkPool.Put(c) }
 
 // Pending entries of one space live in a chunked, sorted list. Each chunk carries the
 // composition of its entries' value functions and the true value after it, so
@@ -29,8 +31,13 @@ func freeChunk(c *chunk) {
 // Every entry is a function of the value before it, of the form x -> max(a, x+b):
 // a clamped crossing is max(0, x+d), an unclamped one max(-inf, x+d), a reset or
 // correction to c is max(c, x-inf). Such functions compose into the same form.
+//
+// Memory. A chunk is one pointer-free allocation (the garbage collector never scans
+// the pending window). Insertions in the middle split full chunks; when a space's
+// chunks average less than 4/5 full the list is repacked (amortized O(B) per split).
 
-const chunkSize = 128
+// chunkSize fills the 3072-byte size class: 32 bytes of header + 126 entries of 24.
+const chunkSize = 126
 
 // neg stands for -infinity in value functions; sums saturate at it.
 const neg = int64(-1) << 61
@@ -47,14 +54,64 @@ const (
 	clsManual
 )
 
-// entry is one pending timeline entry of one space (40 bytes).
+// entry is one pending timeline entry of one space (24 bytes, no pointers).
+//
+// An event entry keeps its event id in aux: ids of up to 8 bytes packed (idn is the
+// length, see packID), longer ones as a slot of the engine's side table (idn ==
+// idLong). Other entries keep their value in aux (the value a reset or correction
+// sets, a move's delta).
 type entry struct {
 	ts  int64
-	id  string // event id ("" when absent or not an event)
-	ref int32  // event: interned DPU index; move/reset: originating global space index
-	val int32  // event/move: delta; reset/correction: the value set
+	aux uint64
+	ref int32 // event: DPU index; move/reset: originating global space index
 	cls uint8
-	dir int8 // event direction (timeline order of id-less events)
+	dir int8  // event direction (timeline order of id-less events)
+	idn uint8 // event: id length (0 = no id) or idLong
+	d   int8  // event: delta on this space (+1/-1)
+}
+
+// idLong marks an event entry whose id lives in the engine's side table.
+const idLong = 0xFF
+
+// valEntry makes a non-event entry; v is kept as an int32 as before.
+func valEntry(ts int64, ref int32, v int32, cls uint8) entry {
+	return entry{ts: ts, aux: uint64(int64(v)), ref: ref, cls: cls}
+}
+
+// packID packs an id of at most 8 bytes: its bytes big-endian, zero-padded.
+// Comparing (packed, length) pairs compares the ids as strings: where the padded
+// words first differ, either both ids have a byte there, or the shorter one has
+// ended (padding 0 below the other's byte, and the shorter one is a prefix of the
+// longer); equal words mean one id is the other plus 0 bytes, and the length decides.
+func packID(id string) uint64 {
+	var x uint64
+	for i := 0; i < len(id); i++ {
+		x |= uint64(id[i]) << (56 - 8*uint(i))
+	}
+	return x
+}
+
+func unpackID(x uint64, n uint8) string {
+	var b [8]byte
+	for i := range b {
+		b[i] = byte(x >> (56 - 8*uint(i)))
+	}
+	return string(b[:n])
+}
+
+// cmpPacked compares two packed ids of lengths an and bn like strings.Compare.
+func cmpPacked(a uint64, an uint8, b uint64, bn uint8) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	case an < bn:
+		return -1
+	case an > bn:
+		return 1
+	}
+	return 0
 }
 
 func (en *entry) kind() EntryKind {
@@ -100,39 +157,57 @@ func (f fn) then(g fn) fn {
 
 func entryFn(en *entry, clamp bool) fn {
 	switch en.cls {
-	case clsEvent, clsMove:
+	case clsEvent:
 		if clamp {
-			return fn{a: 0, b: int64(en.val)}
+			return fn{a: 0, b: int64(en.d)}
 		}
-		return fn{a: neg, b: int64(en.val)}
+		return fn{a: neg, b: int64(en.d)}
+	case clsMove:
+		if clamp {
+			return fn{a: 0, b: int64(en.aux)}
+		}
+		return fn{a: neg, b: int64(en.aux)}
 	default:
-		return fn{a: int64(en.val), b: neg}
+		return fn{a: int64(en.aux), b: neg}
 	}
 }
 
 // step applies one entry to x and returns the new value and the crossings it counts.
 func step(en *entry, x int64, clamp bool) (v int64, in, out int32) {
-	v = entryFn(en, clamp).apply(x)
 	if en.cls == clsEvent {
+		// x -> max(0|-inf, x+d), d = +1/-1; x > neg always holds for values.
+		v = x + int64(en.d)
+		if x <= neg {
+			v = neg
+		}
+		if clamp && v < 0 {
+			v = 0
+		}
 		switch {
-		case en.val > 0 && v > x:
+		case en.d > 0 && v > x:
 			in = 1
-		case en.val < 0 && v < x:
+		case en.d < 0 && v < x:
 			out = 1
 		}
+		return v, in, out
 	}
-	return v, in, out
+	return entryFn(en, clamp).apply(x), 0, 0
 }
 
+// chunk is up to chunkSize consecutive entries of one space.
 type chunk struct {
-	es  []entry
+	n   int
 	f   fn
 	end int64 // true value after the last entry of this chunk
+	es  [chunkSize]entry
 }
+
+func (c *chunk) s() []entry    { return c.es[:c.n] }
+func (c *chunk) lastTS() int64 { return c.es[c.n-1].ts }
 
 func (c *chunk) recompose(clamp bool) {
 	f := identity
-	for i := range c.es {
+	for i := 0; i < c.n; i++ {
 		f = f.then(entryFn(&c.es[i], clamp))
 	}
 	c.f = f
@@ -140,7 +215,8 @@ func (c *chunk) recompose(clamp bool) {
 
 // push appends en, which follows every entry of c, keeping f and end.
 func (c *chunk) push(en entry, clamp bool) {
-	c.es = append(c.es, en)
+	c.es[c.n] = en
+	c.n++
 	g := entryFn(&en, clamp)
 	c.f = c.f.then(g)
 	c.end = g.apply(c.end)
@@ -152,6 +228,7 @@ type plist struct {
 	last   *chunk
 	lastTS int64
 	cur    int64
+	n      int   // entries
 	base   int64 // value at the horizon, before the first pending entry
 	chunks []*chunk
 }
@@ -168,20 +245,14 @@ func (p *plist) setBase(v int64) {
 func (p *plist) sync() {
 	if n := len(p.chunks); n > 0 {
 		p.last = p.chunks[n-1]
-		p.lastTS = p.last.es[len(p.last.es)-1].ts
+		p.lastTS = p.last.lastTS()
 		p.cur = p.last.end
 		return
 	}
 	p.last, p.lastTS, p.cur = nil, 0, p.base
 }
 
-func (p *plist) len() int {
-	n := 0
-	for _, c := range p.chunks {
-		n += len(c.es)
-	}
-	return n
-}
+func (p *plist) len() int { return p.n }
 
 // propagate re-derives end values from chunk i on.
 func (p *plist) propagate(i int) {
@@ -204,9 +275,10 @@ type lessFunc func(a, b *entry) int
 // event). It reports whether the list and whether the current value changed.
 func (p *plist) upsert(en entry, cmp lessFunc, clamp, replace bool) (changed, curChanged bool) {
 	before := p.cur
-	if last := p.last; last != nil && en.ts > p.lastTS && len(last.es) < chunkSize {
+	if last := p.last; last != nil && en.ts > p.lastTS && last.n < chunkSize {
 		// Fast path: in order, room in the tail chunk.
 		last.push(en, clamp)
+		p.n++
 		p.lastTS, p.cur = en.ts, last.end
 		return true, p.cur != before
 	}
@@ -221,34 +293,35 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 	n := len(p.chunks)
 	if n == 0 {
 		c := newChunk()
-		c.es = append(c.es, en)
-		c.f = entryFn(&en, clamp)
+		c.push(en, clamp)
 		p.chunks = append(p.chunks, c)
+		p.n++
 		p.propagate(0)
 		return true
 	}
 	last := p.chunks[n-1]
-	le := &last.es[len(last.es)-1]
+	le := &last.es[last.n-1]
 	if en.ts > le.ts || (en.ts == le.ts && cmp(le, &en) < 0) {
 		// Fast path: append at the end.
-		if len(last.es) >= chunkSize {
+		if last.n >= chunkSize {
 			c := newChunk()
-			c.es = append(c.es, en)
-			c.f = entryFn(&en, clamp)
-			c.end = c.f.apply(last.end)
+			c.end = last.end
+			c.push(en, clamp)
 			p.chunks = append(p.chunks, c)
+			p.n++
 			return true
 		}
 		last.push(en, clamp)
+		p.n++
 		return true
 	}
 	// First chunk whose last entry is >= en.
 	ci := sort.Search(n, func(i int) bool {
 		c := p.chunks[i]
-		return cmp(&c.es[len(c.es)-1], &en) >= 0
+		return cmp(&c.es[c.n-1], &en) >= 0
 	})
 	c := p.chunks[ci]
-	j := sort.Search(len(c.es), func(i int) bool { return cmp(&c.es[i], &en) >= 0 })
+	j := sort.Search(c.n, func(i int) bool { return cmp(&c.es[i], &en) >= 0 })
 	if cmp(&c.es[j], &en) == 0 {
 		if !replace || c.es[j] == en {
 			return false
@@ -258,31 +331,70 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 		p.propagate(ci)
 		return true
 	}
-	c.es = append(c.es, entry{})
-	copy(c.es[j+1:], c.es[j:])
-	c.es[j] = en
-	if len(c.es) > chunkSize {
-		half := len(c.es) / 2
-		nc := newChunk()
-		nc.es = append(nc.es, c.es[half:]...)
-		if cap(c.es) > chunkSize {
-			// append grew it past the chunk size: move the first half to a pooled chunk
-			fc := newChunk()
-			fc.es = append(fc.es, c.es[:half]...)
-			p.chunks[ci] = fc
-			c = fc
-		} else {
-			clear(c.es[half:])
-			c.es = c.es[:half]
-		}
-		p.chunks = append(p.chunks, nil)
-		copy(p.chunks[ci+2:], p.chunks[ci+1:])
-		p.chunks[ci+1] = nc
-		nc.recompose(clamp)
+	p.n++
+	if c.n < chunkSize {
+		copy(c.es[j+1:c.n+1], c.es[j:c.n])
+		c.es[j] = en
+		c.n++
+		c.recompose(clamp)
+		p.propagate(ci)
+		return true
+	}
+	// Split the full chunk. The tail chunk splits at the insertion point (later
+	// appends fill the new tail); others in half.
+	k := chunkSize / 2
+	if ci == n-1 && j >= k {
+		k = j
+	}
+	nc := newChunk()
+	nc.n = copy(nc.es[:], c.es[k:c.n])
+	c.n = k
+	if j <= k {
+		copy(c.es[j+1:c.n+1], c.es[j:c.n])
+		c.es[j] = en
+		c.n++
+	} else {
+		j -= k
+		copy(nc.es[j+1:nc.n+1], nc.es[j:nc.n])
+		nc.es[j] = en
+		nc.n++
+	}
+	p.chunks = append(p.chunks, nil)
+	copy(p.chunks[ci+2:], p.chunks[ci+1:])
+	p.chunks[ci+1] = nc
+	if len(p.chunks) > p.n*5/(4*chunkSize)+2 {
+		p.repack(clamp)
+		return true
 	}
 	c.recompose(clamp)
+	nc.recompose(clamp)
 	p.propagate(ci)
 	return true
+}
+
+// repack moves every entry into full chunks (the last one partly full).
+func (p *plist) repack(clamp bool) {
+	out := make([]*chunk, 0, (p.n+chunkSize-1)/chunkSize+1)
+	var c *chunk
+	for _, oc := range p.chunks {
+		src := oc.s()
+		for len(src) > 0 {
+			if c == nil || c.n == chunkSize {
+				c = newChunk()
+				out = append(out, c)
+			}
+			k := copy(c.es[c.n:], src)
+			c.n += k
+			src = src[k:]
+		}
+		freeChunk(oc) // read completely: newChunk may hand it out again
+	}
+	for _, c := range out {
+		c.recompose(clamp)
+	}
+	clear(p.chunks)
+	p.chunks = out
+	p.propagate(0)
 }
 
 // valueAt returns the value after every pending entry with ts <= t.
@@ -292,10 +404,7 @@ func (p *plist) valueAt(t int64, clamp bool) int64 {
 		return p.base
 	}
 	// First chunk whose last entry is after t.
-	ci := sort.Search(n, func(i int) bool {
-		c := p.chunks[i]
-		return c.es[len(c.es)-1].ts > t
-	})
+	ci := sort.Search(n, func(i int) bool { return p.chunks[i].lastTS() > t })
 	if ci == n {
 		return p.chunks[n-1].end
 	}
@@ -304,7 +413,7 @@ func (p *plist) valueAt(t int64, clamp bool) int64 {
 		x = p.chunks[ci-1].end
 	}
 	c := p.chunks[ci]
-	for i := range c.es {
+	for i := 0; i < c.n; i++ {
 		if c.es[i].ts > t {
 			break
 		}
@@ -317,17 +426,14 @@ func (p *plist) valueAt(t int64, clamp bool) int64 {
 // it and its crossings.
 func (p *plist) each(from, to int64, clamp bool, fnc func(en *entry, v int64, in, out int32)) {
 	n := len(p.chunks)
-	ci := sort.Search(n, func(i int) bool {
-		c := p.chunks[i]
-		return c.es[len(c.es)-1].ts >= from
-	})
+	ci := sort.Search(n, func(i int) bool { return p.chunks[i].lastTS() >= from })
 	x := p.base
 	if ci > 0 {
 		x = p.chunks[ci-1].end
 	}
 	for ; ci < n; ci++ {
 		c := p.chunks[ci]
-		for i := range c.es {
+		for i := 0; i < c.n; i++ {
 			en := &c.es[i]
 			if en.ts >= to {
 				return
@@ -341,29 +447,40 @@ func (p *plist) each(from, to int64, clamp bool, fnc func(en *entry, v int64, in
 	}
 }
 
-// settle removes every entry with ts < h, calling emit for each in order with the
-// value after it and its crossings, and makes the value at h the new base.
-func (p *plist) settle(h int64, clamp bool, emit func(en *entry, v int64, in, out int32)) {
+// settle removes every entry with ts < h, appending a row for each to rows in
+// order (with Seq continuing from the previous row of the same ms, and the long ids
+// of settled events released through rel), and makes the value at h the new base.
+func (p *plist) settle(h int64, clamp bool, space string, rows []Row, rel func(*entry)) []Row {
 	x := p.base
+	var lastTS int64 = -1 << 63
+	var seq uint32
 	for len(p.chunks) > 0 {
 		c := p.chunks[0]
+		es := c.s()
 		k := 0
-		for k < len(c.es) && c.es[k].ts < h {
-			v, in, out := step(&c.es[k], x, clamp)
-			emit(&c.es[k], v, in, out)
+		for ; k < len(es) && es[k].ts < h; k++ {
+			en := &es[k]
+			v, in, out := step(en, x, clamp)
+			if en.ts != lastTS {
+				lastTS, seq = en.ts, 0
+			} else {
+				seq++
+			}
+			rows = append(rows, Row{Space: space, TS: en.ts, Seq: seq, Occupancy: v, Entrances: in, Exits: out, Kind: en.kind()})
+			if en.idn == idLong {
+				rel(en)
+			}
 			x = v
-			k++
 		}
-		if k == len(c.es) {
+		p.n -= k
+		if k == len(es) {
 			p.chunks[0] = nil
 			p.chunks = p.chunks[1:]
 			freeChunk(c)
 			continue
 		}
 		if k > 0 {
-			n := copy(c.es, c.es[k:])
-			clear(c.es[n:])
-			c.es = c.es[:n]
+			c.n = copy(c.es[:], es[k:])
 			c.recompose(clamp)
 		}
 		break
@@ -374,24 +491,22 @@ func (p *plist) settle(h int64, clamp bool, emit func(en *entry, v int64, in, ou
 		p.sync()
 	}
 	// Otherwise the tail chunk, its last entry and the current value are unchanged.
+	return rows
 }
 
 // truncateFrom removes and returns every entry with ts >= t, in order.
 func (p *plist) truncateFrom(t int64, clamp bool) []entry {
 	var out []entry
 	n := len(p.chunks)
-	ci := sort.Search(n, func(i int) bool {
-		c := p.chunks[i]
-		return c.es[len(c.es)-1].ts >= t
-	})
+	ci := sort.Search(n, func(i int) bool { return p.chunks[i].lastTS() >= t })
 	if ci == n {
 		return nil
 	}
 	c := p.chunks[ci]
-	j := sort.Search(len(c.es), func(i int) bool { return c.es[i].ts >= t })
-	out = append(out, c.es[j:]...)
+	j := sort.Search(c.n, func(i int) bool { return c.es[i].ts >= t })
+	out = append(out, c.es[j:c.n]...)
 	for _, d := range p.chunks[ci+1:] {
-		out = append(out, d.es...)
+		out = append(out, d.s()...)
 		freeChunk(d)
 	}
 	clear(p.chunks[ci+1:])
@@ -401,10 +516,10 @@ func (p *plist) truncateFrom(t int64, clamp bool) []entry {
 		p.chunks = p.chunks[:ci]
 		freeChunk(c)
 	} else {
-		clear(c.es[j:])
-		c.es = c.es[:j]
+		c.n = j
 		c.recompose(clamp)
 	}
+	p.n -= len(out)
 	p.propagate(max(0, len(p.chunks)-1))
 	p.sync()
 	return out

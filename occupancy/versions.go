@@ -165,10 +165,12 @@ func (e *Engine) remapFrom(at int64, now int64) {
 				e.insert(int32(g), en, true, now)
 				continue
 			}
-			k := evKey{en.ref, en.id, en.ts, en.dir}
+			id := e.entryID(&en)
+			e.releaseID(&en)
+			k := evKey{en.ref, id, en.ts, en.dir}
 			if !seen[k] {
 				seen[k] = true
-				evs = append(evs, Event{DPU: e.dpuNames[en.ref], ID: en.id, TS: en.ts, Direction: en.dir})
+				evs = append(evs, Event{DPU: e.dpuNames[en.ref], ID: id, TS: en.ts, Direction: en.dir})
 			}
 		}
 	}
@@ -257,7 +259,7 @@ func (e *Engine) genDaily(now int64) {
 func (e *Engine) insertDaily(from, to, now int64) {
 	for _, d := range e.dailyIn(from, to) {
 		for _, g := range e.dailyTargets(d) {
-			e.insert(g, entry{ts: d.ts, ref: d.origin, cls: clsDaily}, true, now)
+			e.insert(g, valEntry(d.ts, d.origin, 0, clsDaily), true, now)
 		}
 	}
 }

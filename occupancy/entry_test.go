@@ -1,0 +1,269 @@
+package occupancy
+
+import (
+	"fmt"
+	"math/rand"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// randID returns a random string of 0..max bytes over an alphabet that stresses
+// padding (0x00), the top byte value and shared prefixes.
+func randID(rng *rand.Rand, max int) string {
+	const alpha = "\x00\x01az09-_\xfe\xff"
+	b := make([]byte, rng.Intn(max+1))
+	for i := range b {
+		b[i] = alpha[rng.Intn(len(alpha))]
+	}
+	return string(b)
+}
+
+func checkPacked(t *testing.T, a, b string) {
+	t.Helper()
+	pa, pb := packID(a), packID(b)
+	if got, want := cmpPacked(pa, uint8(len(a)), pb, uint8(len(b))), strings.Compare(a, b); got != want {
+		t.Fatalf("cmpPacked(%q, %q) = %d, strings.Compare = %d", a, b, got, want)
+	}
+	if u := unpackID(pa, uint8(len(a))); u != a {
+		t.Fatalf("unpackID(packID(%q)) = %q", a, u)
+	}
+}
+
+// TestPackedIDOrder: comparing packed ids of up to 8 bytes (padded word, length) is
+// string comparison, and unpacking restores the id.
+func TestPackedIDOrder(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	for i := 0; i < 200_000; i++ {
+		a := randID(rng, 8)
+		b := randID(rng, 8)
+		if rng.Intn(4) == 0 && len(a) > 0 { // a prefix of b or b of a
+			b = a[:rng.Intn(len(a)+1)] + b[:min(len(b), 8-len(a[:0]))]
+			b = b[:min(len(b), 8)]
+		}
+		checkPacked(t, a, b)
+	}
+	for _, p := range [][2]string{{"", "\x00"}, {"a", "a\x00"}, {"a\x00", "a\x00\x00"}, {"12345678", "12345679"}, {"9", "10"}, {"\xff", "\xff\xff\xff\xff\xff\xff\xff\xff"}} {
+		checkPacked(t, p[0], p[1])
+		checkPacked(t, p[1], p[0])
+	}
+}
+
+func FuzzPackedIDOrder(f *testing.F) {
+	f.Add("a", "a\x00")
+	f.Add("123", "1234")
+	f.Add("", "z")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if len(a) > 8 || len(b) > 8 {
+			t.Skip()
+		}
+		checkPacked(t, a, b)
+	})
+}
+
+// longify rewrites the event ids of a scenario into ids of every length class:
+// none, packed (<= 8 bytes) and side-table (> 8 bytes), with shared prefixes across
+// the classes. The mapping is injective (prefixes have no digits, ids are digits).
+func longify(sc *scenario) {
+	prefixes := []string{"", "x", "longprefix", "longprefi", "\x00", "zzzzzzzz", "a\x00\x00", "evt-0000-0000-"}
+	for i := range sc.stream {
+		ev := &sc.stream[i].ev
+		if ev.ID == "" {
+			continue
+		}
+		h := 0
+		for _, c := range ev.DPU + ev.ID {
+			h = h*31 + int(c)
+		}
+		ev.ID = prefixes[(h&0x7fffffff)%len(prefixes)] + ev.ID
+	}
+}
+
+// TestEngineLongIDs: the reference and rebuild properties with event ids of every
+// length (packed and side-table ids, ordered against each other), late events,
+// moves and reopens included.
+func TestEngineLongIDs(t *testing.T) {
+	for run := 0; run < testRuns()/2; run++ {
+		seed := int64(12000 + run)
+		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewSource(seed))
+			sc := genScenario(rng, false)
+			longify(&sc)
+			opts := Options{SettleAfter: sc.settle, LateEvents: LateApply, ClampNegative: rng.Intn(4) != 0}
+			d := newDriver(t, opts, sc.topo, sc.t0)
+			c := newChecker(t, d.eng, true)
+			sc.run(rng, []*driver{d}, func(now int64, step int) {
+				if step%25 == 0 {
+					c.check(d, rng, now, sc.t0)
+				}
+			})
+			c.check(d, rng, sc.end+sc.settle+2*sc.step, sc.t0)
+		})
+		t.Run(fmt.Sprintf("rebuild%d", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewSource(seed))
+			sc := genScenarioMoves(rng, run%2 == 0, run%3 != 0)
+			longify(&sc)
+			opts := Options{SettleAfter: sc.settle, LateEvents: LateApply, ClampNegative: rng.Intn(4) != 0}
+			a := newDriver(t, opts, sc.topo, sc.t0)
+			b := newDriver(t, opts, sc.topo, sc.t0)
+			sc.run(rng, []*driver{a, b}, func(now int64, step int) {
+				if rng.Intn(15) == 0 {
+					b.reopen(now)
+					a.eng.Hold(now)
+				}
+				if step%10 == 0 {
+					compareEngines(t, rng, a, b, now, sc.t0)
+				}
+			})
+			compareEngines(t, rng, a, b, sc.end+sc.settle+2*sc.step, sc.t0)
+			// Every side-table slot in use belongs to a pending entry.
+			for _, d := range []*driver{a, b} {
+				inUse := len(d.eng.long.ids) - len(d.eng.long.free)
+				n := 0
+				for g := range d.eng.gs {
+					for _, c := range d.eng.gs[g].pl.chunks {
+						for _, en := range c.s() {
+							if en.idn == idLong {
+								n++
+							}
+						}
+					}
+				}
+				if inUse != n {
+					t.Fatalf("side table: %d slots in use, %d long-id entries pending", inUse, n)
+				}
+			}
+		})
+	}
+}
+
+// TestPlistModel: random in-order, out-of-order and duplicate insertions (splits,
+// repacks), settles and truncations of one plist against a sorted slice: order,
+// values at every instant, settled values and crossings, and every chunk's cached
+// function, end value and count.
+func TestPlistModel(t *testing.T) {
+	for seed := int64(0); seed < 40; seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		clamp := seed%2 == 0
+		cmp := func(a, b *entry) int {
+			switch {
+			case a.ts != b.ts:
+				return cmpInt(int(a.ts), int(b.ts))
+			case a.cls != b.cls:
+				return cmpInt(int(a.cls), int(b.cls))
+			}
+			return cmpPacked(a.aux, a.idn, b.aux, b.idn)
+		}
+		var p plist
+		var model []entry
+		var base int64
+		ts, h := int64(1000), int64(0)
+		nextID := uint64(0)
+		for op := 0; op < 6000; op++ {
+			switch r := rng.Intn(100); {
+			case r < 85: // insert: mostly near the end, some far back, some duplicates
+				var en entry
+				if r < 3 && len(model) > 0 {
+					en = model[rng.Intn(len(model))]
+				} else {
+					t0 := ts
+					if rng.Intn(3) == 0 {
+						t0 = max(h, ts-rng.Int63n(2000))
+					}
+					ts += rng.Int63n(3)
+					nextID++
+					en = entry{ts: t0, aux: nextID, idn: 8, cls: clsEvent, d: int8(rng.Intn(2)*2 - 1)}
+					en.dir = en.d
+					if rng.Intn(40) == 0 {
+						en = valEntry(t0, 0, int32(rng.Intn(10)), clsManual)
+					}
+				}
+				k := sort.Search(len(model), func(i int) bool { return cmp(&model[i], &en) >= 0 })
+				dup := k < len(model) && cmp(&model[k], &en) == 0
+				changed, _ := p.upsert(en, cmp, clamp, en.cls != clsEvent)
+				if dup {
+					if en.cls == clsEvent && changed {
+						t.Fatalf("seed %d: duplicate inserted", seed)
+					}
+					model[k] = en
+				} else {
+					model = append(model, entry{})
+					copy(model[k+1:], model[k:])
+					model[k] = en
+				}
+			case r < 97: // settle
+				h = max(h, ts-rng.Int63n(3000))
+				k := sort.Search(len(model), func(i int) bool { return model[i].ts >= h })
+				var rows []Row
+				rows = p.settle(h, clamp, "s", rows, func(*entry) {})
+				if len(rows) != k {
+					t.Fatalf("seed %d: settled %d rows, want %d", seed, len(rows), k)
+				}
+				x := base
+				for i := 0; i < k; i++ {
+					v, in, out := step(&model[i], x, clamp)
+					if rw := rows[i]; rw.TS != model[i].ts || rw.Occupancy != v || rw.Entrances != in || rw.Exits != out {
+						t.Fatalf("seed %d: row %d: got %+v, want ts %d v %d in %d out %d", seed, i, rw, model[i].ts, v, in, out)
+					}
+					x = v
+				}
+				base = x
+				model = append(model[:0:0], model[k:]...)
+			default: // truncate
+				t0 := max(h, ts-rng.Int63n(100))
+				k := sort.Search(len(model), func(i int) bool { return model[i].ts >= t0 })
+				out := p.truncateFrom(t0, clamp)
+				if len(out) != len(model)-k {
+					t.Fatalf("seed %d: truncated %d, want %d", seed, len(out), len(model)-k)
+				}
+				for i := range out {
+					if out[i] != model[k+i] {
+						t.Fatalf("seed %d: truncated entry %d differs", seed, i)
+					}
+				}
+				model = model[:k]
+			}
+			// Invariants.
+			if p.len() != len(model) || p.base != base {
+				t.Fatalf("seed %d op %d: len %d base %d, want %d %d", seed, op, p.len(), p.base, len(model), base)
+			}
+			i, x := 0, base
+			for ci, c := range p.chunks {
+				if c.n == 0 || c.n > chunkSize {
+					t.Fatalf("seed %d op %d: chunk %d has %d entries", seed, op, ci, c.n)
+				}
+				f := identity
+				for _, en := range c.s() {
+					if en != model[i] {
+						t.Fatalf("seed %d op %d: entry %d: got %+v, want %+v", seed, op, i, en, model[i])
+					}
+					f = f.then(entryFn(&en, clamp))
+					x, _, _ = step(&en, x, clamp)
+					i++
+				}
+				if f != c.f || c.end != x {
+					t.Fatalf("seed %d op %d: chunk %d: f %v end %d, want %v %d", seed, op, ci, c.f, c.end, f, x)
+				}
+			}
+			if p.current() != x {
+				t.Fatalf("seed %d op %d: current %d, want %d", seed, op, p.current(), x)
+			}
+			if n := len(p.chunks); n > 0 && (p.last != p.chunks[n-1] || p.lastTS != model[len(model)-1].ts) {
+				t.Fatalf("seed %d op %d: tail cache stale", seed, op)
+			}
+			if len(model) > 0 {
+				q := model[rng.Intn(len(model))].ts + int64(rng.Intn(3)) - 1
+				x := base
+				for i := range model {
+					if model[i].ts > q {
+						break
+					}
+					x, _, _ = step(&model[i], x, clamp)
+				}
+				if v := p.valueAt(q, clamp); v != x {
+					t.Fatalf("seed %d op %d: valueAt(%d) = %d, want %d", seed, op, q, v, x)
+				}
+			}
+		}
+	}
+}
