@@ -12,7 +12,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
@@ -226,6 +228,9 @@ func LoadConfig(path string) (Config, error) {
 // validates it. On error the returned Config is what could be decoded, and the error
 // is a *ConfigError with every problem found.
 func ParseConfig(data []byte) (Config, error) {
+	if cfg, ok := parseFast(data); ok && !fastOff {
+		return cfg, nil
+	}
 	cfg := DefaultConfig()
 	d := configDecoder{}
 	if !d.decodeDocument(data, &cfg) {
@@ -252,6 +257,23 @@ func ParseConfig(data []byte) (Config, error) {
 		return li != 0 && (lj == 0 || li < lj)
 	})
 	return cfg, &ConfigError{Problems: d.problems}
+}
+
+// fastOff turns the fast path off (tests compare with and without it).
+var fastOff bool
+
+// parseFast is ParseConfig for a file in fastDecode's subset without problems; false
+// sends the file down the full path, which reports them.
+func parseFast(data []byte) (Config, bool) {
+	cfg := DefaultConfig()
+	if !fastDecode(data, &cfg) {
+		return Config{}, false
+	}
+	cfg.ApplyDefaults()
+	if len(cfg.validate()) > 0 {
+		return Config{}, false
+	}
+	return cfg, true
 }
 
 // reported tells whether one of the first n problems is about path or a key under it.
@@ -1010,4 +1032,581 @@ func (c Config) EngineOptions() occupancy.Options {
 		ClampNegative: c.Engine.ClampNegative,
 		MaxParked:     c.Storage.MaxParked,
 	}
+}
+
+// ---- fast path ----
+//
+// A 100,000-DPU configuration is ~19 MB of YAML; yaml.v3 takes most of the daemon's
+// start to build its node tree. fastDecode reads the subset of YAML that
+// `dpusim topology` writes and people commonly write (block mappings and sequences,
+// one-line flow mappings and sequences, plain and quoted scalars on one line,
+// comments) straight into the Config. It declines — and ParseConfig falls back to the
+// yaml.v3 path, which reports the problems — at anything outside that subset and at
+// anything the full decoder would report: an unknown or repeated key, a value of the
+// wrong type, an anchor, alias, tag, block scalar, multi-line scalar or flow
+// collection, a tab, a carriage return or a character yaml.v3 refuses. Where it
+// accepts, it decodes exactly what the full decoder decodes (the differential tests
+// and FuzzFastDecode in config_test.go hold it to that).
+
+// fastDecode decodes data over cfg; false means "not in the subset": cfg is then
+// partly decoded and must be thrown away.
+func fastDecode(data []byte, cfg *Config) bool {
+	if !fastChars(data) {
+		return false
+	}
+	p := fastParser{data: data}
+	p.advance()
+	if p.eof || p.indent != 0 {
+		return false // an empty file, or a document not at the left margin
+	}
+	v := reflect.ValueOf(cfg).Elem()
+	if !p.mapping(v, fastStructOf(v.Type()), 0) {
+		return false
+	}
+	return p.eof
+}
+
+// fastChars: no control character but '\n' (so no tab and no '\r'), valid UTF-8,
+// and no character yaml.v3 refuses (non-printable) or reads as a line break or byte
+// order mark.
+func fastChars(data []byte) bool {
+	for i := 0; i < len(data); {
+		c := data[i]
+		if c < utf8.RuneSelf {
+			if (c < 0x20 && c != '\n') || c == 0x7f {
+				return false
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError || r < 0xa0 || r == 0x2028 || r == 0x2029 || r == 0xfeff ||
+			(r >= 0xd800 && r < 0xe000) || r == 0xfffe || r == 0xffff {
+			return false
+		}
+		i += size
+	}
+	return true
+}
+
+// fastParser walks data line by line. line is the current content line (blank and
+// comment-only lines skipped) from its indentation on; indent is its column.
+type fastParser struct {
+	data   []byte
+	next   int // offset of the line after the current one
+	line   []byte
+	indent int
+	eof    bool
+}
+
+// advance moves to the next content line.
+func (p *fastParser) advance() {
+	for p.next < len(p.data) {
+		rest := p.data[p.next:]
+		end := bytes.IndexByte(rest, '\n')
+		var l []byte
+		if end < 0 {
+			l, p.next = rest, len(p.data)
+		} else {
+			l, p.next = rest[:end], p.next+end+1
+		}
+		ind := 0
+		for ind < len(l) && l[ind] == ' ' {
+			ind++
+		}
+		if ind == len(l) || l[ind] == '#' {
+			continue
+		}
+		p.line, p.indent = l[ind:], ind
+		return
+	}
+	p.line, p.indent, p.eof = nil, -1, true
+}
+
+// seqEntry tells whether the current line is a block sequence entry ("- ...").
+func (p *fastParser) seqEntry() bool {
+	return len(p.line) > 0 && p.line[0] == '-' && (len(p.line) == 1 || p.line[1] == ' ')
+}
+
+// fastStruct is what fastDecode needs of a struct type: its fields by yaml key.
+type fastStruct struct {
+	fields map[string]int
+}
+
+var fastStructs sync.Map // reflect.Type -> *fastStruct
+
+func fastStructOf(t reflect.Type) *fastStruct {
+	if s, ok := fastStructs.Load(t); ok {
+		return s.(*fastStruct)
+	}
+	s := &fastStruct{fields: yamlFields(t)}
+	if t.NumField() > 64 {
+		s.fields = nil // the repeated-key mask holds 64 fields: decline such a struct
+	}
+	fastStructs.Store(t, s)
+	return s
+}
+
+// mapping decodes the block mapping whose keys are at column indent, starting at the
+// current line, into struct v.
+func (p *fastParser) mapping(v reflect.Value, st *fastStruct, indent int) bool {
+	if st.fields == nil {
+		return false
+	}
+	var seen uint64
+	for !p.eof && p.indent == indent && !p.seqEntry() {
+		key, rest, ok := fastKey(p.line)
+		if !ok {
+			return false
+		}
+		idx, ok := st.fields[string(key)]
+		if !ok || seen&(1<<idx) != 0 {
+			return false // unknown or repeated: the full decoder has the words for it
+		}
+		seen |= 1 << idx
+		f := v.Field(idx)
+		if rest = trimSpaces(rest); len(rest) == 0 || rest[0] == '#' {
+			// The value is the block below, or null (the default stays).
+			p.advance()
+			if !p.eof && (p.indent > indent || (p.indent == indent && p.seqEntry())) {
+				if !p.block(f) {
+					return false
+				}
+			}
+		} else {
+			if !p.inline(rest, f) {
+				return false
+			}
+			p.advance()
+		}
+		if !p.eof && p.indent > indent {
+			return false // a continuation line, or structure the subset does not know
+		}
+	}
+	return true
+}
+
+// fastKey splits "key: rest" or "key:" with a key of [A-Za-z0-9_]; ok=false for
+// anything else (quoted or complex keys, "key :", "key:value").
+func fastKey(l []byte) (key, rest []byte, ok bool) {
+	i := 0
+	for i < len(l) && (l[i] == '_' || (l[i] >= 'a' && l[i] <= 'z') || (l[i] >= 'A' && l[i] <= 'Z') || (l[i] >= '0' && l[i] <= '9')) {
+		i++
+	}
+	if i == 0 || i == len(l) || l[i] != ':' {
+		return nil, nil, false
+	}
+	if i+1 < len(l) && l[i+1] != ' ' {
+		return nil, nil, false
+	}
+	return l[:i], l[i+1:], true
+}
+
+func trimSpaces(b []byte) []byte {
+	for len(b) > 0 && b[0] == ' ' {
+		b = b[1:]
+	}
+	for len(b) > 0 && b[len(b)-1] == ' ' {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// block decodes the block node starting at the current line (a mapping or a
+// sequence) into f.
+func (p *fastParser) block(f reflect.Value) bool {
+	t := f.Type()
+	switch {
+	case p.seqEntry():
+		return p.sequence(f)
+	case t.Kind() == reflect.Struct && t != durationType:
+		return p.mapping(f, fastStructOf(t), p.indent)
+	}
+	return false
+}
+
+// sequence decodes the block sequence whose entries are at the current line's column
+// into f: a slice of structs (each entry a one-line flow mapping or a block mapping
+// begun on the entry's line) or a StringList (each entry a scalar).
+func (p *fastParser) sequence(f reflect.Value) bool {
+	t := f.Type()
+	indent := p.indent
+	switch {
+	case t == stringListType:
+		var l StringList
+		for !p.eof && p.indent == indent && p.seqEntry() {
+			item := trimSpaces(p.line[1:])
+			s, plain, ok := fastScalar(item)
+			if !ok || (plain && nullWord(s)) {
+				return false
+			}
+			l = append(l, s)
+			p.advance()
+			if !p.eof && p.indent > indent {
+				return false
+			}
+		}
+		f.Set(reflect.ValueOf(l))
+		return true
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct && t.Elem() != durationType:
+		st := fastStructOf(t.Elem())
+		s := reflect.MakeSlice(t, 0, 16)
+		zero := reflect.Zero(t.Elem())
+		for !p.eof && p.indent == indent && p.seqEntry() {
+			s = reflect.Append(s, zero)
+			e := s.Index(s.Len() - 1)
+			col := 1
+			for col < len(p.line) && p.line[col] == ' ' {
+				col++
+			}
+			item := p.line[col:]
+			if len(item) == 0 || item[0] == '#' {
+				return false // an entry on the lines below, or null
+			}
+			if item[0] == '{' {
+				if !p.inline(item, e) {
+					return false
+				}
+				p.advance()
+			} else {
+				// "- key: value" begins a block mapping at the column of key.
+				p.line, p.indent = item, p.indent+col
+				if !p.mapping(e, st, p.indent) {
+					return false
+				}
+			}
+			if !p.eof && p.indent > indent {
+				return false
+			}
+		}
+		if s.Len() == 0 {
+			return false
+		}
+		f.Set(s)
+		return true
+	}
+	return false
+}
+
+// inline decodes the value s that follows "key: " into f; s runs to the end of the
+// line and may end with a comment.
+func (p *fastParser) inline(s []byte, f reflect.Value) bool {
+	t := f.Type()
+	switch s[0] {
+	case '{':
+		if t.Kind() != reflect.Struct || t == durationType {
+			return false
+		}
+		rest, ok := flowMapping(s, f, fastStructOf(t))
+		return ok && lineEnd(rest)
+	case '[':
+		rest, ok := flowSequence(s, f)
+		return ok && lineEnd(rest)
+	}
+	val, plain, ok := fastScalar(s)
+	return ok && setScalar(f, val, plain)
+}
+
+// lineEnd: nothing but spaces, or spaces and then a comment, is left on the line.
+func lineEnd(rest []byte) bool {
+	if len(rest) == 0 {
+		return true
+	}
+	if rest[0] != ' ' {
+		return false
+	}
+	rest = trimSpaces(rest)
+	return len(rest) == 0 || rest[0] == '#'
+}
+
+// flowMapping decodes the one-line flow mapping "{k: v, ...}" at the start of s into
+// struct f (scalar values only); rest is what follows the closing brace.
+func flowMapping(s []byte, f reflect.Value, st *fastStruct) (rest []byte, ok bool) {
+	if st.fields == nil {
+		return nil, false
+	}
+	s = skipSpaces(s[1:])
+	if len(s) > 0 && s[0] == '}' {
+		return s[1:], true
+	}
+	var seen uint64
+	for {
+		key, after, ok := fastKey(s)
+		if !ok || len(after) == 0 {
+			return nil, false
+		}
+		idx, ok := st.fields[string(key)]
+		if !ok || seen&(1<<idx) != 0 {
+			return nil, false
+		}
+		seen |= 1 << idx
+		after = skipSpaces(after)
+		if len(after) == 0 || after[0] == '{' || after[0] == '[' || after[0] == ',' || after[0] == '}' {
+			return nil, false
+		}
+		var val string
+		var plain bool
+		val, plain, after, ok = flowScalar(after)
+		if !ok || !setScalar(f.Field(idx), val, plain) {
+			return nil, false
+		}
+		after = skipSpaces(after)
+		if len(after) == 0 {
+			return nil, false
+		}
+		switch after[0] {
+		case '}':
+			return after[1:], true
+		case ',':
+			s = skipSpaces(after[1:])
+			if len(s) == 0 || s[0] == '}' {
+				return nil, false // a trailing comma, or the mapping goes on below
+			}
+		default:
+			return nil, false
+		}
+	}
+}
+
+// flowSequence decodes the one-line flow sequence "[a, b]" of scalars into f, a
+// StringList, or "[]" into an empty slice of structs.
+func flowSequence(s []byte, f reflect.Value) (rest []byte, ok bool) {
+	t := f.Type()
+	s = skipSpaces(s[1:])
+	if len(s) > 0 && s[0] == ']' {
+		switch {
+		case t == stringListType:
+			f.Set(reflect.Zero(t)) // as the full decoder: nil
+		case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+			f.Set(reflect.MakeSlice(t, 0, 0))
+		default:
+			return nil, false
+		}
+		return s[1:], true
+	}
+	if t != stringListType {
+		return nil, false
+	}
+	var l StringList
+	for {
+		if len(s) == 0 || s[0] == '{' || s[0] == '[' || s[0] == ',' || s[0] == ']' {
+			return nil, false
+		}
+		val, plain, after, ok := flowScalar(s)
+		if !ok || (plain && nullWord(val)) {
+			return nil, false
+		}
+		l = append(l, val)
+		after = skipSpaces(after)
+		if len(after) == 0 {
+			return nil, false
+		}
+		switch after[0] {
+		case ']':
+			f.Set(reflect.ValueOf(l))
+			return after[1:], true
+		case ',':
+			s = skipSpaces(after[1:])
+			if len(s) == 0 || s[0] == ']' {
+				return nil, false
+			}
+		default:
+			return nil, false
+		}
+	}
+}
+
+func skipSpaces(b []byte) []byte {
+	for len(b) > 0 && b[0] == ' ' {
+		b = b[1:]
+	}
+	return b
+}
+
+// flowScalar reads a quoted or plain scalar inside a flow collection; rest starts at
+// what ends it. A plain scalar ends at ',', '}' or ']' and must hold none of the
+// characters that would make it something else there.
+func flowScalar(s []byte) (val string, plain bool, rest []byte, ok bool) {
+	if s[0] == '"' || s[0] == '\'' {
+		val, n, ok := quoted(s)
+		return val, false, s[n:], ok
+	}
+	if !plainStart(s) {
+		return "", false, nil, false
+	}
+	i := 0
+	for i < len(s) && s[i] != ',' && s[i] != '}' && s[i] != ']' {
+		switch s[i] {
+		case '#', '?', '[', '{', '"', '\'':
+			return "", false, nil, false
+		case ':': // "127.0.0.1:1883" is one scalar; "a: b" and "a:," are not in the subset
+			if i+1 == len(s) || !plainFlowChar(s[i+1]) {
+				return "", false, nil, false
+			}
+		}
+		i++
+	}
+	v := trimSpaces(s[:i])
+	return string(v), true, s[i:], true
+}
+
+// plainFlowChar: c can follow ':' inside a plain scalar of a flow collection.
+func plainFlowChar(c byte) bool {
+	switch c {
+	case ' ', ',', '[', ']', '{', '}', '?', ':', '#', '"', '\'':
+		return false
+	}
+	return true
+}
+
+// fastScalar reads the scalar that makes up the rest of a block-context line s
+// (a comment may follow it).
+func fastScalar(s []byte) (val string, plain bool, ok bool) {
+	if len(s) == 0 {
+		return "", false, false
+	}
+	if s[0] == '"' || s[0] == '\'' {
+		val, n, ok := quoted(s)
+		return val, false, ok && lineEnd(s[n:])
+	}
+	if !plainStart(s) {
+		return "", false, false
+	}
+	end := len(s)
+	for i := 1; i < len(s); i++ {
+		if s[i] == '#' && s[i-1] == ' ' {
+			end = i
+			break
+		}
+	}
+	v := trimSpaces(s[:end])
+	if len(v) == 0 {
+		return "", false, false
+	}
+	for i, c := range v {
+		if c == ':' && (i == len(v)-1 || v[i+1] == ' ') {
+			return "", false, false // "a: b" here is a mapping the subset does not take
+		}
+	}
+	return string(v), true, true
+}
+
+// plainStart: s starts a plain scalar (no indicator character first, '-' only before
+// a non-space).
+func plainStart(s []byte) bool {
+	switch s[0] {
+	case '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`', ' ':
+		return false
+	case '-':
+		return len(s) > 1 && s[1] != ' ' && s[1] != ',' && s[1] != ']' && s[1] != '}'
+	}
+	return true
+}
+
+// quoted reads the one-line single- or double-quoted scalar at the start of s and
+// returns its value and length. Escapes other than \" \\ \n \t and \r, and
+// quoted scalars that go on to the next line, are not in the subset.
+func quoted(s []byte) (val string, n int, ok bool) {
+	q := s[0]
+	var b []byte // nil until an escape needs a copy
+	start := 1
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case q == '\'' && c == '\'':
+			if i+1 < len(s) && s[i+1] == '\'' {
+				b = append(b, s[start:i+1]...)
+				i++
+				start = i + 1
+				continue
+			}
+			if b == nil {
+				return string(s[start:i]), i + 1, true
+			}
+			return string(append(b, s[start:i]...)), i + 1, true
+		case q == '"' && c == '"':
+			if b == nil {
+				return string(s[start:i]), i + 1, true
+			}
+			return string(append(b, s[start:i]...)), i + 1, true
+		case q == '"' && c == '\\':
+			if i+1 >= len(s) {
+				return "", 0, false
+			}
+			var e byte
+			switch s[i+1] {
+			case '"', '\\':
+				e = s[i+1]
+			case 'n':
+				e = '\n'
+			case 't':
+				e = '\t'
+			case 'r':
+				e = '\r'
+			default:
+				return "", 0, false
+			}
+			b = append(append(b, s[start:i]...), e)
+			i++
+			start = i + 1
+		}
+	}
+	return "", 0, false
+}
+
+// nullWord: the plain scalars YAML reads as null.
+func nullWord(s string) bool {
+	switch s {
+	case "~", "null", "Null", "NULL":
+		return true
+	}
+	return false
+}
+
+// setScalar sets leaf f from a scalar as the full decoder would, or returns false
+// where the full decoder would report a problem or the subset is not sure.
+func setScalar(f reflect.Value, s string, plain bool) bool {
+	if plain && nullWord(s) {
+		return true // null: the default stays
+	}
+	t := f.Type()
+	switch {
+	case t == stringListType:
+		f.Set(reflect.ValueOf(StringList{s}))
+		return true
+	case t == durationType:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return false
+		}
+		if plain && (&yaml.Node{Kind: yaml.ScalarNode, Value: s}).ShortTag() != "!!str" {
+			return false // e.g. "0": an integer to yaml, not a duration
+		}
+		f.SetInt(int64(d))
+		return true
+	case reflect.PointerTo(t).Implements(unmarshalerType):
+		return false
+	}
+	switch t.Kind() {
+	case reflect.String:
+		f.SetString(s)
+		return true
+	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Int16, reflect.Int8:
+		if !plain || !plainDecimal(s) {
+			return false
+		}
+		x, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || f.OverflowInt(x) {
+			return false
+		}
+		f.SetInt(x)
+		return true
+	case reflect.Bool:
+		if !plain || (s != "true" && s != "false") {
+			return false
+		}
+		f.SetBool(s == "true")
+		return true
+	}
+	return false
 }

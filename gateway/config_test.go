@@ -7,9 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -551,5 +553,247 @@ func BenchmarkParseConfig(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	})
+}
+
+// ---- the fast path against the full decoder ----
+
+// fullDecode is the yaml.v3 path of ParseConfig up to validation: the configuration
+// and whether it decoded without a problem.
+func fullDecode(data []byte) (Config, bool) {
+	cfg := DefaultConfig()
+	d := configDecoder{}
+	ok := d.decodeDocument(data, &cfg)
+	return cfg, ok && len(d.problems) == 0
+}
+
+// fullParse is ParseConfig without the fast path.
+func fullParse(data []byte) (Config, error) {
+	fastOff = true
+	defer func() { fastOff = false }()
+	return ParseConfig(data)
+}
+
+// checkFast holds fastDecode to its promise on data: where it accepts, the full
+// decoder decodes the same configuration without a problem (and ParseConfig answers
+// as without the fast path). It reports whether the fast path accepted.
+func checkFast(t *testing.T, data []byte) bool {
+	t.Helper()
+	fast := DefaultConfig()
+	if !fastDecode(data, &fast) {
+		return false
+	}
+	full, ok := fullDecode(data)
+	if !ok {
+		_, err := fullParse(data)
+		t.Fatalf("fast path accepted what the full decoder reports:\n%s\n---\n%v", data, err)
+	}
+	if !reflect.DeepEqual(fast, full) {
+		t.Fatalf("fast path and full decoder differ on\n%s\n---\nfast %+v\nfull %+v", data, fast, full)
+	}
+	got, gerr := ParseConfig(data)
+	want, werr := fullParse(data)
+	if fmt.Sprint(gerr) != fmt.Sprint(werr) || !reflect.DeepEqual(got, want) {
+		t.Fatalf("ParseConfig with and without the fast path differ on\n%s\n---\n%v\n%v", data, gerr, werr)
+	}
+	return true
+}
+
+func fastSeeds(t testing.TB) map[string][]byte {
+	seeds := map[string][]byte{}
+	files, _ := filepath.Glob("testdata/*.yaml")
+	bad, _ := filepath.Glob("testdata/bad/*.yaml")
+	for _, p := range append(append(files, bad...), "../configs/demo.yaml") {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeds[p] = b
+	}
+	for i, s := range fastCases {
+		seeds[fmt.Sprintf("case %d", i)] = []byte(s)
+	}
+	return seeds
+}
+
+// fastCases are the corners of the subset: what it must take, and what it must leave
+// to yaml.v3 (or take with exactly yaml.v3's result).
+var fastCases = []string{
+	"gateway: {id: a}\ntopology:\n  spaces:\n    - {id: s, name: S}\n",
+	"gateway:\n  id: a\n",
+	"gateway:\n    id: a   # comment\n# comment\n\n  # comment\nlog: {level: debug}\n",
+	"gateway: {id: 'it''s'}\n",
+	"gateway: {id: \"a\\\"b\\\\c\\n\\t\\r\"}\n", "gateway: {id: \"a\\/b\"}\n",
+	"gateway: {id: \"\\x41\"}\n",
+	"gateway: {id: \"\\u00e9\"}\n",
+	"gateway: {id: ~}\n", "gateway: {id: null}\n", "gateway: {id: Null}\n", "gateway: {id: NULL}\n",
+	"gateway: {id: nUll}\n", "gateway: {id: \"~\"}\n", "gateway: ~\n", "gateway:\n", "gateway: \n",
+	"gateway: # nothing\nlog:\n  level: warn\n",
+	"gateway: {id: yes}\n", "gateway: {id: true}\n", "gateway: {id: 0x1F}\n", "gateway: {id: 012}\n",
+	"gateway: {id: 1e3}\n", "gateway: {id: .inf}\n", "gateway: {id: 2001-12-14}\n",
+	"gateway: {id: a b  c}\n", "gateway: {id: a#b}\n", "gateway: {id: a #b}\n",
+	"gateway:\n  id: a#b\n", "gateway:\n  id: a #b\n", "gateway:\n  id: a:b\n", "gateway:\n  id: a: b\n",
+	"gateway:\n  id: a:\n", "gateway:\n  id: a,b]c}d{\n", "gateway:\n  id: -a\n", "gateway:\n  id: - a\n",
+	"gateway:\n  id: -\n", "gateway:\n  id: <<\n", "gateway:\n  id: ?a\n", "gateway:\n  id: :a\n",
+	"gateway:\n  id: a\n    b\n", "gateway:\n  id: a\n\n    b\n", "gateway:\n  id: a\n  b\n",
+	"gateway:\n  id: 'a\n  b'\n", "gateway:\n  id: \"a\n  b\"\n", "gateway:\n  id: |\n    a\n",
+	"gateway:\n  id: &x a\n", "gateway: &g\n  id: a\n", "gateway:\n  id: !!str 5\n",
+	"gateway:\n  id: \"a\"#b\n", "gateway:\n  id: \"a\" #b\n", "gateway:\n  id: \"a\" b\n",
+	"gateway: {id: a, }\n", "gateway: {id: a,}\n", "gateway: {id: a\n  }\n", "gateway: {id: [a]}\n",
+	"gateway: {id: a}}\n", "gateway: {id: a} x\n", "gateway: {id: a} #x\n", "gateway: {id:a}\n",
+	"gateway: {id : a}\n", "gateway: {\"id\": a}\n", "gateway: {}\n", "gateway: { }\n", "gateway: []\n",
+	"gateway: {id: a, id: b}\n", "gateway:\n  id: a\n  id: b\n", "gateway: {idd: a}\n", "gateway:\n  Id: a\n",
+	"gateway: a\n", "gateway:\n  - a\n", "gateway:\n- a\n",
+	"mqtt:\n  max_payload: 1024\n", "mqtt:\n  max_payload: -5\n", "mqtt:\n  max_payload: +5\n",
+	"mqtt:\n  max_payload: 0\n", "mqtt:\n  max_payload: -0\n", "mqtt:\n  max_payload: 007\n",
+	"mqtt:\n  max_payload: 1_000\n", "mqtt:\n  max_payload: 0x10\n", "mqtt:\n  max_payload: \"5\"\n",
+	"mqtt:\n  max_payload: 99999999999999999999\n", "mqtt:\n  max_payload: 1.0\n", "mqtt:\n  max_payload: ~\n",
+	"mqtt:\n  homeassistant: {enabled: false}\n", "mqtt:\n  homeassistant: {enabled: no}\n",
+	"mqtt:\n  homeassistant: {enabled: True}\n", "mqtt:\n  homeassistant: {enabled: \"true\"}\n",
+	"mqtt:\n  homeassistant: {enabled: 1}\n",
+	"mqtt:\n  events_topic: a/+/b\n", "mqtt:\n  events_topic: [a/+/b, \"c/+/d\"]\n", "mqtt:\n  events_topic: []\n",
+	"mqtt:\n  events_topic:\n    - a/+/b\n    - c/+/d\n", "mqtt:\n  events_topic:\n  - a/+/b\n  max_payload: 5\n",
+	"mqtt:\n  events_topic: [a/+/b, ~]\n", "mqtt:\n  events_topic:\n    - ~\n", "mqtt:\n  events_topic: [a, ]\n",
+	"mqtt:\n  events_topic: [a/+/b\n", "mqtt:\n  events_topic:\n    - [a]\n", "mqtt:\n  events_topic: {a: b}\n",
+	"mqtt:\n  events_topic:\n    -\n", "mqtt:\n  events_topic:\n    - a\n   - b\n",
+	"engine:\n  settle_after: 90s\n  tick: 250ms\n", "engine:\n  settle_after: 0\n", "engine:\n  settle_after: 0s\n",
+	"engine:\n  settle_after: \"5m\"\n", "engine:\n  settle_after: 300\n", "engine:\n  settle_after: 1h30m\n",
+	"engine:\n  settle_after: -5m\n", "engine:\n  settle_after: 1e3s\n", "engine:\n  settle_after: 5 m\n",
+	"engine:\n  settle_after: .5h\n", "engine:\n  settle_after: 5µs\n", "engine:\n  settle_after: ~\n",
+	"topology:\n  spaces:\n  - {id: a, name: A}\n  - id: b\n    name: B\n    parent: a\n  dpus: []\n",
+	"topology:\n  spaces:\n    -   id: b\n        name: B\n",
+	"topology:\n  spaces:\n    - id: b\n     name: B\n", "topology:\n  spaces:\n    - id: b\n      name: B\n",
+	"topology:\n  spaces:\n    - {id: b, capacity: 5}\n    - {}\n", "topology:\n  spaces:\n    -\n      id: b\n",
+	"topology:\n  spaces:\n    - ~\n", "topology:\n  spaces:\n    - # c\n", "topology:\n  spaces:\n    - a\n",
+	"topology:\n  spaces:\n    - - a\n", "topology:\n  spaces: [{id: a}]\n", "topology:\n  spaces:\n    - {id: a, x: 1}\n",
+	"topology:\n  spaces:\n    - {id: é, name: Café ☕}\n", "topology:\n  spaces:\n    - {id: a, name: \"\u00a0\"}\n",
+	"topology:\n  spaces:\n    - {id: a}\n  spaces:\n    - {id: b}\n",
+	"topology:\n  spaces:\n    - {id: a}\n    - {id: b}\n  doorways:\n",
+	"---\ngateway: {id: a}\n", "gateway: {id: a}\n---\n", "gateway: {id: a}\n...\n", "%YAML 1.2\n---\ngateway: {id: a}\n",
+	"  gateway: {id: a}\n", "gateway: {id: a}\n  log: {}\n", "gateway: {id: a}\r\n", "gateway: {id: a}\t\n",
+	"\ufeffgateway: {id: a}\n", "gateway: {id: a\u0085b}\n", "gateway: {id: a\u2028b}\n", "", "# only a comment\n",
+	"gateway: {id: a}", "gateway:\n  id: a", "- a\n", "a\n", "gateway: {id: a}\n- b\n", "? gateway\n: {id: a}\n",
+	"gateway: {id: a}\nlog: {level: debug, format: json}\nhttp: {listen: \":9090\", token: s3cret}\n",
+	"http: {listen: 127.0.0.1:8080}\n", "http: {listen: a:b:c}\n", "http: {listen: a:, token: b}\n", "http: {listen: a:}\n",
+	"http: {listen: a::b}\n", "http: {listen: a:?b}\n", "http: {listen: a?b}\n", "http: {listen: a:é}\n",
+}
+
+// TestFastDecodeSeeds: the configurations dpusim writes and the repository's example
+// files take the fast path; every corner case and every seed agrees with the full
+// decoder.
+func TestFastDecodeSeeds(t *testing.T) {
+	accepted := map[string]bool{}
+	for name, data := range fastSeeds(t) {
+		accepted[name] = checkFast(t, data)
+	}
+	for _, name := range []string{"testdata/dpusim.yaml", "../configs/demo.yaml",
+		"case 0", "case 1", "case 2", "case 3", "case 4"} {
+		if !accepted[name] {
+			t.Errorf("%s: the fast path declined it", name)
+		}
+	}
+	n := 0
+	for _, ok := range accepted {
+		if ok {
+			n++
+		}
+	}
+	t.Logf("fast path took %d of %d seeds", n, len(accepted))
+}
+
+// TestFastDecodeMutations mutates every seed many times (characters that matter to
+// YAML inserted, deleted or replaced; lines repeated, dropped or re-indented) and
+// holds the fast path to the full decoder on each variant.
+func TestFastDecodeMutations(t *testing.T) {
+	seeds := fastSeeds(t)
+	names := make([]string, 0, len(seeds))
+	for name := range seeds {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	rounds := 300
+	if testing.Short() {
+		rounds = 50
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	accepted, total := 0, 0
+	for _, name := range names {
+		for r := 0; r < rounds; r++ {
+			data := mutateYAML(rng, seeds[name], 1+rng.IntN(3))
+			total++
+			if checkFast(t, data) {
+				accepted++
+			}
+		}
+	}
+	t.Logf("fast path took %d of %d variants", accepted, total)
+	if accepted < total/20 {
+		t.Errorf("fast path took only %d of %d variants: the test no longer exercises it", accepted, total)
+	}
+}
+
+const yamlChars = " :-#{}[],'\"\n~!&*|>?%@`\\0aZ_./+\t\r" + "é"
+
+func mutateYAML(rng *rand.Rand, data []byte, n int) []byte {
+	out := append([]byte(nil), data...)
+	for k := 0; k < n; k++ {
+		if len(out) == 0 {
+			out = append(out, yamlChars[rng.IntN(len(yamlChars))])
+			continue
+		}
+		i := rng.IntN(len(out))
+		switch rng.IntN(7) {
+		case 0: // insert
+			c := yamlChars[rng.IntN(len(yamlChars))]
+			out = append(out[:i], append([]byte{c}, out[i:]...)...)
+		case 1: // delete
+			out = append(out[:i], out[i+1:]...)
+		case 2: // replace
+			out[i] = yamlChars[rng.IntN(len(yamlChars))]
+		case 3, 4, 5: // a line repeated, dropped or re-indented
+			lines := bytes.Split(out, []byte("\n"))
+			j := rng.IntN(len(lines))
+			switch rng.IntN(3) {
+			case 0:
+				lines = append(lines[:j+1], lines[j:]...)
+			case 1:
+				lines = append(lines[:j], lines[j+1:]...)
+			default:
+				d := rng.IntN(5) - 2
+				if d > 0 {
+					lines[j] = append(bytes.Repeat([]byte(" "), d), lines[j]...)
+				} else {
+					for ; d < 0 && len(lines[j]) > 0 && lines[j][0] == ' '; d++ {
+						lines[j] = lines[j][1:]
+					}
+				}
+			}
+			out = bytes.Join(lines, []byte("\n"))
+		default: // a value swapped for one of the corner values
+			vals := []string{"~", "null", "yes", "0", "012", "-0", "1e3", "5m", "\"\"", "''", "a: b", "a#b", " #c", "{}", "[]", "- x", "&a x", "*a", "!!str 1", "true", "True"}
+			j := bytes.IndexAny(out[i:], ":,")
+			if j < 0 {
+				continue
+			}
+			i += j + 1
+			end := bytes.IndexAny(out[i:], ",}\n")
+			if end < 0 {
+				end = len(out) - i
+			}
+			v := " " + vals[rng.IntN(len(vals))]
+			out = append(out[:i], append([]byte(v), out[i+end:]...)...)
+		}
+	}
+	return out
+}
+
+// FuzzFastDecode: wherever the fast path accepts, the full decoder agrees
+// (go test -fuzz=FuzzFastDecode ./gateway/).
+func FuzzFastDecode(f *testing.F) {
+	for _, data := range fastSeeds(f) {
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkFast(t, data)
 	})
 }
