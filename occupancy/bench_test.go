@@ -293,7 +293,7 @@ func newNaive(tb testing.TB, c TopologyConfig) *naive {
 
 func (n *naive) apply(evs []Event, now int64) {
 	for i := range evs {
-		m := n.e.mapEvent(evs[i].DPU, evs[i].TS)
+		m, _ := n.e.mapEvent(evs[i].DPU, evs[i].TS)
 		n.e.eventEntries(m, &evs[i], func(g int32, en entry) {
 			s := n.spaces[g]
 			if s == nil {

@@ -13,48 +13,29 @@ type dpuIndex struct {
 	n     int
 }
 
+// dpuInline is the longest DPU id kept in its dpuSlot (longer ones are compared
+// with Engine.dpuNames).
 const dpuInline = 24
 
-// dpuKey is a DPU id stored inline when short (the common case) to spare the
-// comparison a pointer chase.
-type dpuKey struct {
-	inl [dpuInline]byte
-	n   uint8 // length when inline; 0xFF when long
-	str string
-}
-
-func makeDPUKey(s string) dpuKey {
-	var k dpuKey
-	if len(s) <= dpuInline {
-		k.n = uint8(len(s))
-		copy(k.inl[:], s)
-		return k
+// keyIs reports whether the DPU of tab[idx] has id s.
+func keyIs(tab []dpuSlot, names []string, idx int32, s string) bool {
+	k := &tab[idx]
+	if k.klen == dpuLongKey {
+		return names[idx] == s
 	}
-	k.n, k.str = 0xFF, s
-	return k
-}
-
-func (k *dpuKey) equal(s string) bool {
-	if k.n == 0xFF {
-		return k.str == s
-	}
-	return int(k.n) == len(s) && string(k.inl[:k.n]) == s
-}
-
-func (k *dpuKey) String() string {
-	if k.n == 0xFF {
-		return k.str
-	}
-	return string(k.inl[:k.n])
+	return int(k.klen) == len(s) && string(k.key[:k.klen]) == s
 }
 
 func (x *dpuIndex) hash(s string) uint64 { return maphash.String(x.seed, s) }
 
-func (x *dpuIndex) get(s string, tab []dpuSlot) (int32, bool) {
+func (x *dpuIndex) get(s string, tab []dpuSlot, names []string) (int32, bool) {
 	if x.n == 0 {
 		return -1, false
 	}
-	h := x.hash(s)
+	return x.probe(s, x.hash(s), tab, names)
+}
+
+func (x *dpuIndex) probe(s string, h uint64, tab []dpuSlot, names []string) (int32, bool) {
 	tag := h >> 32
 	for i := h & x.mask; ; i = (i + 1) & x.mask {
 		v := x.slots[i]
@@ -63,17 +44,51 @@ func (x *dpuIndex) get(s string, tab []dpuSlot) (int32, bool) {
 		}
 		if v>>32 == tag {
 			idx := int32(uint32(v)) - 1
-			if tab[idx].key.equal(s) {
+			if keyIs(tab, names, idx, s) {
 				return idx, true
 			}
 		}
 	}
 }
 
+// lookup sets out[i] to the index of evs[i].DPU (-1 when unknown) for up to
+// applyBlock events, in passes whose loads are independent of each other: hashes,
+// first probe slots, then the DPU slots (usually the only ones needed).
+func (x *dpuIndex) lookup(evs []Event, out []int32, tab []dpuSlot, names []string) {
+	if x.n == 0 {
+		for i := range out {
+			out[i] = -1
+		}
+		return
+	}
+	var hs, vs [applyBlock]uint64
+	for i := range evs {
+		hs[i] = x.hash(evs[i].DPU)
+	}
+	for i := range evs {
+		vs[i] = x.slots[hs[i]&x.mask]
+	}
+	for i := range evs {
+		h, v := hs[i], vs[i]
+		if v>>32 == h>>32 && v != 0 {
+			idx := int32(uint32(v)) - 1
+			if keyIs(tab, names, idx, evs[i].DPU) {
+				out[i] = idx
+				continue
+			}
+		}
+		idx, ok := x.probe(evs[i].DPU, h, tab, names)
+		if !ok {
+			idx = -1
+		}
+		out[i] = idx
+	}
+}
+
 // put adds s -> idx (s must not be present).
-func (x *dpuIndex) put(s string, idx int32, tab []dpuSlot) {
+func (x *dpuIndex) put(s string, idx int32, tab []dpuSlot, names []string) {
 	if (x.n+1)*2 > len(x.slots) {
-		x.grow(tab)
+		x.grow(names)
 	}
 	x.insert(x.hash(s), idx)
 	x.n++
@@ -88,7 +103,7 @@ func (x *dpuIndex) insert(h uint64, idx int32) {
 	}
 }
 
-func (x *dpuIndex) grow(tab []dpuSlot) {
+func (x *dpuIndex) grow(names []string) {
 	if x.slots == nil {
 		x.seed = maphash.MakeSeed()
 	}
@@ -99,7 +114,7 @@ func (x *dpuIndex) grow(tab []dpuSlot) {
 	for _, v := range old {
 		if v != 0 {
 			idx := int32(uint32(v)) - 1
-			x.insert(x.hash(tab[idx].key.String()), idx)
+			x.insert(x.hash(names[idx]), idx)
 		}
 	}
 }

@@ -88,14 +88,18 @@ type version struct {
 	l2g  []int32 // topology space index -> global space index
 }
 
-// dpuVer is a DPU's mapping in one version, with the global spaces a +1 crossing
-// changes precomputed (inline for up to four: the hot path follows no pointer).
+// dpuVer is a DPU's mapping in one version: the global spaces a +1 crossing
+// changes, precomputed.
 type dpuVer struct {
 	vi   int32
-	ref  int32 // index of the DPU in dpuTab and dpuNames
-	n    int32
-	eff  [4]gEff
-	more []gEff
+	effs []gEff
+}
+
+// dpuMap is the mapping of one event: the DPU's index (the ref of its entries)
+// and the spaces it changes.
+type dpuMap struct {
+	ref  int32
+	effs []gEff
 }
 
 type gEff struct {
@@ -103,28 +107,35 @@ type gEff struct {
 	d int32
 }
 
-func (m *dpuVer) effects() []gEff {
-	if m.more != nil {
-		return m.more
-	}
-	return m.eff[:m.n]
-}
-
-// dpuSlot holds a DPU's mappings: the first inline, later versions in rest.
+// dpuSlot is one DPU in dpuTab: 64 bytes without pointers, so the lookup of an
+// event's DPU (key comparison) and its mapping share one cache line. A DPU mapped by
+// one version with at most dpuEffInline effects (the common case) keeps that
+// mapping inline; otherwise ext indexes its mappings in Engine.dpuExt.
 type dpuSlot struct {
-	key   dpuKey
-	first dpuVer
-	rest  []dpuVer
+	key  [dpuInline]byte // the id when it fits; else klen is dpuLongKey (see dpuNames)
+	klen uint8
+	n    uint8 // inline effects
+	_    [2]byte
+	vi   int32 // version of the inline mapping
+	eff  [dpuEffInline]gEff
+	ext  int32 // index in Engine.dpuExt, -1 when the mapping is inline
+	_    [4]byte
 }
 
-// gspace is one space's engine state (96 bytes; the fields an in-order append
-// touches come first so they share a cache line).
+const (
+	dpuEffInline = 3
+	dpuLongKey   = 0xFF
+)
+
+// gspace is one space's engine state, padded to 128 bytes: the fields an in-order
+// append touches (updated, then the plist's tail fields) share the first cache line.
 type gspace struct {
-	pl      plist
 	updated int64
+	pl      plist
 	id      string
 	cur     int   // index in the current topology, -1 when not in it
 	capa    int64 // capacity in the current topology
+	_       [24]byte
 }
 
 type interval struct{ Lo, Hi int64 }
@@ -164,6 +175,8 @@ type Engine struct {
 	dpuNames []string // DPU ids by index in dpuTab (the ref of their entries)
 	dpuMaps  dpuIndex // DPU id -> index in dpuTab
 	dpuTab   []dpuSlot
+	dpuExt   [][]dpuVer // mappings of DPUs that do not fit their slot, by version
+	sink     int64      // keeps the loads of Apply's look-ahead pass
 
 	h         int64
 	holdUntil int64
@@ -289,7 +302,7 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 	}
 	var late []Event
 	err = store.Parked(func(ev Event) error {
-		if e.mapEvent(ev.DPU, ev.TS) == nil {
+		if _, ok := e.mapEvent(ev.DPU, ev.TS); !ok {
 			e.park(ev)
 			return nil
 		}
@@ -476,22 +489,42 @@ func (e *Engine) markChanged(g int32) {
 
 // mapEvent returns the mapping of an event of dpu at ts (DESIGN section 1: the
 // version in force at ts, else the earliest later version that knows the DPU), or nil.
-func (e *Engine) mapEvent(dpu string, ts int64) *dpuVer {
-	i, ok := e.dpuMaps.get(dpu, e.dpuTab)
+func (e *Engine) mapEvent(dpu string, ts int64) (dpuMap, bool) {
+	i, ok := e.dpuMaps.get(dpu, e.dpuTab, e.dpuNames)
 	if !ok {
-		return nil
+		return dpuMap{}, false
 	}
+	return e.mapSlot(i, ts)
+}
+
+// mapSlot is mapEvent for the DPU of dpuTab[i].
+func (e *Engine) mapSlot(i int32, ts int64) (dpuMap, bool) {
 	slot := &e.dpuTab[i]
 	k := int32(e.versionAt(ts))
-	if slot.first.vi >= k {
-		return &slot.first
+	if slot.ext < 0 {
+		if slot.vi >= k {
+			return dpuMap{ref: i, effs: slot.eff[:slot.n]}, true
+		}
+		return dpuMap{}, false
 	}
-	vl := slot.rest
-	j := sort.Search(len(vl), func(i int) bool { return vl[i].vi >= k })
+	vl := e.dpuExt[slot.ext]
+	j := sort.Search(len(vl), func(j int) bool { return vl[j].vi >= k })
 	if j == len(vl) {
-		return nil
+		return dpuMap{}, false
 	}
-	return &vl[j]
+	return dpuMap{ref: i, effs: vl[j].effs}, true
+}
+
+// mappings calls fnc with the effects of every mapping of the DPU of dpuTab[i].
+func (e *Engine) mappings(i int32, fnc func(effs []gEff)) {
+	slot := &e.dpuTab[i]
+	if slot.ext < 0 {
+		fnc(slot.eff[:slot.n])
+		return
+	}
+	for _, v := range e.dpuExt[slot.ext] {
+		fnc(v.effs)
+	}
 }
 
 // versionAt is the index of the version in force at ts (the first one before all).
@@ -512,7 +545,10 @@ func (e *Engine) Horizon() int64 { return e.h }
 
 // Mappable reports whether an event of dpu at ts maps through some version; false
 // means Apply would park it.
-func (e *Engine) Mappable(dpu string, ts int64) bool { return e.mapEvent(dpu, ts) != nil }
+func (e *Engine) Mappable(dpu string, ts int64) bool {
+	_, ok := e.mapEvent(dpu, ts)
+	return ok
+}
 
 // ParkedCount is the number of parked events held.
 func (e *Engine) ParkedCount() int { return e.nParked }
@@ -533,14 +569,14 @@ func (e *Engine) park(ev Event) {
 
 // eventEntries calls fn with each space an event changes and its timeline entry
 // (whose long id, if any, fn must store or release).
-func (e *Engine) eventEntries(m *dpuVer, ev *Event, fnc func(g int32, en entry)) {
-	for _, ef := range m.effects() {
+func (e *Engine) eventEntries(m dpuMap, ev *Event, fnc func(g int32, en entry)) {
+	for _, ef := range m.effs {
 		fnc(ef.g, e.eventEntry(m, ev, ef))
 	}
 }
 
 // eventEntry is the timeline entry of ev (mapped through m) on the space of ef.
-func (e *Engine) eventEntry(m *dpuVer, ev *Event, ef gEff) entry {
+func (e *Engine) eventEntry(m dpuMap, ev *Event, ef gEff) entry {
 	en := entry{ts: ev.TS, ref: m.ref, cls: clsEvent, dir: ev.Direction, d: int8(ef.d) * ev.Direction}
 	if n := len(ev.ID); n <= 8 {
 		en.aux, en.idn = packID(ev.ID), uint8(n)
@@ -556,38 +592,71 @@ func (e *Engine) applyOne(ev Event, now int64, late *[]Event) byte {
 	if ev.Direction != 1 && ev.Direction != -1 {
 		return 0
 	}
-	m := e.mapEvent(ev.DPU, ev.TS)
-	if m == nil {
-		e.park(ev)
+	m, ok := e.mapEvent(ev.DPU, ev.TS)
+	return e.applyMapped(&ev, m, ok, now, late)
+}
+
+// applyMapped is applyOne with the event's mapping (ok false: none) looked up.
+func (e *Engine) applyMapped(ev *Event, m dpuMap, ok bool, now int64, late *[]Event) byte {
+	if ev.Direction != 1 && ev.Direction != -1 {
+		return 0
+	}
+	if !ok {
+		e.park(*ev)
 		return 'p'
 	}
 	if ev.TS < e.h {
 		if late != nil {
-			*late = append(*late, ev)
+			*late = append(*late, *ev)
 		}
 		return 'l'
 	}
-	for _, ef := range m.effects() {
-		e.insert(ef.g, e.eventEntry(m, &ev, ef), false, now)
+	for _, ef := range m.effs {
+		e.insert(ef.g, e.eventEntry(m, ev, ef), false, now)
 	}
 	return 'a'
 }
+
+// applyBlock events are looked up together, so that the cache misses of their
+// independent loads (DPU index slot, DPU slot, each space's state and tail chunk)
+// overlap instead of following one another.
+const applyBlock = 32
 
 // Apply takes events that are already durable and deduplicated (late ones included).
 func (e *Engine) Apply(evs []Event, now int64) (ApplyResult, error) {
 	var res ApplyResult
 	var late []Event
 	var bad int
-	for i := range evs {
-		switch e.applyOne(evs[i], now, &late) {
-		case 'a':
-			res.Applied++
-		case 'p':
-			res.Parked++
-		case 'l':
-			res.Late++
-		default:
-			bad++
+	var idx [applyBlock]int32
+	var maps [applyBlock]dpuMap
+	var mapped [applyBlock]bool
+	for len(evs) > 0 {
+		blk := evs[:min(len(evs), applyBlock)]
+		evs = evs[len(blk):]
+		e.dpuMaps.lookup(blk, idx[:len(blk)], e.dpuTab, e.dpuNames)
+		var sink int64
+		for i := range blk {
+			mapped[i] = false
+			if idx[i] < 0 {
+				continue
+			}
+			maps[i], mapped[i] = e.mapSlot(idx[i], blk[i].TS)
+			for _, ef := range maps[i].effs {
+				sink += e.gs[ef.g].pl.touch()
+			}
+		}
+		e.sink += sink
+		for i := range blk {
+			switch e.applyMapped(&blk[i], maps[i], mapped[i], now, &late) {
+			case 'a':
+				res.Applied++
+			case 'p':
+				res.Parked++
+			case 'l':
+				res.Late++
+			default:
+				bad++
+			}
 		}
 	}
 	if len(late) > 0 && e.opts.LateEvents == LateApply {

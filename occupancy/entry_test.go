@@ -6,7 +6,24 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"unsafe"
 )
+
+// TestLayout pins the sizes the hot path's cache-line budget assumes.
+func TestLayout(t *testing.T) {
+	if s := unsafe.Sizeof(entry{}); s != 24 {
+		t.Errorf("entry: %d bytes, want 24", s)
+	}
+	if s := unsafe.Sizeof(chunk{}); s > 3072 {
+		t.Errorf("chunk: %d bytes, over the 3072-byte size class", s)
+	}
+	if s := unsafe.Sizeof(dpuSlot{}); s != 64 {
+		t.Errorf("dpuSlot: %d bytes, want one cache line", s)
+	}
+	if s, o := unsafe.Sizeof(gspace{}), unsafe.Offsetof(gspace{}.pl)+unsafe.Offsetof(plist{}.n); s != 128 || o >= 56 {
+		t.Errorf("gspace: %d bytes, plist tail fields end at %d: want 128, within the first line", s, o+8)
+	}
+}
 
 // randID returns a random string of 0..max bytes over an alphabet that stresses
 // padding (0x00), the top byte value and shared prefixes.
@@ -65,6 +82,24 @@ func FuzzPackedIDOrder(f *testing.F) {
 // none, packed (<= 8 bytes) and side-table (> 8 bytes), with shared prefixes across
 // the classes. The mapping is injective (prefixes have no digits, ids are digits).
 func longify(sc *scenario) {
+	// DPU ids too: some longer than a dpuSlot holds inline.
+	dpu := func(id string) string {
+		if id[len(id)-1]%2 == 0 {
+			return "a-dpu-id-longer-than-the-inline-key-" + id
+		}
+		return id
+	}
+	for i := range sc.topo.DPUs {
+		sc.topo.DPUs[i].ID = dpu(sc.topo.DPUs[i].ID)
+	}
+	for _, v := range sc.versions {
+		for i := range v.Topology.DPUs {
+			v.Topology.DPUs[i].ID = dpu(v.Topology.DPUs[i].ID)
+		}
+	}
+	for i := range sc.stream {
+		sc.stream[i].ev.DPU = dpu(sc.stream[i].ev.DPU)
+	}
 	prefixes := []string{"", "x", "longprefix", "longprefi", "\x00", "zzzzzzzz", "a\x00\x00", "evt-0000-0000-"}
 	for i := range sc.stream {
 		ev := &sc.stream[i].ev

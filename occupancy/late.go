@@ -23,12 +23,12 @@ import (
 func (e *Engine) correct(late []Event, now int64) error {
 	starts := map[int32]int64{}
 	for i := range late {
-		m := e.mapEvent(late[i].DPU, late[i].TS)
-		if m == nil {
+		m, ok := e.mapEvent(late[i].DPU, late[i].TS)
+		if !ok {
 			continue
 		}
 		ts := late[i].TS
-		for _, ef := range m.effects() {
+		for _, ef := range m.effs {
 			if s, ok := starts[ef.g]; !ok || ts < s {
 				starts[ef.g] = ts
 			}
@@ -168,26 +168,21 @@ func (e *Engine) replay(starts, known map[int32]int64, to int64) (map[int32]int6
 	// the (costlier) mapping of each streamed event.
 	relevant := map[string]bool{}
 	for i := range e.dpuTab {
-		slot := &e.dpuTab[i]
-		for k := -1; k < len(slot.rest); k++ {
-			m := &slot.first
-			if k >= 0 {
-				m = &slot.rest[k]
-			}
-			for _, ef := range m.effects() {
+		e.mappings(int32(i), func(effs []gEff) {
+			for _, ef := range effs {
 				if _, ok := starts[ef.g]; ok {
-					relevant[slot.key.String()] = true
+					relevant[e.dpuNames[i]] = true
 				}
 			}
-		}
+		})
 	}
 	lists := make(map[int32][]entry, len(starts))
 	addEvent := func(ev Event) {
 		if !relevant[ev.DPU] {
 			return
 		}
-		m := e.mapEvent(ev.DPU, ev.TS)
-		if m == nil {
+		m, ok := e.mapEvent(ev.DPU, ev.TS)
+		if !ok {
 			return
 		}
 		e.eventEntries(m, &ev, func(g int32, en entry) {

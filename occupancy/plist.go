@@ -524,3 +524,16 @@ func (p *plist) truncateFrom(t int64, clamp bool) []entry {
 	p.sync()
 	return out
 }
+
+// touch loads what an in-order append to p writes (the tail chunk's header and
+// next slot) and returns something of it, for Apply's look-ahead pass.
+func (p *plist) touch() int64 {
+	c := p.last
+	if c == nil {
+		return 0
+	}
+	if n := c.n; n < chunkSize {
+		return c.es[n].ts
+	}
+	return 0
+}

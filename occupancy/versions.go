@@ -26,27 +26,37 @@ func (e *Engine) addVersion(v Version) (*version, error) {
 	e.versions = append(e.versions, ver)
 	for _, d := range topo.cfg.DPUs {
 		cd := topo.dpus[d.ID]
-		dv := dpuVer{vi: int32(vi), n: int32(len(cd.plus))}
+		dv := dpuVer{vi: int32(vi), effs: make([]gEff, len(cd.plus))}
 		for k, ef := range cd.plus {
-			ge := gEff{g: ver.l2g[ef.space], d: int32(ef.delta)}
-			if k < len(dv.eff) {
-				dv.eff[k] = ge
-			}
-			if len(cd.plus) > len(dv.eff) {
-				dv.more = append(dv.more, ge)
-			}
+			dv.effs[k] = gEff{g: ver.l2g[ef.space], d: int32(ef.delta)}
 		}
-		i, ok := e.dpuMaps.get(d.ID, e.dpuTab)
+		i, ok := e.dpuMaps.get(d.ID, e.dpuTab, e.dpuNames)
 		if !ok {
 			i = int32(len(e.dpuTab))
-			dv.ref = i
-			e.dpuTab = append(e.dpuTab, dpuSlot{key: makeDPUKey(d.ID), first: dv})
+			slot := dpuSlot{vi: dv.vi, ext: -1}
+			if len(d.ID) <= dpuInline {
+				slot.klen = uint8(copy(slot.key[:], d.ID))
+			} else {
+				slot.klen = dpuLongKey
+			}
+			if len(dv.effs) <= dpuEffInline {
+				slot.n = uint8(copy(slot.eff[:], dv.effs))
+			} else {
+				slot.ext = int32(len(e.dpuExt))
+				e.dpuExt = append(e.dpuExt, []dpuVer{dv})
+			}
+			e.dpuTab = append(e.dpuTab, slot)
 			e.dpuNames = append(e.dpuNames, d.ID)
-			e.dpuMaps.put(d.ID, i, e.dpuTab)
+			e.dpuMaps.put(d.ID, i, e.dpuTab, e.dpuNames)
 			continue
 		}
-		dv.ref = i
-		e.dpuTab[i].rest = append(e.dpuTab[i].rest, dv)
+		slot := &e.dpuTab[i]
+		if slot.ext < 0 {
+			first := dpuVer{vi: slot.vi, effs: append([]gEff(nil), slot.eff[:slot.n]...)}
+			slot.ext = int32(len(e.dpuExt))
+			e.dpuExt = append(e.dpuExt, []dpuVer{first})
+		}
+		e.dpuExt[slot.ext] = append(e.dpuExt[slot.ext], dv)
 	}
 	for i := range e.gs {
 		e.gs[i].cur, e.gs[i].capa = -1, 0
