@@ -302,3 +302,23 @@ func TestPlistModel(t *testing.T) {
 		}
 	}
 }
+
+// TestVersionRemapsPending: a version whose instant is inside the pending window
+// maps the pending events at or after it again (here more than a chunk of them, in
+// both the tail chunk and earlier ones).
+func TestVersionRemapsPending(t *testing.T) {
+	t0 := testNow
+	d := newDriver(t, Options{SettleAfter: 5 * minute, ClampNegative: true}, smallTopo(), t0)
+	c := newChecker(t, d.eng, true)
+	var evs []Event
+	for i := 0; i < 300; i++ {
+		evs = append(evs, Event{DPU: "door", ID: fmt.Sprint(i), TS: t0 + 1000 + int64(i)*100, Direction: 1})
+	}
+	now := t0 + 40_000
+	d.apply(evs, now)
+	v2 := smallTopo()
+	v2.DPUs[0].PlusSpace = "f2"
+	d.addVersion(Version{At: t0 + 16_000, Topology: v2}, now)
+	wantOcc(t, d.eng, map[string]int64{"bldg": 300, "f1": 150, "room": 150, "f2": 150})
+	c.check(d, rand.New(rand.NewSource(1)), now, t0)
+}

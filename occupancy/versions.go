@@ -165,7 +165,7 @@ func (e *Engine) remapFrom(at int64, now int64) {
 			continue
 		}
 		last := pl.chunks[len(pl.chunks)-1]
-		if last.es[len(last.es)-1].ts < at {
+		if last.lastTS() < at {
 			continue
 		}
 		rest := pl.truncateFrom(at, e.opts.ClampNegative)
