@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -41,6 +42,9 @@ type Main struct {
 	httpDone chan error
 	runStop  context.CancelFunc
 	runDone  chan struct{}
+	// checked is a copy of the topology that LoadConfig validated for Config (nil if
+	// none): Run does not validate it a second time before storing it.
+	checked *occupancy.TopologyConfig
 }
 
 // NewMain returns a Main with the default configuration and a logger on stderr.
@@ -106,7 +110,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
-		m.Config = cfg
+		m.setLoaded(cfg)
 	}
 	cfg := m.Config
 	cfg.ApplyDefaults()
@@ -126,11 +130,24 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.store = store
 
 	now := m.now().UnixMilli()
-	versions, err := ensureVersion(store, cfg.Topology, now)
+	versions, added, err := newVersion(store, cfg.Topology, now, m.checkedTopology(cfg.Topology))
+	m.checked = nil
 	if err != nil {
 		return err
 	}
+	// A new version is stored while the engine is rebuilt (it only reads the store),
+	// and before the gateway takes any event that could refer to it.
+	var stored chan error
+	if added {
+		stored = make(chan error, 1)
+		go func() { stored <- store.PutVersion(versions[len(versions)-1]) }()
+	}
 	eng, err := occupancy.Open(cfg.EngineOptions(), withVersions(store, versions), now)
+	if stored != nil {
+		if perr := <-stored; perr != nil {
+			return fmt.Errorf("store topology version: %w", perr)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("rebuild engine from storage: %w", err)
 	}
@@ -200,34 +217,47 @@ func isDefaultConfig(c gateway.Config) bool {
 	return reflect.DeepEqual(c, d)
 }
 
-// ensureVersion stores topology tc as a version in force from now unless it equals the
-// latest stored version, and returns the stored versions (the new one included). Only
-// a new version is compiled here first (a stored version is loaded again at every
-// start); the engine compiles the stored ones anyway, so a restart with an unchanged
-// topology does not compile it twice.
-func ensureVersion(store *buffer.Store, tc occupancy.TopologyConfig, now int64) ([]occupancy.Version, error) {
-	versions, err := store.Versions()
+// newVersion returns the stored topology versions and, unless tc equals the latest
+// of them, tc as a new version in force from now appended to them (added; the caller
+// stores it). tc is validated first unless valid says it was already: a topology
+// that does not compile must never be stored. Only the validation runs here, not a
+// compile: the engine compiles every version when it opens.
+func newVersion(store *buffer.Store, tc occupancy.TopologyConfig, now int64, valid bool) (versions []occupancy.Version, added bool, err error) {
+	versions, err = store.Versions()
 	if err != nil {
-		return nil, fmt.Errorf("read topology versions: %w", err)
+		return nil, false, fmt.Errorf("read topology versions: %w", err)
 	}
 	at := now
 	if n := len(versions); n > 0 {
 		last := versions[n-1]
 		if gateway.TopologyEqual(last.Topology, tc) {
-			return versions, nil
+			return versions, false, nil
 		}
 		if at <= last.At {
 			at = last.At + 1
 		}
 	}
-	if _, err := occupancy.Compile(tc); err != nil {
-		return nil, fmt.Errorf("topology: %w", err)
+	if !valid {
+		if ps := tc.Validate(); len(ps) > 0 {
+			return nil, false, fmt.Errorf("topology: %w", &occupancy.ProblemsError{Problems: ps})
+		}
 	}
-	v := occupancy.Version{At: at, Topology: tc}
-	if err := store.PutVersion(v); err != nil {
-		return nil, fmt.Errorf("store topology version: %w", err)
+	return append(versions, occupancy.Version{At: at, Topology: tc}), true, nil
+}
+
+// setLoaded makes cfg, just returned by LoadConfig (so validated), the configuration,
+// and keeps a copy of its topology so that Run can tell it is still the one validated.
+func (m *Main) setLoaded(cfg gateway.Config) {
+	m.Config = cfg
+	t := cfg.Topology
+	m.checked = &occupancy.TopologyConfig{
+		Spaces: slices.Clone(t.Spaces), Doorways: slices.Clone(t.Doorways), DPUs: slices.Clone(t.DPUs),
 	}
-	return append(versions, v), nil
+}
+
+// checkedTopology reports whether tc equals the topology LoadConfig validated.
+func (m *Main) checkedTopology(tc occupancy.TopologyConfig) bool {
+	return m.checked != nil && gateway.TopologyEqual(*m.checked, tc)
 }
 
 // versionsRead is a store whose first Versions call answers with the versions start-up
@@ -362,7 +392,7 @@ func newMainFromFile(configPath string, w io.Writer) (*Main, error) {
 		if err != nil {
 			return nil, err
 		}
-		m.Config = cfg
+		m.setLoaded(cfg)
 		m.ConfigPath = configPath
 	}
 	logCfg := m.Config.Log

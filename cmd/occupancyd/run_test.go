@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/occupancy"
 )
 
 func TestMainRunErrors(t *testing.T) {
@@ -58,6 +60,45 @@ func TestMainRunErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	// A topology is validated before it is stored, unless it is the one LoadConfig
+	// validated: one changed after loading (even in place) or set by hand is not
+	// stored when invalid, and the storage keeps no version of it.
+	for _, tc := range []struct {
+		name   string
+		break_ func(m *Main)
+	}{
+		{"topology changed in place after loading", func(m *Main) { m.Config.Topology.DPUs[0].PlusSpace = "nowhere" }},
+		{"topology set by hand", func(m *Main) {
+			m.Config.Topology.DPUs = append(m.Config.Topology.DPUs[:0:0], m.Config.Topology.DPUs...)
+			m.Config.Topology.DPUs[0].Doorway = "no-such-door"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "occupancyd.yaml")
+			writeConfig(t, path, e2eConfig{dir: filepath.Join(dir, "data")})
+			m, err := newMainFromFile(path, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Logger = zerolog.Nop()
+			tc.break_(m)
+			err = m.Run(context.Background())
+			var pe *occupancy.ProblemsError
+			if !errors.As(err, &pe) || !strings.HasPrefix(err.Error(), "topology: ") {
+				m.Close()
+				t.Fatalf("Run with an invalid topology = %v, want topology: problems", err)
+			}
+			store, err := buffer.Open(buffer.Options{Dir: filepath.Join(dir, "data"), Logger: zerolog.Nop()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			if vs, err := store.Versions(); err != nil || len(vs) != 0 {
+				t.Fatalf("stored versions after the refused start: %d (%v), want none", len(vs), err)
+			}
+		})
+	}
 	t.Run("bad config", func(t *testing.T) {
 		err := runCommand([]string{"--config", filepath.Join(t.TempDir(), "missing.yaml")})
 		if err == nil {
