@@ -248,7 +248,7 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 	if ok {
 		e.h = cp.Horizon
 		for id, v := range cp.Values {
-			e.gs[e.space(id)].pl.setBase(v)
+			e.gs[e.space(id)].pl.setBase(v, opts.ClampNegative)
 		}
 		if len(cp.State) > 0 {
 			if err := json.Unmarshal(cp.State, &st); err != nil {

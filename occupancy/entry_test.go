@@ -244,6 +244,8 @@ func TestPlistModel(t *testing.T) {
 				}
 				base = x
 				model = append(model[:0:0], model[k:]...)
+			case r < 98: // a new base equal to the old: recomposes a stale first chunk
+				p.setBase(p.base, clamp)
 			default: // truncate
 				t0 := max(h, ts-rng.Int63n(100))
 				k := sort.Search(len(model), func(i int) bool { return model[i].ts >= t0 })
@@ -264,8 +266,8 @@ func TestPlistModel(t *testing.T) {
 			}
 			i, x := 0, base
 			for ci, c := range p.chunks {
-				if c.n == 0 || c.n > chunkSize {
-					t.Fatalf("seed %d op %d: chunk %d has %d entries", seed, op, ci, c.n)
+				if c.count() <= 0 || c.n > chunkSize || (ci > 0 && (c.lo != 0 || c.stale)) {
+					t.Fatalf("seed %d op %d: chunk %d holds es[%d:%d] (stale %v)", seed, op, ci, c.lo, c.n, c.stale)
 				}
 				f := identity
 				for _, en := range c.s() {
@@ -276,7 +278,7 @@ func TestPlistModel(t *testing.T) {
 					x, _, _ = step(&en, x, clamp)
 					i++
 				}
-				if f != c.f || c.end != x {
+				if (!c.stale && f != c.f) || c.end != x {
 					t.Fatalf("seed %d op %d: chunk %d: f %v end %d, want %v %d", seed, op, ci, c.f, c.end, f, x)
 				}
 			}

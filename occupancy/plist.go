@@ -11,7 +11,7 @@ var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
 // newChunk returns an empty chunk (f the identity).
 func newChunk() *chunk {
 	c := chunkPool.Get().(*chunk)
-	c.n, c.f, c.end = 0, identity, 0
+	c.lo, c.n, c.f, c.end, c.stale = 0, 0, identity, 0, false
 	return c
 }
 
@@ -194,26 +194,39 @@ func step(en *entry, x int64, clamp bool) (v int64, in, out int32) {
 	return entryFn(en, clamp).apply(x), 0, 0
 }
 
-// chunk is up to chunkSize consecutive entries of one space.
+// chunk is up to chunkSize consecutive entries of one space, es[lo:n]. Only the
+// first chunk of a list has lo > 0: settling part of it moves lo and marks f stale
+// (its end value is unchanged) instead of moving and recomposing what is left;
+// propagate recomposes a stale f before using it.
 type chunk struct {
-	n   int
-	f   fn
-	end int64 // true value after the last entry of this chunk
-	es  [chunkSize]entry
+	lo, n int32
+	f     fn
+	end   int64 // true value after the last entry of this chunk
+	stale bool  // f is not the composition of es[lo:n]
+	es    [chunkSize]entry
 }
 
-func (c *chunk) s() []entry    { return c.es[:c.n] }
+func (c *chunk) s() []entry    { return c.es[c.lo:c.n] }
+func (c *chunk) count() int    { return int(c.n - c.lo) }
 func (c *chunk) lastTS() int64 { return c.es[c.n-1].ts }
 
 func (c *chunk) recompose(clamp bool) {
 	f := identity
-	for i := 0; i < c.n; i++ {
+	for i := c.lo; i < c.n; i++ {
 		f = f.then(entryFn(&c.es[i], clamp))
 	}
-	c.f = f
+	c.f, c.stale = f, false
 }
 
-// push appends en, which follows every entry of c, keeping f and end.
+// compact moves the entries of c to the front of its array.
+func (c *chunk) compact() {
+	if c.lo > 0 {
+		c.n = int32(copy(c.es[:], c.es[c.lo:c.n]))
+		c.lo = 0
+	}
+}
+
+// push appends en, which follows every entry of c, keeping f (stale or not) and end.
 func (c *chunk) push(en entry, clamp bool) {
 	c.es[c.n] = en
 	c.n++
@@ -235,9 +248,9 @@ type plist struct {
 
 func (p *plist) current() int64 { return p.cur }
 
-func (p *plist) setBase(v int64) {
+func (p *plist) setBase(v int64, clamp bool) {
 	p.base = v
-	p.propagate(0)
+	p.propagate(0, clamp)
 	p.sync()
 }
 
@@ -255,13 +268,16 @@ func (p *plist) sync() {
 func (p *plist) len() int { return p.n }
 
 // propagate re-derives end values from chunk i on.
-func (p *plist) propagate(i int) {
+func (p *plist) propagate(i int, clamp bool) {
 	x := p.base
 	if i > 0 {
 		x = p.chunks[i-1].end
 	}
 	for ; i < len(p.chunks); i++ {
 		c := p.chunks[i]
+		if c.stale {
+			c.recompose(clamp)
+		}
 		x = c.f.apply(x)
 		c.end = x
 	}
@@ -296,7 +312,7 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 		c.push(en, clamp)
 		p.chunks = append(p.chunks, c)
 		p.n++
-		p.propagate(0)
+		p.propagate(0, clamp)
 		return true
 	}
 	last := p.chunks[n-1]
@@ -321,14 +337,15 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 		return cmp(&c.es[c.n-1], &en) >= 0
 	})
 	c := p.chunks[ci]
-	j := sort.Search(c.n, func(i int) bool { return cmp(&c.es[i], &en) >= 0 })
+	c.compact()
+	j := int32(sort.Search(int(c.n), func(i int) bool { return cmp(&c.es[i], &en) >= 0 }))
 	if cmp(&c.es[j], &en) == 0 {
 		if !replace || c.es[j] == en {
 			return false
 		}
 		c.es[j] = en
 		c.recompose(clamp)
-		p.propagate(ci)
+		p.propagate(ci, clamp)
 		return true
 	}
 	p.n++
@@ -337,17 +354,17 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 		c.es[j] = en
 		c.n++
 		c.recompose(clamp)
-		p.propagate(ci)
+		p.propagate(ci, clamp)
 		return true
 	}
 	// Split the full chunk. The tail chunk splits at the insertion point (later
 	// appends fill the new tail); others in half.
-	k := chunkSize / 2
+	k := int32(chunkSize / 2)
 	if ci == n-1 && j >= k {
 		k = j
 	}
 	nc := newChunk()
-	nc.n = copy(nc.es[:], c.es[k:c.n])
+	nc.n = int32(copy(nc.es[:], c.es[k:c.n]))
 	c.n = k
 	if j <= k {
 		copy(c.es[j+1:c.n+1], c.es[j:c.n])
@@ -368,7 +385,7 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 	}
 	c.recompose(clamp)
 	nc.recompose(clamp)
-	p.propagate(ci)
+	p.propagate(ci, clamp)
 	return true
 }
 
@@ -384,7 +401,7 @@ func (p *plist) repack(clamp bool) {
 				out = append(out, c)
 			}
 			k := copy(c.es[c.n:], src)
-			c.n += k
+			c.n += int32(k)
 			src = src[k:]
 		}
 		freeChunk(oc) // read completely: newChunk may hand it out again
@@ -394,7 +411,7 @@ func (p *plist) repack(clamp bool) {
 	}
 	clear(p.chunks)
 	p.chunks = out
-	p.propagate(0)
+	p.propagate(0, clamp)
 }
 
 // valueAt returns the value after every pending entry with ts <= t.
@@ -412,12 +429,11 @@ func (p *plist) valueAt(t int64, clamp bool) int64 {
 	if ci > 0 {
 		x = p.chunks[ci-1].end
 	}
-	c := p.chunks[ci]
-	for i := 0; i < c.n; i++ {
-		if c.es[i].ts > t {
+	for _, en := range p.chunks[ci].s() {
+		if en.ts > t {
 			break
 		}
-		x = entryFn(&c.es[i], clamp).apply(x)
+		x = entryFn(&en, clamp).apply(x)
 	}
 	return x
 }
@@ -432,9 +448,9 @@ func (p *plist) each(from, to int64, clamp bool, fnc func(en *entry, v int64, in
 		x = p.chunks[ci-1].end
 	}
 	for ; ci < n; ci++ {
-		c := p.chunks[ci]
-		for i := 0; i < c.n; i++ {
-			en := &c.es[i]
+		es := p.chunks[ci].s()
+		for i := range es {
+			en := &es[i]
 			if en.ts >= to {
 				return
 			}
@@ -480,8 +496,8 @@ func (p *plist) settle(h int64, clamp bool, space string, rows []Row, rel func(*
 			continue
 		}
 		if k > 0 {
-			c.n = copy(c.es[:], es[k:])
-			c.recompose(clamp)
+			c.lo += int32(k)
+			c.stale = true
 		}
 		break
 	}
@@ -503,7 +519,7 @@ func (p *plist) truncateFrom(t int64, clamp bool) []entry {
 		return nil
 	}
 	c := p.chunks[ci]
-	j := sort.Search(c.n, func(i int) bool { return c.es[i].ts >= t })
+	j := c.lo + int32(sort.Search(c.count(), func(i int) bool { return c.es[c.lo+int32(i)].ts >= t }))
 	out = append(out, c.es[j:c.n]...)
 	for _, d := range p.chunks[ci+1:] {
 		out = append(out, d.s()...)
@@ -511,7 +527,7 @@ func (p *plist) truncateFrom(t int64, clamp bool) []entry {
 	}
 	clear(p.chunks[ci+1:])
 	p.chunks = p.chunks[:ci+1]
-	if j == 0 {
+	if j == c.lo {
 		p.chunks[ci] = nil
 		p.chunks = p.chunks[:ci]
 		freeChunk(c)
@@ -520,7 +536,7 @@ func (p *plist) truncateFrom(t int64, clamp bool) []entry {
 		c.recompose(clamp)
 	}
 	p.n -= len(out)
-	p.propagate(max(0, len(p.chunks)-1))
+	p.propagate(max(0, len(p.chunks)-1), clamp)
 	p.sync()
 	return out
 }
