@@ -1128,9 +1128,23 @@ func (p *fastParser) seqEntry() bool {
 	return len(p.line) > 0 && p.line[0] == '-' && (len(p.line) == 1 || p.line[1] == ' ')
 }
 
-// fastStruct is what fastDecode needs of a struct type: its fields by yaml key.
+// fastStruct is what fastDecode needs of a struct type: its fields' yaml keys (a
+// struct has a handful: a linear search beats a map), and the fields it must leave
+// to the full decoder (types with their own UnmarshalYAML, but StringList).
 type fastStruct struct {
-	fields map[string]int
+	ok    bool // false: more fields than the repeated-key mask holds
+	names []string
+	index []int
+	leave []bool
+}
+
+func (st *fastStruct) field(key []byte) (int, bool) {
+	for i, n := range st.names {
+		if n == string(key) {
+			return st.index[i], !st.leave[i]
+		}
+	}
+	return 0, false
 }
 
 var fastStructs sync.Map // reflect.Type -> *fastStruct
@@ -1139,9 +1153,12 @@ func fastStructOf(t reflect.Type) *fastStruct {
 	if s, ok := fastStructs.Load(t); ok {
 		return s.(*fastStruct)
 	}
-	s := &fastStruct{fields: yamlFields(t)}
-	if t.NumField() > 64 {
-		s.fields = nil // the repeated-key mask holds 64 fields: decline such a struct
+	s := &fastStruct{ok: t.NumField() <= 64}
+	for name, i := range yamlFields(t) {
+		ft := t.Field(i).Type
+		s.names = append(s.names, name)
+		s.index = append(s.index, i)
+		s.leave = append(s.leave, ft != stringListType && reflect.PointerTo(ft).Implements(unmarshalerType))
 	}
 	fastStructs.Store(t, s)
 	return s
@@ -1150,7 +1167,7 @@ func fastStructOf(t reflect.Type) *fastStruct {
 // mapping decodes the block mapping whose keys are at column indent, starting at the
 // current line, into struct v.
 func (p *fastParser) mapping(v reflect.Value, st *fastStruct, indent int) bool {
-	if st.fields == nil {
+	if !st.ok {
 		return false
 	}
 	var seen uint64
@@ -1159,7 +1176,7 @@ func (p *fastParser) mapping(v reflect.Value, st *fastStruct, indent int) bool {
 		if !ok {
 			return false
 		}
-		idx, ok := st.fields[string(key)]
+		idx, ok := st.field(key)
 		if !ok || seen&(1<<idx) != 0 {
 			return false // unknown or repeated: the full decoder has the words for it
 		}
@@ -1250,11 +1267,15 @@ func (p *fastParser) sequence(f reflect.Value) bool {
 		return true
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct && t.Elem() != durationType:
 		st := fastStructOf(t.Elem())
-		s := reflect.MakeSlice(t, 0, 16)
-		zero := reflect.Zero(t.Elem())
+		s, n := reflect.MakeSlice(t, 16, 16), 0
 		for !p.eof && p.indent == indent && p.seqEntry() {
-			s = reflect.Append(s, zero)
-			e := s.Index(s.Len() - 1)
+			if n == s.Len() { // reflect.Append would allocate at every entry
+				grown := reflect.MakeSlice(t, 2*n, 2*n)
+				reflect.Copy(grown, s)
+				s = grown
+			}
+			e := s.Index(n)
+			n++
 			col := 1
 			for col < len(p.line) && p.line[col] == ' ' {
 				col++
@@ -1279,10 +1300,7 @@ func (p *fastParser) sequence(f reflect.Value) bool {
 				return false
 			}
 		}
-		if s.Len() == 0 {
-			return false
-		}
-		f.Set(s)
+		f.Set(s.Slice(0, n))
 		return true
 	}
 	return false
@@ -1322,7 +1340,7 @@ func lineEnd(rest []byte) bool {
 // flowMapping decodes the one-line flow mapping "{k: v, ...}" at the start of s into
 // struct f (scalar values only); rest is what follows the closing brace.
 func flowMapping(s []byte, f reflect.Value, st *fastStruct) (rest []byte, ok bool) {
-	if st.fields == nil {
+	if !st.ok {
 		return nil, false
 	}
 	s = skipSpaces(s[1:])
@@ -1335,7 +1353,7 @@ func flowMapping(s []byte, f reflect.Value, st *fastStruct) (rest []byte, ok boo
 		if !ok || len(after) == 0 {
 			return nil, false
 		}
-		idx, ok := st.fields[string(key)]
+		idx, ok := st.field(key)
 		if !ok || seen&(1<<idx) != 0 {
 			return nil, false
 		}
@@ -1564,7 +1582,8 @@ func nullWord(s string) bool {
 }
 
 // setScalar sets leaf f from a scalar as the full decoder would, or returns false
-// where the full decoder would report a problem or the subset is not sure.
+// where the full decoder would report a problem or the subset is not sure. (Fields
+// with an UnmarshalYAML of their own never get here: fastStruct leaves them.)
 func setScalar(f reflect.Value, s string, plain bool) bool {
 	if plain && nullWord(s) {
 		return true // null: the default stays
@@ -1584,8 +1603,6 @@ func setScalar(f reflect.Value, s string, plain bool) bool {
 		}
 		f.SetInt(int64(d))
 		return true
-	case reflect.PointerTo(t).Implements(unmarshalerType):
-		return false
 	}
 	switch t.Kind() {
 	case reflect.String:

@@ -543,6 +543,15 @@ func BenchmarkParseConfig(b *testing.B) {
 			}
 		}
 	})
+	b.Run("fastDecode", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for i := 0; i < b.N; i++ {
+			c := DefaultConfig()
+			if !fastDecode(data, &c) {
+				b.Fatal("declined")
+			}
+		}
+	})
 	b.Run("yaml-strict", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		for i := 0; i < b.N; i++ {
