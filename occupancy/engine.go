@@ -192,6 +192,7 @@ type Engine struct {
 	moves     []moveRec
 	pendMoves int             // moves with TS >= H
 	rowsHint  int             // rows settled by the last tick
+	cpHint    int             // values in the last checkpoint
 	corr      map[int32]int64 // pending corrections at the horizon
 	dirty     bool            // checkpoint state changed since the last settlement
 
@@ -728,9 +729,18 @@ func (e *Engine) Tick(now int64) (Settlement, bool) {
 		return e.settlement(nil), true
 	}
 	rows := make([]Row, 0, e.rowsHint+e.rowsHint/4)
-	for i := range e.gs {
-		s := &e.gs[i]
-		rows = s.pl.settle(newH, e.opts.ClampNegative, s.id, rows, e.releaseID)
+	for b := 0; b < len(e.gs); b += applyBlock {
+		blk := e.gs[b:min(b+applyBlock, len(e.gs))]
+		// Look ahead: the first chunks of a block of spaces load in parallel.
+		var sink int64
+		for i := range blk {
+			sink += blk[i].pl.touchHead()
+		}
+		e.sink += sink
+		for i := range blk {
+			s := &blk[i]
+			rows = s.pl.settle(newH, e.opts.ClampNegative, s.id, rows, e.releaseID)
+		}
 	}
 	e.h = newH
 	e.rowsHint = len(rows)
@@ -752,12 +762,13 @@ func (e *Engine) settlement(rows []Row) Settlement {
 }
 
 func (e *Engine) checkpoint() Checkpoint {
-	cp := Checkpoint{Horizon: e.h, Values: map[string]int64{}}
+	cp := Checkpoint{Horizon: e.h, Values: make(map[string]int64, e.cpHint)}
 	for i := range e.gs {
 		if s := &e.gs[i]; s.pl.base != 0 {
 			cp.Values[s.id] = s.pl.base
 		}
 	}
+	e.cpHint = len(cp.Values)
 	var st engineState
 	if len(e.late) > 0 {
 		st.Late = map[string][]interval{}

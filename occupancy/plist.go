@@ -553,3 +553,13 @@ func (p *plist) touch() int64 {
 	}
 	return 0
 }
+
+// touchHead loads the first pending entry (and the chunk header before it), for
+// Tick's look-ahead pass.
+func (p *plist) touchHead() int64 {
+	if len(p.chunks) == 0 {
+		return 0
+	}
+	c := p.chunks[0]
+	return c.es[c.lo].ts
+}
