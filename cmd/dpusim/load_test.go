@@ -37,6 +37,11 @@ func TestGeneratedConfigsLoad(t *testing.T) {
 			if err != nil {
 				t.Fatalf("gateway.ParseConfig: %v", err)
 			}
+			// The daemon reads it without yaml.v3 (19 MB at 100,000 DPUs: 1.6 s
+			// through yaml.v3, 0.1 s through the fast path).
+			if !gateway.FastConfig(buf.Bytes()) {
+				t.Errorf("gateway.FastConfig: false, want the config loader's fast path to take it")
+			}
 			if err := cfg.Validate(); err != nil {
 				t.Fatalf("Validate: %v", err)
 			}
