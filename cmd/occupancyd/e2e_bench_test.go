@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -206,4 +208,46 @@ func counterValue(c prometheus.Counter) float64 {
 		return 0
 	}
 	return m.GetCounter().GetValue()
+}
+
+// BenchmarkStartToReady100k is issue 5's start: a campus of 2,000 sites x 50 DPUs
+// (100,000 DPUs, 66,000 spaces, 14 MB of YAML), from reading the config file to
+// /readyz 200 (embedded broker) — on a fresh store (the topology is stored as a new
+// version) and on a restart (it equals the stored one). Profile with
+// go test -run='^$' -bench=StartToReady100k -benchtime=3x -cpuprofile cpu.out ./cmd/occupancyd/
+func BenchmarkStartToReady100k(b *testing.B) {
+	dir := b.TempDir()
+	path := filepath.Join(dir, "campus.yaml")
+	writeConfig(b, path, e2eConfig{dir: filepath.Join(dir, "data"), settleAfter: "5m", tick: "1s",
+		topology: campusTopology(2000, 50).yaml()})
+	start := func(b *testing.B) {
+		b.StartTimer()
+		m, err := newMainFromFile(path, io.Discard)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := m.Run(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		waitReady(b, m.HTTPAddr(), time.Minute)
+		b.StopTimer()
+		if err := m.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("fresh", func(b *testing.B) {
+		b.StopTimer()
+		for i := 0; i < b.N; i++ {
+			if err := os.RemoveAll(filepath.Join(dir, "data")); err != nil {
+				b.Fatal(err)
+			}
+			start(b)
+		}
+	})
+	b.Run("restart", func(b *testing.B) {
+		b.StopTimer()
+		for i := 0; i < b.N; i++ {
+			start(b)
+		}
+	})
 }
