@@ -3,6 +3,7 @@ package occupancy
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,124 +23,137 @@ func (e *ProblemsError) Error() string {
 }
 
 // Validate reports every problem of the topology with its key path relative to
-// `topology`, in configuration order.
+// `topology`, in configuration order. Paths are formatted only for problems, and
+// parent cycles are found in one pass over the parent links.
 func (c TopologyConfig) Validate() []Problem {
 	var ps []Problem
 	add := func(path, format string, args ...any) {
 		ps = append(ps, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
 	}
-	checkID := func(path, id string, seen map[string]string) {
+	at := func(list string, i int, field string) string {
+		return list + "[" + strconv.Itoa(i) + "]" + field
+	}
+	// checkID records the first index of each valid id in seen.
+	checkID := func(list string, i int, id string, seen map[string]int) {
 		if !ValidID(id) {
-			add(path, "invalid id %q: want [A-Za-z0-9_-]{1,64}", id)
+			add(at(list, i, ".id"), "invalid id %q: want [A-Za-z0-9_-]{1,64}", id)
 			return
 		}
 		if first, dup := seen[id]; dup {
-			add(path, "duplicate id %q (first at %s)", id, first)
+			add(at(list, i, ".id"), "duplicate id %q (first at %s)", id, at(list, first, ""))
 			return
 		}
-		seen[id] = strings.TrimSuffix(path, ".id")
+		seen[id] = i
 	}
-	spaces := map[string]string{}
-	spaceIdx := map[string]int{}
+	spaceIdx := make(map[string]int, len(c.Spaces))
 	for i, s := range c.Spaces {
-		p := fmt.Sprintf("spaces[%d]", i)
-		checkID(p+".id", s.ID, spaces)
-		if _, ok := spaceIdx[s.ID]; !ok && ValidID(s.ID) {
-			spaceIdx[s.ID] = i
-		}
+		checkID("spaces", i, s.ID, spaceIdx)
 	}
 	for i, s := range c.Spaces {
-		p := fmt.Sprintf("spaces[%d]", i)
 		if s.Parent != "" {
 			if _, ok := spaceIdx[s.Parent]; !ok {
-				add(p+".parent", "unknown space %q", s.Parent)
+				add(at("spaces", i, ".parent"), "unknown space %q", s.Parent)
 			}
 		}
 		if s.Capacity < 0 {
-			add(p+".capacity", "must be >= 0, got %d", s.Capacity)
+			add(at("spaces", i, ".capacity"), "must be >= 0, got %d", s.Capacity)
 		}
 		if s.TimeZone != "" {
 			if _, err := loadLocation(s.TimeZone); err != nil {
-				add(p+".time_zone", "unknown time zone %q", s.TimeZone)
+				add(at("spaces", i, ".time_zone"), "unknown time zone %q", s.TimeZone)
 			}
 		}
 		if s.DailyReset != "" {
 			if _, ok := parseHHMM(s.DailyReset); !ok {
-				add(p+".daily_reset", "want \"HH:MM\", got %q", s.DailyReset)
+				add(at("spaces", i, ".daily_reset"), "want \"HH:MM\", got %q", s.DailyReset)
 			}
 		}
 	}
-	// Parent cycles: each cycle reported once, at its member listed first.
-	reported := map[int]bool{}
+	// Parent cycles, each reported once, at its member listed first. The spaces
+	// indexed by their id (first occurrences) with their parent links form a graph
+	// of out-degree <= 1: one walk per unvisited space finds every cycle.
+	parent := func(i int) int {
+		j, ok := spaceIdx[c.Spaces[i].Parent]
+		if c.Spaces[i].Parent == "" || !ok {
+			return -1
+		}
+		return j
+	}
+	const (
+		unvisited = iota
+		walking
+		done
+	)
+	state := make([]uint8, len(c.Spaces))
+	onCycle := make([]bool, len(c.Spaces))
+	var path []int
 	for i := range c.Spaces {
-		if _, ok := spaceIdx[c.Spaces[i].ID]; !ok || spaceIdx[c.Spaces[i].ID] != i {
+		if spaceIdx[c.Spaces[i].ID] != i || !ValidID(c.Spaces[i].ID) || state[i] != unvisited {
 			continue
 		}
-		// Walk up from i; if we come back to i, i is on a cycle.
-		var chain []string
+		path = path[:0]
 		cur := i
-		seen := map[int]bool{}
-		onCycle := false
-		for {
-			if seen[cur] {
-				onCycle = cur == i
-				break
-			}
-			seen[cur] = true
-			chain = append(chain, c.Spaces[cur].ID)
-			par := c.Spaces[cur].Parent
-			j, ok := spaceIdx[par]
-			if par == "" || !ok {
-				break
-			}
-			cur = j
+		for cur >= 0 && state[cur] == unvisited {
+			state[cur] = walking
+			path = append(path, cur)
+			cur = parent(cur)
 		}
-		if !onCycle || reported[i] {
+		if cur >= 0 && state[cur] == walking {
+			// cur is on a cycle made of the path from cur on.
+			for k := len(path) - 1; ; k-- {
+				onCycle[path[k]] = true
+				if path[k] == cur {
+					break
+				}
+			}
+		}
+		for _, k := range path {
+			state[k] = done
+		}
+	}
+	for i := range c.Spaces {
+		if !onCycle[i] {
 			continue
 		}
-		// Mark every member so the cycle is reported once, at the first member.
-		members := []int{i}
-		for cur = spaceIdx[c.Spaces[i].Parent]; cur != i; cur = spaceIdx[c.Spaces[cur].Parent] {
-			members = append(members, cur)
+		// i is the cycle's first member in configuration order.
+		quoted := []string{fmt.Sprintf("%q", c.Spaces[i].ID)}
+		for cur := parent(i); ; cur = parent(cur) {
+			quoted = append(quoted, fmt.Sprintf("%q", c.Spaces[cur].ID))
+			if cur == i {
+				break
+			}
+			onCycle[cur] = false
 		}
-		for _, m := range members {
-			reported[m] = true
-		}
-		chain = append(chain, c.Spaces[i].ID)
-		quoted := make([]string, len(chain))
-		for k, id := range chain {
-			quoted[k] = fmt.Sprintf("%q", id)
-		}
-		add(fmt.Sprintf("spaces[%d].parent", i), "cycle through %s", strings.Join(quoted, " -> "))
+		onCycle[i] = false
+		add(at("spaces", i, ".parent"), "cycle through %s", strings.Join(quoted, " -> "))
 	}
-	doorways := map[string]string{}
+	doorways := map[string]int{}
 	for i, d := range c.Doorways {
-		checkID(fmt.Sprintf("doorways[%d].id", i), d.ID, doorways)
+		checkID("doorways", i, d.ID, doorways)
 	}
-	dpus := map[string]string{}
+	dpus := make(map[string]int, len(c.DPUs))
 	for i, d := range c.DPUs {
-		p := fmt.Sprintf("dpus[%d]", i)
-		checkID(p+".id", d.ID, dpus)
+		checkID("dpus", i, d.ID, dpus)
 		if d.Doorway != "" {
 			if _, ok := doorways[d.Doorway]; !ok {
-				add(p+".doorway", "unknown doorway %q", d.Doorway)
+				add(at("dpus", i, ".doorway"), "unknown doorway %q", d.Doorway)
 			}
 		}
 		if d.PlusSpace != "" {
 			if _, ok := spaceIdx[d.PlusSpace]; !ok {
-				add(p+".plus_space", "unknown space %q", d.PlusSpace)
+				add(at("dpus", i, ".plus_space"), "unknown space %q", d.PlusSpace)
 			}
 		}
 		if d.MinusSpace != "" {
 			if _, ok := spaceIdx[d.MinusSpace]; !ok {
-				add(p+".minus_space", "unknown space %q", d.MinusSpace)
+				add(at("dpus", i, ".minus_space"), "unknown space %q", d.MinusSpace)
 			}
 		}
 		switch {
 		case d.PlusSpace == "" && d.MinusSpace == "":
-			add(p, "plus_space and minus_space are both empty")
+			add(at("dpus", i, ""), "plus_space and minus_space are both empty")
 		case d.PlusSpace == d.MinusSpace:
-			add(p+".minus_space", "same as plus_space %q", d.PlusSpace)
+			add(at("dpus", i, ".minus_space"), "same as plus_space %q", d.PlusSpace)
 		}
 	}
 	return ps
