@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
+	rtmetrics "runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -321,4 +323,75 @@ func BenchmarkEventsScan(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(fixtureEvents)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkAppendMemory measures the Go heap the store holds while it takes a
+// gateway-like stream (8 writers, 16 events per Append) at several memtable sizes:
+// peak-live-MB is the largest live heap any GC cycle found (Badger's memtables,
+// table builders of flushes and compactions, decompressed blocks), peak-heap-MB the
+// largest heap in use between cycles (what RSS follows under GOGC=100). Run with a
+// fixed count of events, e.g. -benchtime=2000000x.
+func BenchmarkAppendMemory(b *testing.B) {
+	for _, mt := range []int64{8 << 20, 16 << 20, 32 << 20} {
+		b.Run(fmt.Sprintf("memtable=%dMiB", mt>>20), func(b *testing.B) {
+			runtime.GC()
+			s, err := Open(Options{Dir: b.TempDir(), Logger: zerolog.Nop(), MinFreeBytes: -1, MemTableSize: mt})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			samples := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+			var peakLive, peakHeap uint64
+			stop := make(chan struct{})
+			sampled := make(chan struct{})
+			go func() {
+				defer close(sampled)
+				t := time.NewTicker(5 * time.Millisecond)
+				defer t.Stop()
+				for {
+					rtmetrics.Read(samples)
+					peakLive = max(peakLive, samples[0].Value.Uint64())
+					peakHeap = max(peakHeap, samples[1].Value.Uint64())
+					select {
+					case <-stop:
+						return
+					case <-t.C:
+					}
+				}
+			}()
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for g := 0; g < 8; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					evs := make([]occupancy.Event, 0, 16)
+					for {
+						lo := next.Add(16) - 16
+						if lo >= int64(b.N) {
+							return
+						}
+						evs = evs[:0]
+						for i := lo; i < min(lo+16, int64(b.N)); i++ {
+							evs = append(evs, benchEvent(i))
+						}
+						if _, err := s.Append(context.Background(), evs, nil); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			el := time.Since(start)
+			b.StopTimer()
+			close(stop)
+			<-sampled
+			b.ReportMetric(float64(b.N)/el.Seconds(), "events/s")
+			b.ReportMetric(float64(peakLive)/(1<<20), "peak-live-MB")
+			b.ReportMetric(float64(peakHeap)/(1<<20), "peak-heap-MB")
+		})
+	}
 }
