@@ -186,6 +186,8 @@ func TestPlistModel(t *testing.T) {
 				return cmpInt(int(a.ts), int(b.ts))
 			case a.cls != b.cls:
 				return cmpInt(int(a.cls), int(b.cls))
+			case a.cls != clsEvent:
+				return cmpInt(int(a.ref), int(b.ref)) // a reset replaces one of the same origin
 			}
 			return cmpPacked(a.aux, a.idn, b.aux, b.idn)
 		}
@@ -193,16 +195,25 @@ func TestPlistModel(t *testing.T) {
 		var model []entry
 		var base int64
 		ts, h := int64(1000), int64(0)
+		// Some seeds mostly insert far back and rarely settle: long lists, many
+		// splits and repacks.
+		back, insertP, settleP := 3, 85, 97
+		if seed%4 >= 2 {
+			back, insertP, settleP = 1, 97, 98
+		}
 		nextID := uint64(0)
 		for op := 0; op < 6000; op++ {
 			switch r := rng.Intn(100); {
-			case r < 85: // insert: mostly near the end, some far back, some duplicates
+			case r < insertP: // insert: mostly near the end, some far back, some duplicates
 				var en entry
 				if r < 3 && len(model) > 0 {
 					en = model[rng.Intn(len(model))]
+					if en.cls != clsEvent && rng.Intn(2) == 0 {
+						en.aux = uint64(rng.Intn(10)) // replaces the reset's value
+					}
 				} else {
 					t0 := ts
-					if rng.Intn(3) == 0 {
+					if rng.Intn(back) == 0 {
 						t0 = max(h, ts-rng.Int63n(2000))
 					}
 					ts += rng.Int63n(3)
@@ -210,7 +221,7 @@ func TestPlistModel(t *testing.T) {
 					en = entry{ts: t0, aux: nextID, idn: 8, cls: clsEvent, d: int8(rng.Intn(2)*2 - 1)}
 					en.dir = en.d
 					if rng.Intn(40) == 0 {
-						en = valEntry(t0, 0, int32(rng.Intn(10)), clsManual)
+						en = valEntry(t0, int32(rng.Intn(3)), int32(rng.Intn(10)), clsManual)
 					}
 				}
 				k := sort.Search(len(model), func(i int) bool { return cmp(&model[i], &en) >= 0 })
@@ -226,7 +237,7 @@ func TestPlistModel(t *testing.T) {
 					copy(model[k+1:], model[k:])
 					model[k] = en
 				}
-			case r < 97: // settle
+			case r < settleP: // settle
 				h = max(h, ts-rng.Int63n(3000))
 				k := sort.Search(len(model), func(i int) bool { return model[i].ts >= h })
 				var rows []Row
@@ -244,7 +255,7 @@ func TestPlistModel(t *testing.T) {
 				}
 				base = x
 				model = append(model[:0:0], model[k:]...)
-			case r < 98: // a new base equal to the old: recomposes a stale first chunk
+			case r < settleP+1: // a new base equal to the old: recomposes a stale first chunk
 				p.setBase(p.base, clamp)
 			default: // truncate
 				t0 := max(h, ts-rng.Int63n(100))

@@ -34,7 +34,7 @@ func freeChunk(c *chunk) { chunkPool.Put(c) }
 //
 // Memory. A chunk is one pointer-free allocation (the garbage collector never scans
 // the pending window). Insertions in the middle split full chunks; when a space's
-// chunks average less than 4/5 full the list is repacked (amortized O(B) per split).
+// chunks average less than 7/8 full the list is repacked (amortized O(B) per split).
 
 // chunkSize fills the 3072-byte size class: 32 bytes of header + 126 entries of 24.
 const chunkSize = 126
@@ -357,7 +357,40 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 		p.propagate(ci, clamp)
 		return true
 	}
-	// Split the full chunk. The tail chunk splits at the insertion point (later
+	// The chunk is full: pass its last entry on to the next chunk or its first to
+	// the previous one when that has room (keeps chunks full where late entries
+	// land just before the tail)...
+	if ci+1 < n {
+		if nx := p.chunks[ci+1]; nx.n < chunkSize {
+			out := c.es[c.n-1]
+			copy(c.es[j+1:c.n], c.es[j:c.n-1])
+			c.es[j] = en
+			copy(nx.es[1:nx.n+1], nx.es[:nx.n])
+			nx.es[0] = out
+			nx.n++
+			c.recompose(clamp)
+			nx.recompose(clamp)
+			p.propagate(ci, clamp)
+			return true
+		}
+	}
+	if ci > 0 {
+		if pv := p.chunks[ci-1]; pv.n < chunkSize {
+			if j == 0 {
+				pv.es[pv.n] = en
+			} else {
+				pv.es[pv.n] = c.es[0]
+				copy(c.es[:j-1], c.es[1:j])
+				c.es[j-1] = en
+				c.recompose(clamp)
+			}
+			pv.n++
+			pv.recompose(clamp)
+			p.propagate(ci-1, clamp)
+			return true
+		}
+	}
+	// ... else split it. The tail chunk splits at the insertion point (later
 	// appends fill the new tail); others in half.
 	k := int32(chunkSize / 2)
 	if ci == n-1 && j >= k {
@@ -379,7 +412,7 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 	p.chunks = append(p.chunks, nil)
 	copy(p.chunks[ci+2:], p.chunks[ci+1:])
 	p.chunks[ci+1] = nc
-	if len(p.chunks) > p.n*5/(4*chunkSize)+2 {
+	if len(p.chunks) > p.n*8/(7*chunkSize)+2 {
 		p.repack(clamp)
 		return true
 	}
