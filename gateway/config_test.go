@@ -622,6 +622,16 @@ func fastSeeds(t testing.TB) map[string][]byte {
 	for i, s := range fastCases {
 		seeds[fmt.Sprintf("case %d", i)] = []byte(s)
 	}
+	// Past yaml.v3's 1024-character limit on simple keys.
+	long, wide := strings.Repeat("a", 3000), strings.Repeat(" ", 1100)
+	for i, s := range []string{
+		"topology:\n  spaces:\n    - {id: s, name: " + long + "}\n    - {name: \"" + long + "\", id: t}\n",
+		"gateway:\n  id: " + long + "\n", "topology:\n  spaces:\n    - id: s\n      name: " + long + "\n",
+		"mqtt:\n  events_topic: [a/+/x, " + long + "/+/x]\n", "topology:\n  spaces:\n    - {id: s," + wide + "name: x}\n",
+		"gateway:" + wide + "\n  id: a\n", "gateway:\n  id:" + wide + "a\n",
+	} {
+		seeds[fmt.Sprintf("long %d", i)] = []byte(s)
+	}
 	return seeds
 }
 
