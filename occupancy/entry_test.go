@@ -14,8 +14,11 @@ func TestLayout(t *testing.T) {
 	if s := unsafe.Sizeof(entry{}); s != 24 {
 		t.Errorf("entry: %d bytes, want 24", s)
 	}
-	if s := unsafe.Sizeof(chunk{}); s > 3072 {
-		t.Errorf("chunk: %d bytes, over the 3072-byte size class", s)
+	if s := unsafe.Sizeof([chunkSize]entry{}); s > 3072 {
+		t.Errorf("chunk array: %d bytes, over the 3072-byte size class", s)
+	}
+	if s := unsafe.Sizeof(chunk{}); s > 64 {
+		t.Errorf("chunk header: %d bytes, want one cache line", s)
 	}
 	if s := unsafe.Sizeof(dpuSlot{}); s != 64 {
 		t.Errorf("dpuSlot: %d bytes, want one cache line", s)
@@ -277,7 +280,7 @@ func TestPlistModel(t *testing.T) {
 			}
 			i, x := 0, base
 			for ci, c := range p.chunks {
-				if c.count() <= 0 || c.n > chunkSize || (ci > 0 && (c.lo != 0 || c.stale)) {
+				if c.count() <= 0 || int(c.n) > len(c.es) || len(c.es) > chunkSize || (ci > 0 && (c.lo != 0 || c.stale)) {
 					t.Fatalf("seed %d op %d: chunk %d holds es[%d:%d] (stale %v)", seed, op, ci, c.lo, c.n, c.stale)
 				}
 				f := identity

@@ -5,19 +5,33 @@ import (
 	"sync"
 )
 
-// chunkPool recycles chunks: settling frees them as fast as ingest needs new ones.
-var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
+// arrPool recycles full-size entry arrays: settling frees them as fast as ingest
+// needs new ones. Entries hold no pointers: arrays need no clearing and the garbage
+// collector never scans them.
+var arrPool = sync.Pool{New: func() any { return new([chunkSize]entry) }}
 
-// newChunk returns an empty chunk (f the identity).
-func newChunk() *chunk {
-	c := chunkPool.Get().(*chunk)
-	c.lo, c.n, c.f, c.end, c.stale = 0, 0, identity, 0, false
-	return c
+// allocEntries returns an entry array of n (minCap..chunkSize) entries.
+func allocEntries(n int) []entry {
+	if n == chunkSize {
+		return arrPool.Get().(*[chunkSize]entry)[:]
+	}
+	return make([]entry, n)
 }
 
-// freeChunk returns c to the pool. Chunks hold no pointers, so their entries need
-// no clearing.
-func freeChunk(c *chunk) { chunkPool.Put(c) }
+func freeEntries(es []entry) {
+	if len(es) == chunkSize {
+		arrPool.Put((*[chunkSize]entry)(es))
+	}
+}
+
+// newChunk returns an empty chunk of n entries' room (f the identity).
+func newChunk(n int) *chunk { return &chunk{f: identity, es: allocEntries(n)} }
+
+// freeChunk recycles c's entry array; c must not be used again.
+func freeChunk(c *chunk) {
+	freeEntries(c.es)
+	c.es = nil
+}
 
 // Pending entries of one space live in a chunked, sorted list. Each chunk carries the
 // composition of its entries' value functions and the true value after it, so
@@ -36,8 +50,14 @@ func freeChunk(c *chunk) { chunkPool.Put(c) }
 // the pending window). Insertions in the middle split full chunks; when a space's
 // chunks average less than 7/8 full the list is repacked (amortized O(B) per split).
 
-// chunkSize fills the 3072-byte size class: 32 bytes of header + 126 entries of 24.
-const chunkSize = 126
+// chunkSize entries of 24 bytes fill the 3072-byte size class. A chunk that gets
+// entries one at a time (a new tail) starts with room for minCap and doubles; the
+// first chunk, as it settles, moves what is left to a smaller array. So a space
+// with few pending entries does not hold two mostly empty 3 KB arrays.
+const (
+	chunkSize = 126
+	minCap    = 16
+)
 
 // neg stands for -infinity in value functions; sums saturate at it.
 const neg = int64(-1) << 61
@@ -194,16 +214,39 @@ func step(en *entry, x int64, clamp bool) (v int64, in, out int32) {
 	return entryFn(en, clamp).apply(x), 0, 0
 }
 
-// chunk is up to chunkSize consecutive entries of one space, es[lo:n]. Only the
-// first chunk of a list has lo > 0: settling part of it moves lo and marks f stale
-// (its end value is unchanged) instead of moving and recomposing what is left;
-// propagate recomposes a stale f before using it.
+// chunk is up to chunkSize consecutive entries of one space, es[lo:n]; len(es) is
+// its room (minCap, doubling up to chunkSize). Only the first chunk of a list has
+// lo > 0: settling part of it moves lo and marks f stale (its end value is
+// unchanged) instead of moving and recomposing what is left; propagate recomposes a
+// stale f before using it.
 type chunk struct {
 	lo, n int32
 	f     fn
 	end   int64 // true value after the last entry of this chunk
 	stale bool  // f is not the composition of es[lo:n]
-	es    [chunkSize]entry
+	es    []entry
+}
+
+// room makes room for one more entry at es[n] (moving the entries to a larger
+// array, or to the front of this one) and reports false when c holds chunkSize
+// entries already.
+func (c *chunk) room() bool {
+	if int(c.n) < len(c.es) {
+		return true
+	}
+	if c.count() >= chunkSize {
+		return false
+	}
+	c.resize(min(chunkSize, 2*len(c.es)))
+	return true
+}
+
+// resize moves the entries of c to the front of a new array of n entries.
+func (c *chunk) resize(n int) {
+	es := allocEntries(n)
+	k := copy(es, c.es[c.lo:c.n])
+	freeEntries(c.es)
+	c.es, c.lo, c.n = es, 0, int32(k)
 }
 
 func (c *chunk) s() []entry    { return c.es[c.lo:c.n] }
@@ -221,7 +264,7 @@ func (c *chunk) recompose(clamp bool) {
 // compact moves the entries of c to the front of its array.
 func (c *chunk) compact() {
 	if c.lo > 0 {
-		c.n = int32(copy(c.es[:], c.es[c.lo:c.n]))
+		c.n = int32(copy(c.es, c.es[c.lo:c.n]))
 		c.lo = 0
 	}
 }
@@ -291,7 +334,7 @@ type lessFunc func(a, b *entry) int
 // event). It reports whether the list and whether the current value changed.
 func (p *plist) upsert(en entry, cmp lessFunc, clamp, replace bool) (changed, curChanged bool) {
 	before := p.cur
-	if last := p.last; last != nil && en.ts > p.lastTS && last.n < chunkSize {
+	if last := p.last; last != nil && en.ts > p.lastTS && int(last.n) < len(last.es) {
 		// Fast path: in order, room in the tail chunk.
 		last.push(en, clamp)
 		p.n++
@@ -308,7 +351,7 @@ func (p *plist) upsert(en entry, cmp lessFunc, clamp, replace bool) (changed, cu
 func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 	n := len(p.chunks)
 	if n == 0 {
-		c := newChunk()
+		c := newChunk(minCap)
 		c.push(en, clamp)
 		p.chunks = append(p.chunks, c)
 		p.n++
@@ -319,8 +362,8 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 	le := &last.es[last.n-1]
 	if en.ts > le.ts || (en.ts == le.ts && cmp(le, &en) < 0) {
 		// Fast path: append at the end.
-		if last.n >= chunkSize {
-			c := newChunk()
+		if !last.room() {
+			c := newChunk(minCap)
 			c.end = last.end
 			c.push(en, clamp)
 			p.chunks = append(p.chunks, c)
@@ -349,7 +392,7 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 		return true
 	}
 	p.n++
-	if c.n < chunkSize {
+	if c.room() {
 		copy(c.es[j+1:c.n+1], c.es[j:c.n])
 		c.es[j] = en
 		c.n++
@@ -361,7 +404,7 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 	// the previous one when that has room (keeps chunks full where late entries
 	// land just before the tail)...
 	if ci+1 < n {
-		if nx := p.chunks[ci+1]; nx.n < chunkSize {
+		if nx := p.chunks[ci+1]; nx.room() {
 			out := c.es[c.n-1]
 			copy(c.es[j+1:c.n], c.es[j:c.n-1])
 			c.es[j] = en
@@ -375,7 +418,7 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 		}
 	}
 	if ci > 0 {
-		if pv := p.chunks[ci-1]; pv.n < chunkSize {
+		if pv := p.chunks[ci-1]; pv.room() {
 			if j == 0 {
 				pv.es[pv.n] = en
 			} else {
@@ -396,8 +439,8 @@ func (p *plist) upsert1(en entry, cmp lessFunc, clamp, replace bool) bool {
 	if ci == n-1 && j >= k {
 		k = j
 	}
-	nc := newChunk()
-	nc.n = int32(copy(nc.es[:], c.es[k:c.n]))
+	nc := newChunk(chunkSize)
+	nc.n = int32(copy(nc.es, c.es[k:c.n]))
 	c.n = k
 	if j <= k {
 		copy(c.es[j+1:c.n+1], c.es[j:c.n])
@@ -430,7 +473,7 @@ func (p *plist) repack(clamp bool) {
 		src := oc.s()
 		for len(src) > 0 {
 			if c == nil || c.n == chunkSize {
-				c = newChunk()
+				c = newChunk(chunkSize)
 				out = append(out, c)
 			}
 			k := copy(c.es[c.n:], src)
@@ -531,6 +574,14 @@ func (p *plist) settle(h int64, clamp bool, space string, rows []Row, rel func(*
 		if k > 0 {
 			c.lo += int32(k)
 			c.stale = true
+			if cnt := c.count(); cnt <= len(c.es)/4 && len(c.es) > minCap {
+				// Most of the array is settled: move the rest to a smaller one.
+				n := minCap
+				for n < 2*cnt {
+					n *= 2
+				}
+				c.resize(min(n, len(c.es)))
+			}
 		}
 		break
 	}
@@ -581,7 +632,7 @@ func (p *plist) touch() int64 {
 	if c == nil {
 		return 0
 	}
-	if n := c.n; n < chunkSize {
+	if n := c.n; int(n) < len(c.es) {
 		return c.es[n].ts
 	}
 	return 0
