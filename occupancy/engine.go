@@ -22,8 +22,11 @@ import (
 //
 // Pending state. Each space keeps its entries with ts >= H in a chunked sorted list
 // (plist.go) whose chunks carry composed value functions: in-order appends are O(1),
-// an arrival k entries back costs O(log n + 128 + k/64) — never a rescan of the
-// window. Tick settles entries with ts < new H into Rows.
+// an arrival k entries back costs O(log n + B + k/B) with B = 126 entries a chunk —
+// never a rescan of the window. Tick settles entries with ts < new H into Rows.
+// Entries are 24 bytes without pointers (event ids of up to 8 bytes packed, longer
+// ones in Engine.long), so the pending window costs the garbage collector nothing
+// to scan and holds no event or payload memory alive.
 //
 // Durability. Everything the engine cannot rebuild from the Store (the horizon,
 // values at H, pending corrections, suspect intervals, moves) is in the Checkpoint
