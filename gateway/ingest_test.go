@@ -246,3 +246,56 @@ func TestBatchIndexes(t *testing.T) {
 		})
 	}
 }
+
+// TestIngesterQueue: submit never waits for the workers (a paho handler returns at
+// once however large the backlog the broker pushes), the pump hands every message
+// to the workers' channel exactly once and in arrival order, and after stop submit
+// refuses (the message stays unacknowledged for the broker to redeliver).
+func TestIngesterQueue(t *testing.T) {
+	in := newIngester(&Gateway{}, 1, 2) // a channel of 2: the backlog is in the queue
+	pumped := make(chan struct{})
+	go func() {
+		defer close(pumped)
+		in.pump()
+	}()
+	const n = 10_000
+	submitted := make(chan struct{})
+	go func() {
+		defer close(submitted)
+		for i := 0; i < n; i++ {
+			if !in.submit(inMsg{received: int64(i)}) {
+				t.Errorf("submit %d refused before stop", i)
+				return
+			}
+		}
+	}()
+	select {
+	case <-submitted: // nobody has read in.ch yet
+	case <-time.After(30 * time.Second):
+		t.Fatal("submit blocked while the workers were busy")
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case m := <-in.ch:
+			if m.received != int64(i) {
+				t.Fatalf("message %d: got %d, want arrival order", i, m.received)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("message %d never reached the workers", i)
+		}
+	}
+	select {
+	case m := <-in.ch:
+		t.Fatalf("extra message %d", m.received)
+	case <-time.After(50 * time.Millisecond):
+	}
+	in.stopOnce.Do(func() { close(in.stopping) })
+	if in.submit(inMsg{received: -1}) {
+		t.Error("submit accepted a message after stop")
+	}
+	select {
+	case <-pumped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("pump did not stop")
+	}
+}
