@@ -1,11 +1,14 @@
 package buffer
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -147,4 +150,112 @@ func ats(vs []occupancy.Version) []int64 {
 		out = append(out, v.At)
 	}
 	return out
+}
+
+// campusVersion is a topology of the 100,000-DPU campus's shape: 2,000 sites of one
+// site space, 3 floors and 30 rooms (68,000 spaces), 50 doorways and 50 DPUs each.
+func campusVersion(at int64) occupancy.Version {
+	var c occupancy.TopologyConfig
+	for s := 1; s <= 2000; s++ {
+		site := fmt.Sprintf("s%04d", s)
+		c.Spaces = append(c.Spaces, occupancy.SpaceConfig{ID: site, Name: "Site " + site, Capacity: 900})
+		for f := 1; f <= 3; f++ {
+			floor := fmt.Sprintf("%s-f%d", site, f)
+			c.Spaces = append(c.Spaces, occupancy.SpaceConfig{ID: floor, Name: "Floor " + floor, Parent: site})
+			for r := 1; r <= 10; r++ {
+				c.Spaces = append(c.Spaces, occupancy.SpaceConfig{ID: fmt.Sprintf("%s-r%02d", floor, r),
+					Name: fmt.Sprintf("Room %d.%d of %s", f, r, site), Parent: floor, Capacity: 12})
+			}
+		}
+		for d := 1; d <= 50; d++ {
+			w := fmt.Sprintf("%s-w%02d", site, d)
+			c.Doorways = append(c.Doorways, occupancy.DoorwayConfig{ID: w, Name: "Doorway " + w})
+			c.DPUs = append(c.DPUs, occupancy.DPUConfig{ID: fmt.Sprintf("%s-d%02d", site, d), Doorway: w,
+				PlusSpace: fmt.Sprintf("%s-f%d-r%02d", site, d%3+1, d%10+1), MinusSpace: fmt.Sprintf("%s-f%d-r%02d", site, d%3+1, (d+3)%10+1)})
+		}
+	}
+	return occupancy.Version{At: at, Topology: c}
+}
+
+// BenchmarkPutVersion100k stores the 100,000-DPU campus's topology version (what a
+// first start and every reload of it do) and reads it back (what every start does),
+// at the gzip level PutVersion uses and at the default level it used before.
+func BenchmarkPutVersion100k(b *testing.B) {
+	v := campusVersion(1_795_000_000_000)
+	for _, lv := range []struct {
+		name  string
+		level int
+	}{{"default", gzip.DefaultCompression}, {"bestspeed", gzip.BestSpeed}} {
+		b.Run("gzip="+lv.name, func(b *testing.B) {
+			old := versionGzipLevel
+			versionGzipLevel = lv.level
+			defer func() { versionGzipLevel = old }()
+			s := openT(b, Options{MinFreeBytes: -1})
+			var put, get time.Duration
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				if err := s.PutVersion(v); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				vs, err := s.Versions()
+				if err != nil || len(vs) != 1 || len(vs[0].Topology.DPUs) != len(v.Topology.DPUs) {
+					b.Fatalf("Versions: %d versions, %v", len(vs), err)
+				}
+				put, get = put+t1.Sub(t0), get+time.Since(t1)
+			}
+			b.ReportMetric(put.Seconds()/float64(b.N), "put-s/op")
+			b.ReportMetric(get.Seconds()/float64(b.N), "get-s/op")
+		})
+	}
+}
+
+// TestEncodeVersion: what PutVersion stores decodes to exactly what json.Marshal's
+// output decodes to, for nil, empty and full lists and strings JSON escapes; and
+// encodeVersion knows every field of Version and TopologyConfig (a new field must be
+// added there, or it would not be stored).
+func TestEncodeVersion(t *testing.T) {
+	if n := reflect.TypeOf(occupancy.Version{}).NumField(); n != 2 {
+		t.Fatalf("occupancy.Version has %d fields; encodeVersion writes 2 (at, topology)", n)
+	}
+	if n := reflect.TypeOf(occupancy.TopologyConfig{}).NumField(); n != 3 {
+		t.Fatalf("occupancy.TopologyConfig has %d fields; encodeVersion writes 3 (spaces, doorways, dpus)", n)
+	}
+	full := campusVersion(-42)
+	full.Topology.Spaces = full.Topology.Spaces[:40]
+	full.Topology.Spaces[3].Name = `Café "<Lobby>" & \ co` + "\u2028\x01"
+	full.Topology.Spaces[4].TimeZone, full.Topology.Spaces[4].DailyReset = "Europe/Berlin", "04:00"
+	cases := map[string]occupancy.Version{
+		"zero":  {},
+		"empty": {At: 1, Topology: occupancy.TopologyConfig{Spaces: []occupancy.SpaceConfig{}, Doorways: []occupancy.DoorwayConfig{}, DPUs: []occupancy.DPUConfig{}}},
+		"full":  full,
+	}
+	for name, v := range cases {
+		var b bytes.Buffer
+		if err := encodeVersion(&b, v); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var got, want occupancy.Version
+		if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+			t.Fatalf("%s: decode %q: %v", name, b.String(), err)
+		}
+		m, _ := json.Marshal(v)
+		if err := json.Unmarshal(m, &want); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(got, v) {
+			t.Errorf("%s: round trip differs:\n got  %+v\n want %+v", name, got, want)
+		}
+	}
+	// And through the store, chunked.
+	s := openT(t, Options{})
+	defer func(n int) { versionChunk = n }(versionChunk)
+	versionChunk = 512
+	if err := s.PutVersion(full); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := s.Versions()
+	if err != nil || len(vs) != 1 || !reflect.DeepEqual(vs[0], full) {
+		t.Fatalf("Versions = %d versions, %v; want the stored one back", len(vs), err)
+	}
 }
