@@ -24,10 +24,9 @@ func TestE2EStopWithStalledBroker(t *testing.T) {
 		within  time.Duration
 		wantLog string
 	}{
-		// The offline status waits 2 s for its PUBACK, the disconnect 250 ms and the
-		// final tick at most 5 s: well under 15 s, where paho's own timeouts (or
-		// none) would not be.
-		{name: "drain is bounded", within: 15 * time.Second, wantLog: "stopping"},
+		// DESIGN 6: SIGTERM stops cleanly within 10 s. The final tick gives up after
+		// 5 s, the offline status waits 2 s for its PUBACK, the disconnect 250 ms.
+		{name: "drain is bounded", within: 10 * time.Second, wantLog: "stopping"},
 		{name: "second signal exits at once", second: 300 * time.Millisecond, within: 1500 * time.Millisecond,
 			wantLog: "second signal: exiting without draining"},
 	}
