@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -22,6 +23,21 @@ type BrokerOptions struct {
 	Username string // with Password: every client must present them
 	Password string
 	Logger   zerolog.Logger
+	// Events, when set, takes every message published on an events filter from the
+	// broker itself (see eventHook); the gateway's own client then does not
+	// subscribe to them.
+	Events *EventSink
+}
+
+// EventSink is where the embedded broker hands event messages.
+type EventSink struct {
+	Filters []string
+	// Submit queues one message for storage and returns false when the gateway is
+	// stopping (the message is not taken); ack is called once it is durable (or
+	// rejected and recorded).
+	Submit func(topic string, payload []byte, ack func()) bool
+	// Stopping is closed when the gateway stops taking messages.
+	Stopping <-chan struct{}
 }
 
 // Broker is the embedded mochi-mqtt broker (mqtt.broker "").
@@ -65,9 +81,15 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 	srv := mochi.New(&mochi.Options{
 		Capabilities: caps,
 		Logger:       slog.New(&slogBridge{log: o.Logger.With().Str("component", "broker").Logger()}),
+		InlineClient: o.Events != nil, // eventHook forwards what it takes to other subscribers
 	})
 	if err := srv.AddHook(&authHook{user: []byte(o.Username), pass: []byte(o.Password)}, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	if o.Events != nil {
+		if err := srv.AddHook(&eventHook{srv: srv, sink: o.Events}, nil); err != nil {
+			return nil, fmt.Errorf("embedded broker: %w", err)
+		}
 	}
 	tcp := listeners.NewTCP(listeners.Config{ID: "occupancyd-tcp", Address: o.Listen})
 	if err := srv.AddListener(tcp); err != nil {
@@ -111,6 +133,84 @@ func (h *authHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bo
 }
 
 func (h *authHook) OnACLCheck(*mochi.Client, string, bool) bool { return true }
+
+// eventHook is the embedded broker's ingest. mochi acknowledges a QoS 1 PUBLISH
+// as soon as its hooks return, before any subscriber has it: were the gateway a
+// subscriber like any other, a kill -9 would lose every event a DPU had seen
+// acknowledged but the gateway had not stored yet (hundreds in
+// TestE2EKill9EmbeddedBroker). So the hook takes event messages itself, hands them
+// to the gateway's ingest, and acknowledges only when the gateway calls ack:
+//   - QoS 1: the hook returns at once (the client's next packets are read
+//     meanwhile, so a connection keeps many events in flight and they share group
+//     commits); mochi is told not to acknowledge, and ack writes the PUBACK.
+//     Other subscribers of the events topics get the message from the broker's
+//     inline client;
+//   - QoS 2 and retained messages (no DPU sends these) wait in the hook for ack,
+//     then mochi completes its usual flow;
+//   - QoS 0 is handed over and forwarded as usual.
+//
+// A message the gateway does not take (stopping) is not acknowledged: the client
+// sends it again when it reconnects, and the store drops it if it was a duplicate.
+// PUBACKs can leave in another order than the PUBLISHes arrived (the ingest
+// workers commit batches concurrently); clients match them by packet id.
+type eventHook struct {
+	mochi.HookBase
+	srv  *mochi.Server
+	sink *EventSink
+}
+
+func (h *eventHook) ID() string { return "occupancyd-events" }
+
+func (h *eventHook) Provides(b byte) bool { return b == mochi.OnPublish }
+
+func (h *eventHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline || !h.matches(pk.TopicName) {
+		return pk, nil
+	}
+	payload := bytes.Clone(pk.Payload)
+	switch qos := pk.FixedHeader.Qos; {
+	case qos == 0:
+		h.sink.Submit(pk.TopicName, payload, func() {})
+		return pk, nil
+	case qos == 1 && !pk.FixedHeader.Retain:
+		id := pk.PacketID
+		ack := func() {
+			// An error means the client is gone: it sends the message again.
+			_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id})
+		}
+		if !h.sink.Submit(pk.TopicName, payload, ack) {
+			return pk, packets.ErrRejectPacket
+		}
+		_ = h.srv.Publish(pk.TopicName, pk.Payload, false, 1)
+		return pk, packets.ErrRejectPacket // acknowledged by ack, not by mochi
+	default:
+		done := make(chan struct{})
+		var once sync.Once
+		if !h.sink.Submit(pk.TopicName, payload, func() { once.Do(func() { close(done) }) }) {
+			return pk, packets.ErrRejectPacket
+		}
+		select {
+		case <-done:
+			return pk, nil
+		case <-h.sink.Stopping:
+			select {
+			case <-done:
+				return pk, nil
+			default:
+				return pk, packets.ErrRejectPacket
+			}
+		}
+	}
+}
+
+func (h *eventHook) matches(topic string) bool {
+	for _, f := range h.sink.Filters {
+		if _, ok := matchTopic(f, topic); ok {
+			return true
+		}
+	}
+	return false
+}
 
 // slogBridge forwards mochi's slog records at warn and above to zerolog.
 type slogBridge struct {

@@ -211,11 +211,17 @@ func (m *mqttClient) subscribe(c paho.Client) bool {
 	m.subMu.Lock()
 	defer m.subMu.Unlock()
 	filters := map[string]byte{}
-	for _, f := range m.g.names.filters {
-		filters[f] = 1
+	if m.g.broker == nil { // the embedded broker hands events over itself (eventHook)
+		for _, f := range m.g.names.filters {
+			filters[f] = 1
+		}
 	}
 	if m.g.names.haEnabled {
 		filters[m.g.names.haPrefix+"/status"] = 1
+	}
+	if len(filters) == 0 {
+		m.g.subscribed.Store(true)
+		return true
 	}
 	for attempt := 0; ; attempt++ {
 		select {

@@ -212,12 +212,22 @@ func (g *Gateway) StartBroker() error {
 		Username: cfg.MQTT.Username,
 		Password: password,
 		Logger:   g.log,
+		Events: &EventSink{
+			Filters:  g.names.filters,
+			Submit:   g.submitEmbedded,
+			Stopping: g.ing.stopping,
+		},
 	})
 	if err != nil {
 		return err
 	}
 	g.broker = b
 	return nil
+}
+
+// submitEmbedded takes an event message from the embedded broker (eventHook).
+func (g *Gateway) submitEmbedded(topic string, payload []byte, ack func()) bool {
+	return g.ing.submit(inMsg{topic: topic, payload: payload, ack: ack, received: g.nowMS()})
 }
 
 // BrokerAddr is the embedded broker's listen address ("" without one).

@@ -168,6 +168,7 @@ type e2eConfig struct {
 	topology    string // default e2eTopology().yaml()
 	clientID    string
 	tick        string // default 50ms
+	embedded    string // embedded broker listen address, default 127.0.0.1:0
 }
 
 func (c e2eConfig) yaml() string {
@@ -189,12 +190,15 @@ func (c e2eConfig) yaml() string {
 	if c.topology == "" {
 		c.topology = e2eTopology().yaml()
 	}
+	if c.embedded == "" {
+		c.embedded = "127.0.0.1:0"
+	}
 	s := fmt.Sprintf(`gateway: {id: e2e}
 mqtt:
   broker: %q
-  embedded: {listen: "127.0.0.1:0"}
+  embedded: {listen: %q}
   events_topic: dpu/+/events
-`, c.broker)
+`, c.broker, c.embedded)
 	if c.clientID != "" {
 		s += fmt.Sprintf("  client_id: %q\n", c.clientID)
 	}
