@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -120,4 +121,96 @@ func TestBrokerRetainedNeverExpires(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("retained message not delivered")
 	}
+}
+
+// TestBrokerEventHook: the embedded broker hands event messages to its sink and
+// acknowledges a QoS 1 or 2 event only when the sink calls ack (after storing);
+// other subscribers still get events, and other topics pass untouched.
+func TestBrokerEventHook(t *testing.T) {
+	type submitted struct {
+		topic, payload string
+		ack            func()
+	}
+	subs := make(chan submitted, 16)
+	stopping := make(chan struct{})
+	b := testBroker(t, BrokerOptions{Events: &EventSink{
+		Filters: []string{"dpu/+/events"},
+		Submit: func(topic string, payload []byte, ack func()) bool {
+			subs <- submitted{topic, string(payload), ack}
+			return true
+		},
+		Stopping: stopping,
+	}})
+	tap, err := connectTo(b.Addr(), "tap", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Disconnect(10)
+	tapped := make(chan string, 16)
+	if tok := tap.Subscribe("#", 1, func(_ paho.Client, m paho.Message) { tapped <- m.Topic() + " " + string(m.Payload()) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	pub, err := connectTo(b.Addr(), "pub", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Disconnect(10)
+	next := func(what string) submitted {
+		t.Helper()
+		select {
+		case s := <-subs:
+			return s
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: not handed to the sink", what)
+			return submitted{}
+		}
+	}
+	tapGot := func(want string) {
+		t.Helper()
+		select {
+		case got := <-tapped:
+			if got != want {
+				t.Errorf("tap got %q, want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("tap did not get %q", want)
+		}
+	}
+
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("qos %d waits for ack", qos), func(t *testing.T) {
+			payload := fmt.Sprintf(`{"ts":1,"direction":1,"q":%d}`, qos)
+			tok := pub.Publish("dpu/a/events", qos, false, payload)
+			s := next("event")
+			if s.topic != "dpu/a/events" || s.payload != payload {
+				t.Errorf("sink got %q %q, want dpu/a/events %q", s.topic, s.payload, payload)
+			}
+			if tok.WaitTimeout(300 * time.Millisecond) {
+				t.Fatalf("acknowledged before the sink's ack (err %v)", tok.Error())
+			}
+			s.ack()
+			if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+				t.Fatalf("not acknowledged after the sink's ack: %v", tok.Error())
+			}
+			tapGot("dpu/a/events " + payload)
+		})
+	}
+	t.Run("qos 0 and other topics", func(t *testing.T) {
+		if tok := pub.Publish("dpu/b/events", 0, false, "x"); !tok.WaitTimeout(5*time.Second) {
+			t.Fatal("qos 0 publish")
+		}
+		if s := next("qos 0 event"); s.topic != "dpu/b/events" || s.payload != "x" {
+			t.Errorf("sink got %q %q", s.topic, s.payload)
+		}
+		tapGot("dpu/b/events x")
+		if tok := pub.Publish("other/b", 1, false, "y"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish on another topic: %v", tok.Error())
+		}
+		tapGot("other/b y")
+		select {
+		case s := <-subs:
+			t.Errorf("sink got %q, which matches no events filter", s.topic)
+		default:
+		}
+	})
 }
