@@ -196,7 +196,7 @@ func TestBrokerEventHook(t *testing.T) {
 		})
 	}
 	t.Run("qos 0 and other topics", func(t *testing.T) {
-		if tok := pub.Publish("dpu/b/events", 0, false, "x"); !tok.WaitTimeout(5*time.Second) {
+		if tok := pub.Publish("dpu/b/events", 0, false, "x"); !tok.WaitTimeout(5 * time.Second) {
 			t.Fatal("qos 0 publish")
 		}
 		if s := next("qos 0 event"); s.topic != "dpu/b/events" || s.payload != "x" {
