@@ -378,6 +378,7 @@ func runCommand(args []string) error {
 	if err != nil {
 		return err
 	}
+	logMemoryLimit(m)
 	return runUntilSignal(m)
 }
 

@@ -178,6 +178,7 @@ func (p *serviceProgram) Start(s service.Service) error {
 	if err != nil {
 		return err
 	}
+	logMemoryLimit(m)
 	if err := m.Run(context.Background()); err != nil {
 		return err
 	}
