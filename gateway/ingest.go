@@ -41,6 +41,7 @@ type ingester struct {
 	cancel   context.CancelFunc
 
 	parkedInFlight atomic.Int64
+	waiting        atomic.Int64 // submitted, not yet taken by a worker (backlog)
 
 	// Messages paho delivered and the workers have not taken yet (see submit); the
 	// pump moves them into ch.
@@ -110,6 +111,7 @@ func (in *ingester) submit(m inMsg) bool {
 		return false
 	default:
 	}
+	in.waiting.Add(1)
 	in.qmu.Lock()
 	in.queue = append(in.queue, m)
 	in.qmu.Unlock()
@@ -119,6 +121,9 @@ func (in *ingester) submit(m inMsg) bool {
 	}
 	return true
 }
+
+// backlog is the number of messages submitted that no worker has taken yet.
+func (in *ingester) backlog() int { return int(in.waiting.Load()) }
 
 // pump moves queued messages into the workers' channel, oldest first, until stop.
 // Messages still queued at stop are never acknowledged (see submit).
@@ -179,6 +184,7 @@ func (in *ingester) work() {
 		msgs = msgs[:0]
 		select {
 		case m := <-in.ch:
+			in.waiting.Add(-1)
 			msgs = append(msgs, m)
 		case <-in.stopping:
 			// Drain what was already handed over, then exit.
@@ -199,6 +205,7 @@ func (in *ingester) fill(msgs []inMsg) []inMsg {
 	for len(msgs) < in.batch {
 		select {
 		case m := <-in.ch:
+			in.waiting.Add(-1)
 			msgs = append(msgs, m)
 		default:
 			return msgs

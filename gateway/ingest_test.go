@@ -299,3 +299,43 @@ func TestIngesterQueue(t *testing.T) {
 		t.Fatal("pump did not stop")
 	}
 }
+
+// TestEmbeddedBacklogBound: the embedded broker's hand-over waits once
+// maxEmbeddedBacklog messages are waiting for the workers (so a flooding client is
+// read no faster than the workers take), and goes on as soon as a worker takes one.
+func TestEmbeddedBacklogBound(t *testing.T) {
+	g := &Gateway{now: time.Now}
+	g.ing = newIngester(g, 1, 2)
+	defer g.ing.stopOnce.Do(func() { close(g.ing.stopping) })
+	for i := 0; i < maxEmbeddedBacklog; i++ {
+		if !g.submitEmbedded("dpu/a/events", nil, func() {}) {
+			t.Fatalf("submit %d refused", i)
+		}
+	}
+	done := make(chan bool, 1)
+	go func() { done <- g.submitEmbedded("dpu/a/events", nil, func() {}) }()
+	select {
+	case <-done:
+		t.Fatalf("submit past %d waiting messages returned at once", maxEmbeddedBacklog)
+	case <-time.After(100 * time.Millisecond):
+	}
+	go g.ing.pump()
+	taken := 0
+	for taken == 0 {
+		taken = len(g.ing.fill(nil)) // what a worker does (up to a batch of 2)
+		if taken == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	select {
+	case ok := <-done:
+		if !ok {
+			t.Fatal("submit refused after a worker took a message")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("submit still waiting after a worker took a message")
+	}
+	if got, want := g.ing.backlog(), maxEmbeddedBacklog+1-taken; got != want {
+		t.Errorf("backlog: got %d, want %d", got, want)
+	}
+}

@@ -225,8 +225,22 @@ func (g *Gateway) StartBroker() error {
 	return nil
 }
 
+// maxEmbeddedBacklog bounds the messages the embedded broker hands over that no
+// worker has taken yet. submit never blocks (an external broker sends regardless),
+// but here the broker is ours: past the bound, the hook waits, which stops reading
+// from that client's connection until the workers catch up, so a client flooding
+// unacknowledged messages cannot grow the queue without end.
+const maxEmbeddedBacklog = 1 << 16
+
 // submitEmbedded takes an event message from the embedded broker (eventHook).
 func (g *Gateway) submitEmbedded(topic string, payload []byte, ack func()) bool {
+	for g.ing.backlog() >= maxEmbeddedBacklog {
+		select {
+		case <-g.ing.stopping:
+			return false
+		case <-time.After(time.Millisecond):
+		}
+	}
 	return g.ing.submit(inMsg{topic: topic, payload: payload, ack: ack, received: g.nowMS()})
 }
 
