@@ -151,17 +151,99 @@ func (h *authHook) OnACLCheck(*mochi.Client, string, bool) bool { return true }
 //
 // A message the gateway does not take (stopping) is not acknowledged: the client
 // sends it again when it reconnects, and the store drops it if it was a duplicate.
-// PUBACKs can leave in another order than the PUBLISHes arrived (the ingest
-// workers commit batches concurrently); clients match them by packet id.
+// A connection's PUBACKs leave in the order of its PUBLISHes (pubackOrder).
 type eventHook struct {
 	mochi.HookBase
-	srv  *mochi.Server
-	sink *EventSink
+	srv    *mochi.Server
+	sink   *EventSink
+	orders sync.Map // *mochi.Client -> *pubackOrder
+}
+
+// pubackOrder sends one connection's PUBACKs in the order its PUBLISHes arrived, as
+// MQTT asks (3.1.1 and 5, section 4.6): the ingest workers store batches
+// concurrently, so acks come back in any order, and some device MQTT stacks expect
+// the oldest first. The writes happen on a goroutine that exists only while there
+// are PUBACKs to write, so a client that stops reading its socket holds up its own
+// PUBACKs, not the ingest's acker.
+type pubackOrder struct {
+	cl      *mochi.Client
+	mu      sync.Mutex
+	base    uint64   // sequence number of ids[0]
+	ids     []uint16 // PUBLISHes from base on, in arrival order
+	state   []uint8  // per ids: 0 waiting, 1 acknowledge, 2 never (not taken)
+	ready   []uint16 // PUBACKs to write, in order
+	writing bool
+}
+
+// add registers a PUBLISH and returns its sequence number.
+func (o *pubackOrder) add(id uint16) uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ids = append(o.ids, id)
+	o.state = append(o.state, 0)
+	return o.base + uint64(len(o.ids)-1)
+}
+
+// done settles PUBLISH seq (ack: send its PUBACK) and queues every PUBACK now due.
+func (o *pubackOrder) done(seq uint64, ack bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.state[seq-o.base] = 2
+	if ack {
+		o.state[seq-o.base] = 1
+	}
+	n := 0
+	for n < len(o.state) && o.state[n] != 0 {
+		if o.state[n] == 1 {
+			o.ready = append(o.ready, o.ids[n])
+		}
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	o.ids = append(o.ids[:0], o.ids[n:]...)
+	o.state = append(o.state[:0], o.state[n:]...)
+	o.base += uint64(n)
+	if len(o.ready) > 0 && !o.writing {
+		o.writing = true
+		go o.write()
+	}
+}
+
+// write sends the queued PUBACKs until none are left. A failed write means the
+// client is gone: it sends the unacknowledged messages again when it reconnects.
+func (o *pubackOrder) write() {
+	var batch []uint16
+	for {
+		o.mu.Lock()
+		if len(o.ready) == 0 {
+			o.writing = false
+			o.mu.Unlock()
+			return
+		}
+		batch, o.ready = o.ready, batch[:0]
+		o.mu.Unlock()
+		for _, id := range batch {
+			_ = o.cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id})
+		}
+	}
 }
 
 func (h *eventHook) ID() string { return "occupancyd-events" }
 
-func (h *eventHook) Provides(b byte) bool { return b == mochi.OnPublish }
+func (h *eventHook) Provides(b byte) bool { return b == mochi.OnPublish || b == mochi.OnDisconnect }
+
+// order is the client's PUBACK sequencer.
+func (h *eventHook) order(cl *mochi.Client) *pubackOrder {
+	if o, ok := h.orders.Load(cl); ok {
+		return o.(*pubackOrder)
+	}
+	o, _ := h.orders.LoadOrStore(cl, &pubackOrder{cl: cl})
+	return o.(*pubackOrder)
+}
+
+func (h *eventHook) OnDisconnect(cl *mochi.Client, _ error, _ bool) { h.orders.Delete(cl) }
 
 func (h *eventHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline || !h.matches(pk.TopicName) {
@@ -173,12 +255,12 @@ func (h *eventHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Pack
 		h.sink.Submit(pk.TopicName, payload, func() {})
 		return pk, nil
 	case qos == 1 && !pk.FixedHeader.Retain:
-		id := pk.PacketID
-		ack := func() {
-			// An error means the client is gone: it sends the message again.
-			_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id})
-		}
+		o := h.order(cl)
+		seq := o.add(pk.PacketID)
+		var once sync.Once
+		ack := func() { once.Do(func() { o.done(seq, true) }) }
 		if !h.sink.Submit(pk.TopicName, payload, ack) {
+			o.done(seq, false)
 			return pk, packets.ErrRejectPacket
 		}
 		_ = h.srv.Publish(pk.TopicName, pk.Payload, false, 1)

@@ -1,12 +1,16 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/rs/zerolog"
 )
 
@@ -213,4 +217,71 @@ func TestBrokerEventHook(t *testing.T) {
 		default:
 		}
 	})
+}
+
+// TestBrokerPubackOrder: a connection's PUBACKs leave in the order its PUBLISHes
+// arrived, whatever order the gateway stores them in (MQTT 4.6). A raw MQTT 3.1.1
+// client, so the order on the wire is what is checked.
+func TestBrokerPubackOrder(t *testing.T) {
+	acks := make(chan func(), 16)
+	b := testBroker(t, BrokerOptions{Events: &EventSink{
+		Filters:  []string{"dpu/+/events"},
+		Submit:   func(_ string, _ []byte, ack func()) bool { acks <- ack; return true },
+		Stopping: make(chan struct{}),
+	}})
+	conn, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	write := func(pk packets.Packet, enc func(*bytes.Buffer) error) {
+		t.Helper()
+		var buf bytes.Buffer
+		if err := enc(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write(buf.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(n int, within time.Duration) ([]byte, error) {
+		_ = conn.SetReadDeadline(time.Now().Add(within))
+		p := make([]byte, n)
+		_, err := io.ReadFull(conn, p)
+		return p, err
+	}
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: "raw"}}
+	write(connect, connect.ConnectEncode)
+	if p, err := read(4, 5*time.Second); err != nil || p[0] != 0x20 || p[3] != 0 {
+		t.Fatalf("CONNACK: % x, %v", p, err)
+	}
+	var ack []func()
+	for id := uint16(1); id <= 3; id++ {
+		pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: 4,
+			TopicName: "dpu/a/events", PacketID: id, Payload: []byte(`{"ts":1,"direction":1}`)}
+		write(pub, pub.PublishEncode)
+		select {
+		case a := <-acks:
+			ack = append(ack, a)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("PUBLISH %d not handed to the sink", id)
+		}
+	}
+	ack[2]() // the third is stored first: its PUBACK waits for 1 and 2
+	if p, err := read(4, 300*time.Millisecond); err == nil {
+		t.Fatalf("PUBACK % x sent before the earlier PUBLISHes were stored", p)
+	}
+	ack[0]()
+	ack[0]() // a second call changes nothing
+	ack[1]()
+	for _, want := range []uint16{1, 2, 3} {
+		p, err := read(4, 5*time.Second)
+		if err != nil {
+			t.Fatalf("PUBACK %d: %v", want, err)
+		}
+		if got := uint16(p[2])<<8 | uint16(p[3]); p[0] != 0x40 || got != want {
+			t.Fatalf("got packet % x, want PUBACK %d", p, want)
+		}
+	}
 }
