@@ -107,8 +107,23 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 // Addr is the address the broker listens on (the real port when listening on :0).
 func (b *Broker) Addr() string { return b.addr }
 
-// Close stops the broker.
-func (b *Broker) Close() error { return b.srv.Close() }
+// Close stops the broker. It closes the listener and disconnects its clients
+// itself before mochi's Close, whose way of listing them (v2.7.9
+// Clients.GetByListener) takes the clients' read lock twice: a client connecting or
+// leaving in between queues a writer and deadlocks Close. A CI run hung that way in
+// a test's cleanup, and a daemon stopping while its own client disconnects and DPUs
+// reconnect is the same race. GetAll takes the lock once; mochi's Close then finds
+// the listener closed and closes nothing twice.
+func (b *Broker) Close() error {
+	b.srv.Listeners.CloseAll(func(listener string) {
+		for _, cl := range b.srv.Clients.GetAll() {
+			if cl.Net.Listener == listener && !cl.Closed() {
+				_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			}
+		}
+	})
+	return b.srv.Close()
+}
 
 // authHook allows every client when no user is configured (loopback only), else
 // requires the configured username and password.
