@@ -183,42 +183,44 @@ type eventHook struct {
 type pubackOrder struct {
 	cl      *mochi.Client
 	mu      sync.Mutex
-	base    uint64   // sequence number of ids[0]
-	ids     []uint16 // PUBLISHes from base on, in arrival order
-	state   []uint8  // per ids: 0 waiting, 1 acknowledge, 2 never (not taken)
-	ready   []uint16 // PUBACKs to write, in order
+	base    uint64       // sequence number of pending[0]
+	pending []pubackSlot // PUBLISHes from base on, in arrival order
+	ready   []uint16     // PUBACKs to write, in order
 	writing bool
+}
+
+type pubackSlot struct {
+	id    uint16
+	state uint8 // 0 waiting, 1 acknowledge, 2 never (not taken)
 }
 
 // add registers a PUBLISH and returns its sequence number.
 func (o *pubackOrder) add(id uint16) uint64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.ids = append(o.ids, id)
-	o.state = append(o.state, 0)
-	return o.base + uint64(len(o.ids)-1)
+	o.pending = append(o.pending, pubackSlot{id: id})
+	return o.base + uint64(len(o.pending)-1)
 }
 
 // done settles PUBLISH seq (ack: send its PUBACK) and queues every PUBACK now due.
 func (o *pubackOrder) done(seq uint64, ack bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.state[seq-o.base] = 2
+	o.pending[seq-o.base].state = 2
 	if ack {
-		o.state[seq-o.base] = 1
+		o.pending[seq-o.base].state = 1
 	}
 	n := 0
-	for n < len(o.state) && o.state[n] != 0 {
-		if o.state[n] == 1 {
-			o.ready = append(o.ready, o.ids[n])
+	for n < len(o.pending) && o.pending[n].state != 0 {
+		if o.pending[n].state == 1 {
+			o.ready = append(o.ready, o.pending[n].id)
 		}
 		n++
 	}
 	if n == 0 {
 		return
 	}
-	o.ids = append(o.ids[:0], o.ids[n:]...)
-	o.state = append(o.state[:0], o.state[n:]...)
+	o.pending = append(o.pending[:0], o.pending[n:]...)
 	o.base += uint64(n)
 	if len(o.ready) > 0 && !o.writing {
 		o.writing = true
@@ -300,13 +302,11 @@ func (h *eventHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Pack
 	}
 }
 
+// matches reports whether topic is on an events filter; one whose DPU segment is
+// not a valid id is too (the ingest rejects it as bad_topic, with a record).
 func (h *eventHook) matches(topic string) bool {
-	for _, f := range h.sink.Filters {
-		if _, ok := matchTopic(f, topic); ok {
-			return true
-		}
-	}
-	return false
+	_, err := dpuFromTopic(h.sink.Filters, topic)
+	return !errors.Is(err, errNoFilter)
 }
 
 // slogBridge forwards mochi's slog records at warn and above to zerolog.
