@@ -15,19 +15,29 @@ import (
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
-// value reads the single series of a counter or gauge (or the sample count of a
-// histogram) straight from the collector.
-func value(t *testing.T, c prometheus.Collector) float64 {
+// collect writes out every series of c.
+func collect(t *testing.T, c prometheus.Collector) []*dto.Metric {
 	t.Helper()
 	ch := make(chan prometheus.Metric, 64)
 	c.Collect(ch)
 	close(ch)
-	var vals []float64
+	var out []*dto.Metric
 	for m := range ch {
-		var pb dto.Metric
-		if err := m.Write(&pb); err != nil {
+		pb := &dto.Metric{}
+		if err := m.Write(pb); err != nil {
 			t.Fatal(err)
 		}
+		out = append(out, pb)
+	}
+	return out
+}
+
+// value reads the single series of a counter or gauge (or the sample count of a
+// histogram) straight from the collector.
+func value(t *testing.T, c prometheus.Collector) float64 {
+	t.Helper()
+	var vals []float64
+	for _, pb := range collect(t, c) {
 		switch {
 		case pb.Counter != nil:
 			vals = append(vals, pb.Counter.GetValue())
@@ -47,15 +57,8 @@ func value(t *testing.T, c prometheus.Collector) float64 {
 // collector's output (it must appear exactly once).
 func spaceValue(t *testing.T, c prometheus.Collector, space string) float64 {
 	t.Helper()
-	ch := make(chan prometheus.Metric, 64)
-	c.Collect(ch)
-	close(ch)
 	var vals []float64
-	for m := range ch {
-		var pb dto.Metric
-		if err := m.Write(&pb); err != nil {
-			t.Fatal(err)
-		}
+	for _, pb := range collect(t, c) {
 		for _, l := range pb.GetLabel() {
 			if l.GetName() == "space" && l.GetValue() == space && pb.Gauge != nil {
 				vals = append(vals, pb.Gauge.GetValue())
