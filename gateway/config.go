@@ -228,8 +228,10 @@ func LoadConfig(path string) (Config, error) {
 // validates it. On error the returned Config is what could be decoded, and the error
 // is a *ConfigError with every problem found.
 func ParseConfig(data []byte) (Config, error) {
-	if cfg, ok := parseFast(data); ok && !fastOff {
-		return cfg, nil
+	if !fastOff {
+		if cfg, ok := parseFast(data); ok {
+			return cfg, nil
+		}
 	}
 	cfg := DefaultConfig()
 	d := configDecoder{}
