@@ -452,16 +452,7 @@ func TestEngineMatchesReference(t *testing.T) {
 		seed := int64(1000 + run)
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewSource(seed))
-			sc := genScenario(rng, false)
-			opts := Options{SettleAfter: sc.settle, LateEvents: LateApply, ClampNegative: rng.Intn(4) != 0}
-			d := newDriver(t, opts, sc.topo, sc.t0)
-			c := newChecker(t, d.eng, true)
-			sc.run(rng, []*driver{d}, func(now int64, step int) {
-				if step%25 == 0 {
-					c.check(d, rng, now, sc.t0)
-				}
-			})
-			c.check(d, rng, sc.end+sc.settle+2*sc.step, sc.t0)
+			d := runReference(t, rng, genScenario(rng, false))
 			if d.late != 0 {
 				t.Fatalf("scenario produced %d late events", d.late)
 			}
@@ -530,27 +521,50 @@ func TestRebuild(t *testing.T) {
 		seed := int64(9000 + run)
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewSource(seed))
-			sc := genScenarioMoves(rng, run%2 == 0, run%3 != 0)
-			opts := Options{SettleAfter: sc.settle, LateEvents: LateApply, ClampNegative: rng.Intn(4) != 0}
-			a := newDriver(t, opts, sc.topo, sc.t0)
-			b := newDriver(t, opts, sc.topo, sc.t0)
-			reopened := 0
-			sc.run(rng, []*driver{a, b}, func(now int64, step int) {
-				if rng.Intn(15) == 0 {
-					b.reopen(now)
-					a.eng.Hold(now)
-					reopened++
-				}
-				if step%10 == 0 {
-					compareEngines(t, rng, a, b, now, sc.t0)
-				}
-			})
-			compareEngines(t, rng, a, b, sc.end+sc.settle+2*sc.step, sc.t0)
+			_, _, reopened := runRebuild(t, rng, genScenarioMoves(rng, run%2 == 0, run%3 != 0))
 			if reopened == 0 {
 				t.Logf("seed %d: never reopened", seed)
 			}
 		})
 	}
+}
+
+// runReference drives one engine through sc, checking it against the naive model
+// every 25 steps and after the end.
+func runReference(t *testing.T, rng *rand.Rand, sc scenario) *driver {
+	t.Helper()
+	opts := Options{SettleAfter: sc.settle, LateEvents: LateApply, ClampNegative: rng.Intn(4) != 0}
+	d := newDriver(t, opts, sc.topo, sc.t0)
+	c := newChecker(t, d.eng, true)
+	sc.run(rng, []*driver{d}, func(now int64, step int) {
+		if step%25 == 0 {
+			c.check(d, rng, now, sc.t0)
+		}
+	})
+	c.check(d, rng, sc.end+sc.settle+2*sc.step, sc.t0)
+	return d
+}
+
+// runRebuild drives an engine a that never stops and an engine b reopened at random
+// ticks (a held at the same instants) through sc, comparing them every 10 steps and
+// after the end; it returns both and how often b was reopened.
+func runRebuild(t *testing.T, rng *rand.Rand, sc scenario) (a, b *driver, reopened int) {
+	t.Helper()
+	opts := Options{SettleAfter: sc.settle, LateEvents: LateApply, ClampNegative: rng.Intn(4) != 0}
+	a = newDriver(t, opts, sc.topo, sc.t0)
+	b = newDriver(t, opts, sc.topo, sc.t0)
+	sc.run(rng, []*driver{a, b}, func(now int64, step int) {
+		if rng.Intn(15) == 0 {
+			b.reopen(now)
+			a.eng.Hold(now)
+			reopened++
+		}
+		if step%10 == 0 {
+			compareEngines(t, rng, a, b, now, sc.t0)
+		}
+	})
+	compareEngines(t, rng, a, b, sc.end+sc.settle+2*sc.step, sc.t0)
+	return a, b, reopened
 }
 
 func compareEngines(t *testing.T, rng *rand.Rand, a, b *driver, now, t0 int64) {

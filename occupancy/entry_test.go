@@ -127,33 +127,13 @@ func TestEngineLongIDs(t *testing.T) {
 			rng := rand.New(rand.NewSource(seed))
 			sc := genScenario(rng, false)
 			longify(&sc)
-			opts := Options{SettleAfter: sc.settle, LateEvents: LateApply, ClampNegative: rng.Intn(4) != 0}
-			d := newDriver(t, opts, sc.topo, sc.t0)
-			c := newChecker(t, d.eng, true)
-			sc.run(rng, []*driver{d}, func(now int64, step int) {
-				if step%25 == 0 {
-					c.check(d, rng, now, sc.t0)
-				}
-			})
-			c.check(d, rng, sc.end+sc.settle+2*sc.step, sc.t0)
+			runReference(t, rng, sc)
 		})
 		t.Run(fmt.Sprintf("rebuild%d", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewSource(seed))
 			sc := genScenarioMoves(rng, run%2 == 0, run%3 != 0)
 			longify(&sc)
-			opts := Options{SettleAfter: sc.settle, LateEvents: LateApply, ClampNegative: rng.Intn(4) != 0}
-			a := newDriver(t, opts, sc.topo, sc.t0)
-			b := newDriver(t, opts, sc.topo, sc.t0)
-			sc.run(rng, []*driver{a, b}, func(now int64, step int) {
-				if rng.Intn(15) == 0 {
-					b.reopen(now)
-					a.eng.Hold(now)
-				}
-				if step%10 == 0 {
-					compareEngines(t, rng, a, b, now, sc.t0)
-				}
-			})
-			compareEngines(t, rng, a, b, sc.end+sc.settle+2*sc.step, sc.t0)
+			a, b, _ := runRebuild(t, rng, sc)
 			// Every side-table slot in use belongs to a pending entry.
 			for _, d := range []*driver{a, b} {
 				inUse := len(d.eng.long.ids) - len(d.eng.long.free)
