@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -18,16 +17,10 @@ import (
 // publishers (one connection each, as DPUs are) load the daemon; it is killed in
 // the middle; after a restart every PUBACKed event is counted exactly once.
 func TestE2EKill9EmbeddedBroker(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "occupancyd.yaml")
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	brokerAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	writeConfig(t, path, e2eConfig{embedded: brokerAddr, dir: filepath.Join(dir, "data"),
-		httpListen: httpAddr, settleAfter: "1m"})
-	var logs syncBuf
-	dumpOnFailure(t, "occupancyd children", &logs)
-	c1 := startChild(t, path, &logs)
-	waitReady(t, httpAddr, 30*time.Second)
+	d := newDaemonChildren(t, e2eConfig{embedded: brokerAddr, settleAfter: "1m"})
+	httpAddr := d.httpAddr
+	c1 := d.start(t)
 
 	// Only entries that never decrement anything: a lost event shows as a lower
 	// count, a doubled one as a higher count, space by space.
@@ -127,8 +120,7 @@ func TestE2EKill9EmbeddedBroker(t *testing.T) {
 
 	// Restart; the DPUs send what was not acknowledged again (as an MQTT client
 	// does on reconnect), then more.
-	startChild(t, path, &logs)
-	waitReady(t, httpAddr, 30*time.Second)
+	d.start(t)
 	publish("resend", resend)
 	publish("b", events("b", 250))
 	mu.Lock()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,15 +42,9 @@ func ingestBatches(t *testing.T, httpAddr string) int64 {
 // checkpoint's horizon on, so a correction that lived only in memory would be lost.)
 func TestE2ELateEventSurvivesKill9(t *testing.T) {
 	addr := startMosquitto(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "occupancyd.yaml")
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	writeConfig(t, path, e2eConfig{broker: "tcp://" + addr, dir: filepath.Join(dir, "data"),
-		httpListen: httpAddr, settleAfter: "1s", tick: "1s"})
-	var logs syncBuf
-	dumpOnFailure(t, "occupancyd children", &logs)
-	c1 := startChild(t, path, &logs)
-	waitReady(t, httpAddr, 30*time.Second)
+	d := newDaemonChildren(t, e2eConfig{broker: "tcp://" + addr, settleAfter: "1s", tick: "1s"})
+	httpAddr := d.httpAddr
+	c1 := d.start(t)
 	// The horizon holds for settle_after after start, then ticks commit checkpoints
 	// past the late events' ts.
 	time.Sleep(3500 * time.Millisecond)
@@ -81,8 +74,7 @@ func TestE2ELateEventSurvivesKill9(t *testing.T) {
 	}
 	c1.kill9(t)
 
-	startChild(t, path, &logs)
-	waitReady(t, httpAddr, 30*time.Second)
+	d.start(t)
 	time.Sleep(300 * time.Millisecond)
 	if d := diffCounts(httpSpaces(t, httpAddr), want); d != "" {
 		t.Errorf("after kill -9 and restart: %s", d)

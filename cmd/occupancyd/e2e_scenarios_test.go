@@ -289,6 +289,34 @@ type child struct {
 	err  error
 }
 
+// daemonChildren is one occupancyd configuration, in a fresh directory with its own
+// HTTP port, that a kill or stop test runs as child processes one after another; their
+// shared log is dumped if the test fails.
+type daemonChildren struct {
+	path, httpAddr string
+	logs           *syncBuf
+}
+
+// newDaemonChildren writes c with its storage and http.listen filled in.
+func newDaemonChildren(t *testing.T, c e2eConfig) *daemonChildren {
+	t.Helper()
+	dir := t.TempDir()
+	d := &daemonChildren{path: filepath.Join(dir, "occupancyd.yaml"),
+		httpAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), logs: new(syncBuf)}
+	c.dir, c.httpListen = filepath.Join(dir, "data"), d.httpAddr
+	writeConfig(t, d.path, c)
+	dumpOnFailure(t, "occupancyd children", d.logs)
+	return d
+}
+
+// start starts a child and waits until it is ready.
+func (d *daemonChildren) start(t *testing.T) *child {
+	t.Helper()
+	c := startChild(t, d.path, d.logs)
+	waitReady(t, d.httpAddr, 30*time.Second)
+	return c
+}
+
 func startChild(t *testing.T, path string, logs *syncBuf) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestE2EChildProcess$")
@@ -322,15 +350,9 @@ func (c *child) kill9(t *testing.T) {
 // publisher got a PUBACK for is counted exactly once.
 func TestE2EKill9(t *testing.T) {
 	addr := startMosquitto(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "occupancyd.yaml")
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	writeConfig(t, path, e2eConfig{broker: "tcp://" + addr, dir: filepath.Join(dir, "data"),
-		httpListen: httpAddr, settleAfter: "1m"})
-	var logs syncBuf
-	dumpOnFailure(t, "occupancyd children", &logs)
-	c1 := startChild(t, path, &logs)
-	waitReady(t, httpAddr, 30*time.Second)
+	d := newDaemonChildren(t, e2eConfig{broker: "tcp://" + addr, settleAfter: "1m"})
+	httpAddr := d.httpAddr
+	c1 := d.start(t)
 
 	pub := mqttClient(t, "tcp://"+addr, "pub-kill9")
 	tp := e2eTopology()
@@ -384,8 +406,7 @@ func TestE2EKill9(t *testing.T) {
 	// More load while it is down (the broker queues it for the persistent session),
 	// then restart and keep publishing.
 	publishChunk(total / 4)
-	startChild(t, path, &logs)
-	waitReady(t, httpAddr, 30*time.Second)
+	d.start(t)
 	publishChunk(total - total/2 - total/4)
 
 	mu.Lock()

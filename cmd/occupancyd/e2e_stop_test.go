@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,15 +37,9 @@ func TestE2EStopWithStalledBroker(t *testing.T) {
 					_ = mq.cmd.Process.Signal(syscall.SIGCONT)
 				}
 			})
-			dir := t.TempDir()
-			path := filepath.Join(dir, "occupancyd.yaml")
-			httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-			writeConfig(t, path, e2eConfig{broker: "tcp://" + mq.addr, dir: filepath.Join(dir, "data"),
-				httpListen: httpAddr, settleAfter: "1m"})
-			var logs syncBuf
-			dumpOnFailure(t, "occupancyd children", &logs)
-			c := startChild(t, path, &logs)
-			waitReady(t, httpAddr, 30*time.Second)
+			d := newDaemonChildren(t, e2eConfig{broker: "tcp://" + mq.addr, settleAfter: "1m"})
+			httpAddr := d.httpAddr
+			c := d.start(t)
 
 			// Events the daemon acknowledges (it counts them only once they are stored).
 			pub := mqttClient(t, "tcp://"+mq.addr, "pub-stop")
@@ -90,7 +83,7 @@ func TestE2EStopWithStalledBroker(t *testing.T) {
 			case <-time.After(tc.within):
 				t.Fatalf("the daemon did not exit within %v of the last signal with its broker stalled", tc.within)
 			}
-			if !strings.Contains(logs.String(), tc.wantLog) {
+			if !strings.Contains(d.logs.String(), tc.wantLog) {
 				t.Errorf("logs do not contain %q", tc.wantLog)
 			}
 			if tc.second > 0 && (c.err == nil || !strings.Contains(c.err.Error(), "exit status 1")) {
@@ -101,8 +94,7 @@ func TestE2EStopWithStalledBroker(t *testing.T) {
 			if err := mq.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 				t.Fatal(err)
 			}
-			startChild(t, path, &logs)
-			waitReady(t, httpAddr, 30*time.Second)
+			d.start(t)
 			if d := diffCounts(httpSpaces(t, httpAddr), want); d != "" {
 				t.Errorf("counts after the stop and a restart: %s", d)
 			}
