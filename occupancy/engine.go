@@ -593,9 +593,6 @@ func (e *Engine) eventEntry(m dpuMap, ev *Event, ef gEff) entry {
 // applyOne inserts a mapped, not-late event or parks it. It returns what happened:
 // 'a' applied, 'p' parked, 'l' late (appended to late when non-nil), 0 rejected.
 func (e *Engine) applyOne(ev Event, now int64, late *[]Event) byte {
-	if ev.Direction != 1 && ev.Direction != -1 {
-		return 0
-	}
 	m, ok := e.mapEvent(ev.DPU, ev.TS)
 	return e.applyMapped(&ev, m, ok, now, late)
 }
