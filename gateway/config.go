@@ -1277,15 +1277,12 @@ func (p *fastParser) sequence(f reflect.Value) bool {
 		return true
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct && t.Elem() != durationType:
 		st := fastStructOf(t.Elem())
-		s, n := reflect.MakeSlice(t, 16, 16), 0
+		f.Set(reflect.MakeSlice(t, 0, 16))
 		for !p.eof && p.indent == indent && p.seqEntry() {
-			if n == s.Len() { // reflect.Append would allocate at every entry
-				grown := reflect.MakeSlice(t, 2*n, 2*n)
-				reflect.Copy(grown, s)
-				s = grown
-			}
-			e := s.Index(n)
-			n++
+			n := f.Len()
+			f.Grow(1) // amortised, where reflect.Append would allocate at every entry
+			f.SetLen(n + 1)
+			e := f.Index(n)
 			col := 1
 			for col < len(p.line) && p.line[col] == ' ' {
 				col++
@@ -1310,7 +1307,6 @@ func (p *fastParser) sequence(f reflect.Value) bool {
 				return false
 			}
 		}
-		f.Set(s.Slice(0, n))
 		return true
 	}
 	return false
