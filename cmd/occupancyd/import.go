@@ -123,7 +123,6 @@ type importSummary struct {
 	Parked     int    // of Imported: DPU not mapped by any topology version yet
 	Duplicates int    // rows already stored or repeated in the file
 	Rejected   []importRejection
-	From       int64 // runImport (tests): earliest ts recomputed from (Unix ms); 0 = none
 }
 
 type importRejection struct {

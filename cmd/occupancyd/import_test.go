@@ -128,7 +128,7 @@ func impSetup(t *testing.T) (gateway.Config, string) {
 	return cfg, path
 }
 
-func impRun(t *testing.T, cfg gateway.Config, name string, data []byte) importSummary {
+func impRun(t *testing.T, cfg gateway.Config, name string, data []byte) imported {
 	t.Helper()
 	sum, err := runImport(context.Background(), importOptions{Config: cfg, Logger: zerolog.Nop()}, name, bytes.NewReader(data))
 	if err != nil {
@@ -576,16 +576,21 @@ func TestImportFiles(t *testing.T) {
 	impCheckAt(t, cfg, []impEvent{{"d-main", "", base, 1}, {"d-room", "", base + 1000, 1}})
 }
 
-// runImport imports one EVENTS stream (runImportAll); the summary's From is where the
-// history was recomputed from.
-func runImport(ctx context.Context, opts importOptions, name string, in io.Reader) (importSummary, error) {
+// imported is the summary of one imported stream and where the history was
+// recomputed from.
+type imported struct {
+	importSummary
+	From int64 // earliest ts recomputed from (Unix ms); 0 = none
+}
+
+// runImport imports one EVENTS stream (runImportAll).
+func runImport(ctx context.Context, opts importOptions, name string, in io.Reader) (imported, error) {
 	sums, from, err := runImportAll(ctx, opts, []importSource{{Name: name, Open: func() (io.ReadCloser, error) {
 		return io.NopCloser(in), nil
 	}}})
-	sum := importSummary{Name: name}
+	sum := imported{importSummary: importSummary{Name: name}, From: from}
 	if len(sums) > 0 {
-		sum = sums[0]
+		sum.importSummary = sums[0]
 	}
-	sum.From = from
 	return sum, err
 }
