@@ -86,7 +86,7 @@ func (x *dpuIndex) lookup(evs []Event, out []int32, tab []dpuSlot, names []strin
 }
 
 // put adds s -> idx (s must not be present).
-func (x *dpuIndex) put(s string, idx int32, tab []dpuSlot, names []string) {
+func (x *dpuIndex) put(s string, idx int32, names []string) {
 	if (x.n+1)*2 > len(x.slots) {
 		x.grow(names)
 	}

@@ -47,7 +47,7 @@ func (e *Engine) addVersion(v Version) (*version, error) {
 			}
 			e.dpuTab = append(e.dpuTab, slot)
 			e.dpuNames = append(e.dpuNames, d.ID)
-			e.dpuMaps.put(d.ID, i, e.dpuTab, e.dpuNames)
+			e.dpuMaps.put(d.ID, i, e.dpuNames)
 			continue
 		}
 		slot := &e.dpuTab[i]
