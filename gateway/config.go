@@ -1537,18 +1537,13 @@ func quoted(s []byte) (val string, n int, ok bool) {
 	for i := 1; i < len(s); i++ {
 		c := s[i]
 		switch {
-		case q == '\'' && c == '\'':
-			if i+1 < len(s) && s[i+1] == '\'' {
+		case c == q:
+			if q == '\'' && i+1 < len(s) && s[i+1] == '\'' { // '' is one quote
 				b = append(b, s[start:i+1]...)
 				i++
 				start = i + 1
 				continue
 			}
-			if b == nil {
-				return string(s[start:i]), i + 1, true
-			}
-			return string(append(b, s[start:i]...)), i + 1, true
-		case q == '"' && c == '"':
 			if b == nil {
 				return string(s[start:i]), i + 1, true
 			}
