@@ -71,17 +71,6 @@ func spaceValue(t *testing.T, c prometheus.Collector, space string) float64 {
 	return vals[0]
 }
 
-func count(c prometheus.Collector) int {
-	ch := make(chan prometheus.Metric, 64)
-	c.Collect(ch)
-	close(ch)
-	n := 0
-	for range ch {
-		n++
-	}
-	return n
-}
-
 func TestMetricsRegistration(t *testing.T) {
 	m := NewMetrics()
 	// A second set must not collide (own registry per gateway).
@@ -121,8 +110,8 @@ func TestMetricsRegistration(t *testing.T) {
 		{"settle lag", value(t, m.SettleLag), 300},
 		{"connected", value(t, m.MQTTConnected), 1},
 		{"space lobby", spaceValue(t, m.SpaceOccupancy, "lobby"), 7},
-		{"space series after removal", float64(count(m.SpaceOccupancy)), 1},
-		{"rejected series", float64(count(m.EventsRejected)), float64(len(rejectReasons) + 1)},
+		{"space series after removal", float64(len(collect(t, m.SpaceOccupancy))), 1},
+		{"rejected series", float64(len(collect(t, m.EventsRejected))), float64(len(rejectReasons) + 1)},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
