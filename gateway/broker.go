@@ -14,6 +14,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/rs/zerolog"
 )
 
@@ -56,7 +57,7 @@ func isLoopback(listen string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("mqtt.embedded.listen %q: %w", listen, err)
 	}
-	return isLoopbackHost(host), nil
+	return config.IsLoopbackHost(host), nil
 }
 
 // StartBroker starts the embedded broker and returns once it listens. Retained

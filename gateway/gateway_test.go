@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -62,8 +63,8 @@ func newTestEnv(t *testing.T) *testEnv {
 	return &testEnv{t: t, dir: t.TempDir(), broker: b, url: "tcp://" + b.Addr()}
 }
 
-func (e *testEnv) config() Config {
-	c := DefaultConfig()
+func (e *testEnv) config() config.Config {
+	c := config.DefaultConfig()
 	c.Gateway.ID = "gt"
 	c.MQTT.Broker = e.url
 	c.Storage.Dir = filepath.Join(e.dir, "data")
@@ -84,7 +85,7 @@ func (e *testEnv) client(id string) paho.Client {
 }
 
 // open opens the store and engine the way Main does.
-func (e *testEnv) open(cfg Config) (*buffer.Store, *occupancy.Engine) {
+func (e *testEnv) open(cfg config.Config) (*buffer.Store, *occupancy.Engine) {
 	t := e.t
 	st, err := buffer.Open(buffer.Options{Dir: cfg.Storage.Dir, Logger: zerolog.Nop(), MinFreeBytes: -1})
 	if err != nil {
@@ -107,7 +108,7 @@ func (e *testEnv) open(cfg Config) (*buffer.Store, *occupancy.Engine) {
 	return st, eng
 }
 
-func (e *testEnv) start(cfg Config, st Store, eng Engine, ticks chan time.Time) *Gateway {
+func (e *testEnv) start(cfg config.Config, st Store, eng Engine, ticks chan time.Time) *Gateway {
 	t := e.t
 	g, err := New(Options{Config: cfg, Store: st, Engine: eng, Logger: zerolog.Nop(), Ticks: ticks})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -42,6 +43,8 @@ type fakeQuerier struct {
 	failAll  error
 	panicky  bool
 }
+
+var update = flag.Bool("update", false, "rewrite the golden files of testdata/occupancy")
 
 func newFakeQuerier() *fakeQuerier {
 	return &fakeQuerier{

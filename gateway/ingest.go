@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -547,15 +548,15 @@ func RejectionJSON(topic string, r occupancy.Rejection, payload []byte) []byte {
 
 // ---- topics ----
 
-// dpuSegment checks filter (checkEventsFilter) and returns the index of its last `+`
+// dpuSegment checks filter (config.CheckEventsFilter) and returns the index of its last `+`
 // level, the DPU id's level.
 func dpuSegment(filter string) (int, error) {
-	if err := checkEventsFilter(filter); err != nil {
+	if err := config.CheckEventsFilter(filter); err != nil {
 		return 0, err
 	}
 	levels := strings.Split(filter, "/")
 	i := len(levels) - 1
-	for levels[i] != "+" { // checkEventsFilter found one
+	for levels[i] != "+" { // config.CheckEventsFilter found one
 		i--
 	}
 	return i, nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -200,7 +201,7 @@ func TestTopologyEqual(t *testing.T) {
 }
 
 func TestRestartKeys(t *testing.T) {
-	a := DefaultConfig()
+	a := config.DefaultConfig()
 	b := a
 	b.Engine.Tick = 2 * time.Second
 	b.Log.Level = "debug"

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/rs/zerolog"
 )
 
@@ -47,7 +48,7 @@ func readPassword(path string) (string, error) {
 }
 
 // tlsConfig builds the client TLS config from mqtt.tls (nil when nothing is set).
-func tlsConfig(c TLSConfig) (*tls.Config, error) {
+func tlsConfig(c config.TLSConfig) (*tls.Config, error) {
 	if c.CAFile == "" && c.CertFile == "" && c.KeyFile == "" {
 		return nil, nil
 	}

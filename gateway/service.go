@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -46,7 +47,7 @@ type Store interface {
 
 // Options wire a Gateway. Config, Store and Engine are required.
 type Options struct {
-	Config  Config
+	Config  config.Config
 	Store   Store
 	Engine  Engine
 	Metrics *Metrics  // nil: a fresh NewMetrics()
@@ -84,9 +85,9 @@ type Gateway struct {
 	topoMu sync.RWMutex
 
 	cfgMu        sync.RWMutex
-	cfg          Config       // current config (topology, capacities, tick, ... after reloads)
-	names        derivedNames // fixed by New: the keys they derive from need a restart
-	pendingClear []string     // spaces removed while disconnected
+	cfg          config.Config // current config (topology, capacities, tick, ... after reloads)
+	names        derivedNames  // fixed by New: the keys they derive from need a restart
+	pendingClear []string      // spaces removed while disconnected
 
 	broker *Broker
 	mqtt   *mqttClient
@@ -118,7 +119,7 @@ type derivedNames struct {
 	filters       []string
 }
 
-func deriveNames(c Config) derivedNames {
+func deriveNames(c config.Config) derivedNames {
 	c.ApplyDefaults() // client id, status and rejected topics
 	n := derivedNames{
 		clientID:      c.MQTT.ClientID,
@@ -187,7 +188,7 @@ func New(opts Options) (*Gateway, error) {
 func (g *Gateway) nowMS() int64 { return g.now().UnixMilli() }
 
 // Config returns the config currently in force.
-func (g *Gateway) Config() Config {
+func (g *Gateway) Config() config.Config {
 	g.cfgMu.RLock()
 	defer g.cfgMu.RUnlock()
 	return g.cfg
@@ -510,7 +511,7 @@ func (g *Gateway) SetStorageClosed() { g.storageOpen.Store(false) }
 // change becomes a new topology version in force from now (capacities and daily
 // resets are part of the topology), engine.tick restarts the ticker. It returns the
 // names of changed keys that need a restart to take effect (the caller logs them).
-func (g *Gateway) Reload(newCfg Config) (needsRestart []string, err error) {
+func (g *Gateway) Reload(newCfg config.Config) (needsRestart []string, err error) {
 	old := g.Config()
 	needsRestart = restartKeys(old, newCfg)
 	if !TopologyEqual(old.Topology, newCfg.Topology) {
@@ -587,7 +588,7 @@ func (g *Gateway) clearPending() {
 }
 
 // restartKeys lists config keys whose change only takes effect after a restart.
-func restartKeys(a, b Config) []string {
+func restartKeys(a, b config.Config) []string {
 	var keys []string
 	add := func(changed bool, key string) {
 		if changed {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/occupancyd/occupancyd/gateway"
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -33,14 +33,14 @@ func TestGeneratedConfigsLoad(t *testing.T) {
 			if err := WriteConfig(&buf, o); err != nil {
 				t.Fatal(err)
 			}
-			cfg, err := gateway.ParseConfig(buf.Bytes())
+			cfg, err := config.ParseConfig(buf.Bytes())
 			if err != nil {
-				t.Fatalf("gateway.ParseConfig: %v", err)
+				t.Fatalf("config.ParseConfig: %v", err)
 			}
 			// The daemon reads it without yaml.v3 (19 MB at 100,000 DPUs: 1.6 s
 			// through yaml.v3, 0.1 s through the fast path).
-			if !gateway.FastConfig(buf.Bytes()) {
-				t.Errorf("gateway.FastConfig: false, want the config loader's fast path to take it")
+			if !config.FastConfig(buf.Bytes()) {
+				t.Errorf("config.FastConfig: false, want the config loader's fast path to take it")
 			}
 			if err := cfg.Validate(); err != nil {
 				t.Fatalf("Validate: %v", err)
@@ -88,7 +88,7 @@ func BenchmarkParseConfig100k(b *testing.B) {
 	data := config100k(b)
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
-		if _, err := gateway.ParseConfig(data); err != nil {
+		if _, err := config.ParseConfig(data); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -96,7 +96,7 @@ func BenchmarkParseConfig100k(b *testing.B) {
 
 // BenchmarkCompile100k is compiling the 100,000-DPU topology.
 func BenchmarkCompile100k(b *testing.B) {
-	cfg, err := gateway.ParseConfig(config100k(b))
+	cfg, err := config.ParseConfig(config100k(b))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/occupancyd/occupancyd/gateway"
+	"github.com/occupancyd/occupancyd/gateway/config"
 )
 
 // checkCommand is `occupancyd check --config FILE`: every problem with its key path
@@ -26,8 +26,8 @@ func checkCommand(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := gateway.LoadConfig(path)
-	var ce *gateway.ConfigError
+	cfg, err := config.LoadConfig(path)
+	var ce *config.ConfigError
 	if errors.As(err, &ce) {
 		for _, p := range ce.Problems {
 			fmt.Fprintf(stdout, "%s: %s\n", path, p)
@@ -43,7 +43,7 @@ func checkCommand(args []string, stdout io.Writer) error {
 }
 
 // configSummary is what `check` prints for a valid configuration.
-func configSummary(path string, cfg gateway.Config) string {
+func configSummary(path string, cfg config.Config) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: OK\n", path)
 	t := cfg.Topology

@@ -20,7 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/occupancyd/occupancyd/buffer"
-	"github.com/occupancyd/occupancyd/gateway"
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -48,7 +48,7 @@ func importCommand(args []string, stdout, stderr io.Writer) error {
 	if len(pos) == 0 {
 		return usageErrorf("import needs an EVENTS file (CSV with header timestamp,direction,dpu_id, or JSON lines; - for stdin), or several")
 	}
-	cfg, err := gateway.LoadConfig(path)
+	cfg, err := config.LoadConfig(path)
 	if err != nil {
 		return err
 	}
@@ -56,7 +56,7 @@ func importCommand(args []string, stdout, stderr io.Writer) error {
 	if logCfg.Level != "debug" {
 		logCfg.Level = "warn" // the summary is the output; storage warnings still show
 	}
-	log, err := gateway.NewLogger(logCfg, stderr)
+	log, err := config.NewLogger(logCfg, stderr)
 	if err != nil {
 		return err
 	}
@@ -107,7 +107,7 @@ func fileSource(name string) importSource {
 }
 
 type importOptions struct {
-	Config   gateway.Config
+	Config   config.Config
 	Logger   zerolog.Logger
 	Progress int       // rows between progress lines; 0 = none
 	ProgOut  io.Writer // progress lines

@@ -20,7 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/occupancyd/occupancyd/buffer"
-	"github.com/occupancyd/occupancyd/gateway"
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -113,7 +113,7 @@ func (m impModel) values(space string, instants []int64) []int64 {
 }
 
 // impSetup writes a config with its storage in a temp dir and returns it loaded.
-func impSetup(t *testing.T) (gateway.Config, string) {
+func impSetup(t *testing.T) (config.Config, string) {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "occupancyd.yaml")
@@ -121,14 +121,14 @@ func impSetup(t *testing.T) (gateway.Config, string) {
 	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := gateway.LoadConfig(path)
+	cfg, err := config.LoadConfig(path)
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
 	return cfg, path
 }
 
-func impRun(t *testing.T, cfg gateway.Config, name string, data []byte) imported {
+func impRun(t *testing.T, cfg config.Config, name string, data []byte) imported {
 	t.Helper()
 	sum, err := runImport(context.Background(), importOptions{Config: cfg, Logger: zerolog.Nop()}, name, bytes.NewReader(data))
 	if err != nil {
@@ -139,7 +139,7 @@ func impRun(t *testing.T, cfg gateway.Config, name string, data []byte) imported
 
 // impCheckAt reopens the store as the daemon would and compares engine.At with the
 // model at every event instant (and just before it) and now.
-func impCheckAt(t *testing.T, cfg gateway.Config, evs []impEvent) {
+func impCheckAt(t *testing.T, cfg config.Config, evs []impEvent) {
 	t.Helper()
 	store, err := buffer.Open(buffer.Options{Dir: cfg.Storage.Dir, Retention: cfg.Storage.Retention, Logger: zerolog.Nop()})
 	if err != nil {
@@ -488,7 +488,7 @@ func BenchmarkImportCSV(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		dir := b.TempDir()
-		cfg, err := gateway.ParseConfig([]byte(fmt.Sprintf("storage: {dir: %q}\n%s", filepath.Join(dir, "data"), impTopologyYAML)))
+		cfg, err := config.ParseConfig([]byte(fmt.Sprintf("storage: {dir: %q}\n%s", filepath.Join(dir, "data"), impTopologyYAML)))
 		if err != nil {
 			b.Fatal(err)
 		}

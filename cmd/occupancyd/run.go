@@ -19,6 +19,7 @@ import (
 
 	"github.com/occupancyd/occupancyd/buffer"
 	"github.com/occupancyd/occupancyd/gateway"
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -30,7 +31,7 @@ const closeTimeout = 10 * time.Second
 // ConfigPath (SIGHUP).
 type Main struct {
 	ConfigPath string
-	Config     gateway.Config
+	Config     config.Config
 	Logger     zerolog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -49,7 +50,7 @@ type Main struct {
 
 // NewMain returns a Main with the default configuration and a logger on stderr.
 func NewMain() *Main {
-	cfg := gateway.DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.ApplyDefaults()
 	return &Main{
 		Config: cfg,
@@ -106,7 +107,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	// Load ConfigPath unless the caller already did (newMainFromFile sets Config
 	// from it: a large topology is parsed once).
 	if m.ConfigPath != "" && isDefaultConfig(m.Config) {
-		cfg, err := gateway.LoadConfig(m.ConfigPath)
+		cfg, err := config.LoadConfig(m.ConfigPath)
 		if err != nil {
 			return err
 		}
@@ -199,7 +200,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 
 // storeOptions maps the storage settings of cfg to the buffer's options, for run and
 // import alike.
-func storeOptions(cfg gateway.Config, log zerolog.Logger, now func() time.Time) buffer.Options {
+func storeOptions(cfg config.Config, log zerolog.Logger, now func() time.Time) buffer.Options {
 	return buffer.Options{
 		Dir:        cfg.Storage.Dir,
 		Retention:  cfg.Storage.Retention,
@@ -211,8 +212,8 @@ func storeOptions(cfg gateway.Config, log zerolog.Logger, now func() time.Time) 
 }
 
 // isDefaultConfig reports whether c is still NewMain's default configuration.
-func isDefaultConfig(c gateway.Config) bool {
-	d := gateway.DefaultConfig()
+func isDefaultConfig(c config.Config) bool {
+	d := config.DefaultConfig()
 	d.ApplyDefaults()
 	return reflect.DeepEqual(c, d)
 }
@@ -247,7 +248,7 @@ func newVersion(store *buffer.Store, tc occupancy.TopologyConfig, now int64, val
 
 // setLoaded makes cfg, just returned by LoadConfig (so validated), the configuration,
 // and keeps a copy of its topology so that Run can tell it is still the one validated.
-func (m *Main) setLoaded(cfg gateway.Config) {
+func (m *Main) setLoaded(cfg config.Config) {
 	m.Config = cfg
 	t := cfg.Topology
 	m.checked = &occupancy.TopologyConfig{
@@ -342,7 +343,7 @@ func (m *Main) Reload() error {
 	if path == "" {
 		return errors.New("reload: no config file (run --config FILE)")
 	}
-	cfg, err := gateway.LoadConfig(path)
+	cfg, err := config.LoadConfig(path)
 	if err != nil {
 		m.Logger.Error().Err(err).Msg("reload refused; the running config stays")
 		return fmt.Errorf("reload: %w", err)
@@ -389,7 +390,7 @@ func runCommand(args []string) error {
 func newMainFromFile(configPath string, w io.Writer) (*Main, error) {
 	m := NewMain()
 	if configPath != "" {
-		cfg, err := gateway.LoadConfig(configPath)
+		cfg, err := config.LoadConfig(configPath)
 		if err != nil {
 			return nil, err
 		}
@@ -398,7 +399,7 @@ func newMainFromFile(configPath string, w io.Writer) (*Main, error) {
 	}
 	logCfg := m.Config.Log
 	logCfg.Level = "debug"
-	log, err := gateway.NewLogger(logCfg, w)
+	log, err := config.NewLogger(logCfg, w)
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/kardianos/service"
 
-	"github.com/occupancyd/occupancyd/gateway"
+	"github.com/occupancyd/occupancyd/gateway/config"
 )
 
 // defaultServiceConfig is the configuration the installed service runs with unless
@@ -65,10 +65,10 @@ func serviceCommand(action string, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: working directory: %w", action, err)
 	}
-	var cfg gateway.Config
+	var cfg config.Config
 	if action == "install" {
 		// Refuse to install a service that could not start.
-		if cfg, err = gateway.LoadConfig(abs); err != nil {
+		if cfg, err = config.LoadConfig(abs); err != nil {
 			return fmt.Errorf("install: %w", err)
 		}
 	}

@@ -1,4 +1,4 @@
-package gateway
+package config
 
 import (
 	"bytes"
@@ -457,7 +457,7 @@ func TestNewLogger(t *testing.T) {
 // TestDemoConfig keeps configs/demo.yaml (used by make run and the README) valid and
 // as DESIGN and the README describe it.
 func TestDemoConfig(t *testing.T) {
-	cfg, err := LoadConfig("../configs/demo.yaml")
+	cfg, err := LoadConfig("../../configs/demo.yaml")
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
@@ -498,7 +498,7 @@ func TestDemoConfig(t *testing.T) {
 func FuzzParseConfig(f *testing.F) {
 	files, _ := filepath.Glob("testdata/*.yaml")
 	bad, _ := filepath.Glob("testdata/bad/*.yaml")
-	for _, p := range append(append(files, bad...), "../configs/demo.yaml") {
+	for _, p := range append(append(files, bad...), "../../configs/demo.yaml") {
 		if b, err := os.ReadFile(p); err == nil {
 			f.Add(b)
 		}
@@ -612,7 +612,7 @@ func fastSeeds(t testing.TB) map[string][]byte {
 	seeds := map[string][]byte{}
 	files, _ := filepath.Glob("testdata/*.yaml")
 	bad, _ := filepath.Glob("testdata/bad/*.yaml")
-	for _, p := range append(append(files, bad...), "../configs/demo.yaml") {
+	for _, p := range append(append(files, bad...), "../../configs/demo.yaml") {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
@@ -705,7 +705,7 @@ func TestFastDecodeSeeds(t *testing.T) {
 	for name, data := range fastSeeds(t) {
 		accepted[name] = checkFast(t, data)
 	}
-	for _, name := range []string{"testdata/dpusim.yaml", "../configs/demo.yaml",
+	for _, name := range []string{"testdata/dpusim.yaml", "../../configs/demo.yaml",
 		"case 0", "case 1", "case 2", "case 3", "case 4"} {
 		if !accepted[name] {
 			t.Errorf("%s: the fast path declined it", name)

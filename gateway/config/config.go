@@ -1,4 +1,8 @@
-package gateway
+// Package config is occupancyd's configuration file (DESIGN section 7): the types with their
+// defaults, strict YAML decoding (unknown keys are errors) and Validate, which reports
+// every problem with its key path and line. It also builds the process logger from
+// the `log` section.
+package config
 
 import (
 	"bytes"
@@ -344,7 +348,7 @@ func (c Config) validate() []Problem {
 			add("mqtt.embedded.listen", "required when mqtt.broker is empty (the embedded broker)")
 		} else if host, err := checkHostPort(m.Embedded.Listen); err != nil {
 			add("mqtt.embedded.listen", "%v", err)
-		} else if !isLoopbackHost(host) && (m.Username == "" || m.PasswordFile == "") {
+		} else if !IsLoopbackHost(host) && (m.Username == "" || m.PasswordFile == "") {
 			add("mqtt.embedded.listen", "%q is not a loopback address: set mqtt.username and mqtt.password_file so the embedded broker does not accept anyone", m.Embedded.Listen)
 		}
 		if tlsSet {
@@ -397,7 +401,7 @@ func (c Config) validate() []Problem {
 	}
 	seen := map[string]bool{}
 	for i, f := range m.EventsTopic {
-		if err := checkEventsFilter(f); err != nil {
+		if err := CheckEventsFilter(f); err != nil {
 			add(filterPath(i), "%v", err)
 		} else if seen[f] {
 			add(filterPath(i), "%q is listed twice", f)
@@ -407,7 +411,7 @@ func (c Config) validate() []Problem {
 	// A filter that matches what occupancyd publishes would feed it its own output.
 	outputs := c.outputTopics()
 	for i, f := range m.EventsTopic {
-		if checkEventsFilter(f) != nil {
+		if CheckEventsFilter(f) != nil {
 			continue
 		}
 		for _, out := range outputs {
@@ -524,7 +528,8 @@ func checkHostPort(addr string) (string, error) {
 	return host, nil
 }
 
-func isLoopbackHost(host string) bool {
+// IsLoopbackHost reports whether host (a name or an IP, no port) is a loopback address.
+func IsLoopbackHost(host string) bool {
 	if host == "localhost" {
 		return true
 	}
@@ -540,9 +545,9 @@ func checkReadable(path string) error {
 	return f.Close()
 }
 
-// checkEventsFilter checks an events topic filter: a valid MQTT filter with at least
+// CheckEventsFilter checks an events topic filter: a valid MQTT filter with at least
 // one '+' level (the last one is the DPU id).
-func checkEventsFilter(f string) error {
+func CheckEventsFilter(f string) error {
 	if f == "" {
 		return errors.New("empty topic filter")
 	}
