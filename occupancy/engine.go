@@ -547,6 +547,9 @@ func (e *Engine) versionAt(ts int64) int {
 // Horizon is the settled horizon H (Unix ms).
 func (e *Engine) Horizon() int64 { return e.h }
 
+// LatePolicy is what the engine does with events before the horizon (Options.LateEvents).
+func (e *Engine) LatePolicy() LatePolicy { return e.opts.LateEvents }
+
 // Mappable reports whether an event of dpu at ts maps through some version; false
 // means Apply would park it.
 func (e *Engine) Mappable(dpu string, ts int64) bool {
@@ -868,107 +871,6 @@ func (e *Engine) Spaces() []Occupancy {
 
 // Topology returns the current topology version.
 func (e *Engine) Topology() *Topology { return e.current().topo }
-
-// At returns the occupancy of space at instant t: every entry with ts <= t counts.
-func (e *Engine) At(space string, t int64) (int64, error) {
-	g, ok := e.gidx[space]
-	if !ok {
-		return 0, fmt.Errorf("occupancy at: %q: %w", space, ErrUnknownSpace)
-	}
-	if t >= e.h {
-		return e.gs[g].pl.valueAt(t, e.opts.ClampNegative), nil
-	}
-	r, ok, err := e.store.RowAt(space, t)
-	if err != nil {
-		return 0, fmt.Errorf("occupancy at: %w", err)
-	}
-	if !ok {
-		return 0, nil
-	}
-	return r.Occupancy, nil
-}
-
-// Counts returns the buckets [start+i*interval, start+(i+1)*interval) up to end.
-// A bucket's Occupancy is the value after its last entry (the value at its start if
-// it has none); Min and Max span the value carried in and every value inside.
-func (e *Engine) Counts(space string, start, end, interval int64) ([]Bucket, error) {
-	g, ok := e.gidx[space]
-	if !ok {
-		return nil, fmt.Errorf("counts: %q: %w", space, ErrUnknownSpace)
-	}
-	if interval <= 0 {
-		return nil, fmt.Errorf("counts: interval must be > 0, got %d", interval)
-	}
-	if end <= start {
-		return nil, fmt.Errorf("counts: end must be after start")
-	}
-	nb := (end - start + interval - 1) / interval
-	if nb > MaxBuckets {
-		return nil, fmt.Errorf("counts: %d buckets exceed the limit of %d", nb, MaxBuckets)
-	}
-	x, err := e.At(space, start-1)
-	if err != nil {
-		return nil, fmt.Errorf("counts: %w", err)
-	}
-	bs := make([]Bucket, nb)
-	for i := range bs {
-		s := start + int64(i)*interval
-		bs[i] = Bucket{Start: s, End: min(s+interval, end)}
-	}
-	cur := 0
-	bs[0].Occupancy, bs[0].Min, bs[0].Max = x, x, x
-	add := func(ts, v int64, in, out int32) {
-		for ts >= bs[cur].End {
-			cur++
-			bs[cur].Occupancy, bs[cur].Min, bs[cur].Max = x, x, x
-		}
-		b := &bs[cur]
-		b.Occupancy = v
-		b.Min = min(b.Min, v)
-		b.Max = max(b.Max, v)
-		b.Entrances += int64(in)
-		b.Exits += int64(out)
-		x = v
-	}
-	if start < e.h {
-		b := &bs[cur]
-		err := e.store.Rows(space, start, min(end, e.h), func(r Row) error {
-			// add, inlined: this loop runs once per settled row.
-			if r.TS >= b.End {
-				for r.TS >= bs[cur].End {
-					cur++
-					bs[cur].Occupancy, bs[cur].Min, bs[cur].Max = x, x, x
-				}
-				b = &bs[cur]
-			}
-			v := r.Occupancy
-			b.Occupancy = v
-			if v < b.Min {
-				b.Min = v
-			}
-			if v > b.Max {
-				b.Max = v
-			}
-			b.Entrances += int64(r.Entrances)
-			b.Exits += int64(r.Exits)
-			x = v
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("counts: %w", err)
-		}
-	}
-	if end > e.h {
-		e.gs[g].pl.each(max(start, e.h), end, e.opts.ClampNegative, func(en *entry, v int64, in, out int32) {
-			add(en.ts, v, in, out)
-		})
-	}
-	for cur+1 < len(bs) {
-		cur++
-		bs[cur].Occupancy, bs[cur].Min, bs[cur].Max = x, x, x
-	}
-	return bs, nil
-}
 
 // Pending returns the number of pending timeline entries over all spaces (an
 // event is one entry in each space it changes). For the pending-entries metric.

@@ -280,6 +280,13 @@ func Compile(c TopologyConfig) (*Topology, error) {
 // Config returns the topology as configured.
 func (t *Topology) Config() TopologyConfig { return t.cfg }
 
+// Equal reports whether two topologies are the same (nil and empty lists are equal):
+// a configuration equal to the version in force is not a new version.
+func (c TopologyConfig) Equal(o TopologyConfig) bool {
+	return slices.Equal(c.Spaces, o.Spaces) && slices.Equal(c.Doorways, o.Doorways) &&
+		slices.Equal(c.DPUs, o.DPUs)
+}
+
 // Spaces returns the spaces in configuration order (Name defaults to the id).
 func (t *Topology) Spaces() []SpaceConfig {
 	out := make([]SpaceConfig, len(t.spaces))
