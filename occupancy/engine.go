@@ -260,9 +260,11 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 			}
 		}
 	} else {
-		// A new store: everything stored is pending, from the first version or the
-		// earliest stored event, whichever is earlier.
-		e.h = vs[0].At
+		// A new store: nothing is settled yet, so the last settle_after before the
+		// first start is pending (DESIGN 3: a backlog DPUs send at installation is
+		// not late). Reopened before its first checkpoint, everything stored is
+		// pending too: H is the earlier of that and the earliest stored event.
+		e.h = vs[0].At - opts.SettleAfter
 		err := store.Events(math.MinInt64, math.MaxInt64, func(ev Event) error {
 			if ev.TS < e.h {
 				e.h = ev.TS

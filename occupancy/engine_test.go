@@ -273,7 +273,8 @@ func (d *driver) reopen(now int64) {
 }
 
 func (d *driver) ref(now int64) *refModel {
-	m := &refModel{versions: d.st.versions, daily: now, clamp: d.opts.ClampNegative}
+	m := &refModel{versions: d.st.versions, daily: now, clamp: d.opts.ClampNegative,
+		h0: d.st.versions[0].At - d.opts.SettleAfter}
 	m.events = append(m.events, d.st.events...)
 	for _, ev := range d.st.parked {
 		m.events = append(m.events, ev)

@@ -16,6 +16,9 @@ type refModel struct {
 	resets   []Reset
 	daily    int64 // daily resets up to and including this instant
 	clamp    bool
+	// h0 is the engine's first horizon: the first version's At - settle_after on a
+	// new store (DESIGN 3); daily resets are generated from it on.
+	h0 int64
 }
 
 type refEntry struct {
@@ -182,7 +185,7 @@ func (m *refModel) timelines() map[string][]refEntry {
 		if vi+1 < len(m.versions) {
 			hi = min(hi, m.versions[vi+1].At)
 		}
-		lo = max(lo, m.versions[0].At) // the engine's first horizon
+		lo = max(lo, m.h0)
 
 		for _, s := range v.Topology.Spaces {
 			if s.DailyReset == "" {
@@ -190,7 +193,7 @@ func (m *refModel) timelines() map[string][]refEntry {
 			}
 			// Scan from the first horizon so that a version boundary inside a
 			// repeated hour does not fire the reset twice; keep this segment's.
-			for _, ts := range refDailyInstants(s.DailyReset, s.TimeZone, m.versions[0].At, hi) {
+			for _, ts := range refDailyInstants(s.DailyReset, s.TimeZone, m.h0, hi) {
 				if ts < lo {
 					continue
 				}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand"
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -158,7 +159,7 @@ func TestQueryErrors(t *testing.T) {
 	if err := d.eng.Reset(Reset{Space: "nope", TS: testNow}, testNow); !errors.Is(err, ErrUnknownSpace) {
 		t.Errorf("Reset: got %v", err)
 	}
-	if err := d.eng.Reset(Reset{Space: "bldg", TS: testNow - 1}, testNow); err == nil {
+	if err := d.eng.Reset(Reset{Space: "bldg", TS: d.eng.Horizon() - 1}, testNow); err == nil {
 		t.Errorf("Reset before the horizon: want an error")
 	}
 	for _, c := range [][3]int64{{0, 10, 0}, {10, 10, 1}, {0, 1_000_000, 1}} {
@@ -292,6 +293,69 @@ func TestHorizon(t *testing.T) {
 	if !reflect.DeepEqual(kinds, []EntryKind{KindCorrection}) {
 		t.Fatalf("room rows: got kinds %v, want one correction", kinds)
 	}
+}
+
+// TestNewStoreHorizon (issue 10 item 1): on a new store H starts at the first
+// start - settle_after, so crossings dated in the minutes before the first start are
+// pending: they show in At at their own instants and in Counts buckets with their
+// entrances, not as one correction at the start. A store reopened before its first
+// checkpoint replays everything stored, even events before that H.
+func TestNewStoreHorizon(t *testing.T) {
+	const settle = 5 * minute
+	t0 := testNow
+	d := newDriver(t, Options{SettleAfter: settle, ClampNegative: true}, smallTopo(), t0)
+	if got, want := d.eng.Horizon(), t0-settle; got != want {
+		t.Fatalf("horizon of a new store: got %s, want %s", fmtMS(got), fmtMS(want))
+	}
+	// The issue's report: three crossings dated 60 s, 50 s and 40 s before the start.
+	var evs []Event
+	for i, ago := range []int64{60, 50, 40} {
+		evs = append(evs, Event{DPU: "door", ID: strconv.Itoa(i), TS: t0 - ago*1000, Direction: 1})
+	}
+	d.apply(evs, t0+100)
+	if d.late != 0 {
+		t.Fatalf("late: got %d, want 0", d.late)
+	}
+	check := func(when string) {
+		t.Helper()
+		wantOcc(t, d.eng, map[string]int64{"room": 3, "f1": 3, "bldg": 3})
+		for _, c := range []struct{ at, want int64 }{{t0 - 61_000, 0}, {t0 - 60_000, 1}, {t0 - 45_000, 2}, {t0 - 40_000, 3}, {t0, 3}} {
+			if got, err := d.eng.At("room", c.at); err != nil || got != c.want {
+				t.Errorf("%s: at(room, %s): got %d, %v, want %d", when, fmtMS(c.at), got, err, c.want)
+			}
+		}
+		got, err := d.eng.Counts("room", t0-3*minute, t0+minute, minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []Bucket{
+			{Start: t0 - 3*minute, End: t0 - 2*minute},
+			{Start: t0 - 2*minute, End: t0 - minute},
+			{Start: t0 - minute, End: t0, Occupancy: 3, Min: 0, Max: 3, Entrances: 3},
+			{Start: t0, End: t0 + minute, Occupancy: 3, Min: 3, Max: 3},
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: counts(room):\n got %+v\nwant %+v", when, got, want)
+		}
+	}
+	check("pending")
+	d.tick(t0 + settle + 2*minute) // after the hold: everything settles as it is
+	if got, want := d.eng.Horizon(), t0+2*minute; got != want {
+		t.Fatalf("horizon after the hold: got %s, want %s", fmtMS(got), fmtMS(want))
+	}
+	check("settled")
+
+	t.Run("reopened before the first checkpoint", func(t *testing.T) {
+		d := newDriver(t, Options{SettleAfter: settle, ClampNegative: true}, smallTopo(), t0)
+		// Stored (the process died before it committed a correction): an event long
+		// before the first H, and one inside the window.
+		d.st.Append([]Event{{DPU: "door", TS: t0 - time.Hour.Milliseconds(), Direction: 1}, {DPU: "side", TS: t0 - minute, Direction: 1}}, nil)
+		d.reopen(t0 + minute)
+		if got, want := d.eng.Horizon(), t0-time.Hour.Milliseconds(); got != want {
+			t.Fatalf("horizon: got %s, want %s", fmtMS(got), fmtMS(want))
+		}
+		wantOcc(t, d.eng, map[string]int64{"room": 1, "f2": 1, "bldg": 2})
+	})
 }
 
 // TestResets: a manual reset to 0 zeroes the space and everything nested in it; to
