@@ -19,7 +19,9 @@ const (
 	ReasonTooLarge     Reason = "too_large"
 	ReasonLate         Reason = "late"
 	ReasonUnknownDPU   Reason = "unknown_dpu"
-	ReasonBadTopic     Reason = "bad_topic" // topic does not name a valid DPU id
+	ReasonBadTopic     Reason = "bad_topic"  // topic does not name a valid DPU id
+	ReasonBadReport    Reason = "bad_report" // a payload that does not map: a field missing or not a count
+	ReasonOverlap      Reason = "overlap"    // an interval report overlapping a stored one of its DPU
 )
 
 // Event is one person crossing reported by a DPU, after decoding and validation.

@@ -166,16 +166,26 @@ func decodeOne(dpu string, b []byte, lim Limits) (Event, Rejection, bool) {
 		return Event{}, Rejection{Reason: ReasonBadTS, Detail: err.Error()}, false
 	}
 	ev.TS = ts
+	if rej, ok := receiveChecks(ts, lim); !ok {
+		return Event{}, rej, false
+	}
+	return ev, Rejection{}, true
+}
+
+// receiveChecks applies the receive-time checks of lim to the instant ts an event or
+// report counts at: future_ts beyond now + max_future_skew, too_old before the
+// retention bound.
+func receiveChecks(ts int64, lim Limits) (Rejection, bool) {
 	if lim.Now != 0 && ts > lim.Now+lim.MaxFutureSkew {
-		return Event{}, Rejection{Reason: ReasonFutureTS,
+		return Rejection{Reason: ReasonFutureTS,
 			Detail: fmt.Sprintf("ts %s is %s ahead of receive time (max_future_skew %s)", fmtMS(ts),
 				time.Duration(ts-lim.Now)*time.Millisecond, time.Duration(lim.MaxFutureSkew)*time.Millisecond)}, false
 	}
 	if lim.Oldest != 0 && ts < lim.Oldest {
-		return Event{}, Rejection{Reason: ReasonTooOld,
+		return Rejection{Reason: ReasonTooOld,
 			Detail: fmt.Sprintf("ts %s is older than the retention bound %s", fmtMS(ts), fmtMS(lim.Oldest))}, false
 	}
-	return ev, Rejection{}, true
+	return Rejection{}, true
 }
 
 func decodeID(raw json.RawMessage) (string, error) {
