@@ -43,6 +43,10 @@ type ingester struct {
 
 	parkedInFlight atomic.Int64
 	waiting        atomic.Int64 // submitted, not yet taken by a worker (backlog)
+	// busy[i] is when worker i began the batch it is processing, or last heard back
+	// from the store while retrying it (Unix ns; 0: idle), for the watchdog
+	// (Gateway.IngestBusySince): a store that answers with errors is not a hang.
+	busy []atomic.Int64
 
 	// Messages paho delivered and the workers have not taken yet (see submit); the
 	// pump moves them into ch.
@@ -70,6 +74,7 @@ func newIngester(g *Gateway, workers, batch int) *ingester {
 		acks:     make(chan []func(), workers*4),
 		ackDone:  make(chan struct{}),
 		queued:   make(chan struct{}, 1),
+		busy:     make([]atomic.Int64, workers),
 	}
 }
 
@@ -90,7 +95,7 @@ func (in *ingester) start() {
 		in.wg.Add(1)
 		go func() {
 			defer in.wg.Done()
-			in.work()
+			in.work(&in.busy[i])
 		}()
 	}
 }
@@ -121,6 +126,21 @@ func (in *ingester) submit(m inMsg) bool {
 	default: // already signalled
 	}
 	return true
+}
+
+// busySince is when the oldest batch a worker is still processing began (zero when
+// every worker is idle).
+func (in *ingester) busySince() time.Time {
+	var oldest int64
+	for i := range in.busy {
+		if t := in.busy[i].Load(); t != 0 && (oldest == 0 || t < oldest) {
+			oldest = t
+		}
+	}
+	if oldest == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, oldest)
 }
 
 // backlog is the number of messages submitted that no worker has taken yet.
@@ -179,8 +199,13 @@ func (in *ingester) stop(ctx context.Context) {
 	}
 }
 
-func (in *ingester) work() {
+func (in *ingester) work(busy *atomic.Int64) {
 	msgs := make([]inMsg, 0, in.batch)
+	process := func(msgs []inMsg) {
+		busy.Store(time.Now().UnixNano())
+		in.process(msgs, busy)
+		busy.Store(0)
+	}
 	for {
 		msgs = msgs[:0]
 		select {
@@ -194,10 +219,10 @@ func (in *ingester) work() {
 				if len(msgs) == 0 {
 					return
 				}
-				in.process(msgs)
+				process(msgs)
 			}
 		}
-		in.process(in.fill(msgs))
+		process(in.fill(msgs))
 	}
 }
 
@@ -246,7 +271,7 @@ func batchIndexes(nEvents int, rejs []occupancy.Rejection) []int {
 
 // process takes a batch of messages through decode -> checks -> buffer.Append ->
 // ack -> engine.Apply.
-func (in *ingester) process(msgs []inMsg) {
+func (in *ingester) process(msgs []inMsg, busy *atomic.Int64) {
 	g := in.g
 	cfg := g.Config()
 	start := time.Now()
@@ -339,7 +364,7 @@ func (in *ingester) process(msgs []inMsg) {
 	var results []buffer.AppendResult
 	var storeErr error
 	if len(all) > 0 {
-		results, storeErr = in.appendRetry(all, allParked)
+		results, storeErr = in.appendRetry(all, allParked, busy)
 	}
 	if storeErr != nil {
 		g.log.Error().Err(storeErr).Int("events", len(all)).
@@ -448,8 +473,8 @@ func parkedFull(dpu string, maxParked, index int) occupancy.Rejection {
 // appendRetry appends with retries: a message is acknowledged only once its events
 // are durable, and an MQTT 3.1.1 broker redelivers an unacknowledged message only on
 // reconnect, so a transient store error (disk full, I/O) is retried with backoff
-// until it clears or the gateway stops.
-func (in *ingester) appendRetry(evs []occupancy.Event, parked []bool) ([]buffer.AppendResult, error) {
+// until it clears or the gateway stops. Each answer from the store renews busy.
+func (in *ingester) appendRetry(evs []occupancy.Event, parked []bool, busy *atomic.Int64) ([]buffer.AppendResult, error) {
 	g := in.g
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -463,6 +488,7 @@ func (in *ingester) appendRetry(evs []occupancy.Event, parked []bool) ([]buffer.
 		if errors.Is(err, buffer.ErrClosed) || in.ctx.Err() != nil {
 			return nil, err
 		}
+		busy.Store(time.Now().UnixNano())
 		g.rej.log(func(e *zerolog.Event) *zerolog.Event {
 			return e.Err(err).Int("events", len(evs)).Int("attempt", attempt)
 		}, "store events failed; retrying (not acknowledged)")

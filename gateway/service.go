@@ -99,7 +99,8 @@ type Gateway struct {
 	subscribed  atomic.Bool
 
 	tickReset chan time.Duration
-	tickMu    sync.Mutex // one tick at a time
+	tickMu    sync.Mutex   // one tick at a time
+	lastTick  atomic.Int64 // Unix ns when the last tick ended (LastTick)
 
 	runCtx    context.Context
 	runCancel context.CancelFunc
@@ -404,7 +405,22 @@ func (g *Gateway) TickNow() {
 	if g.mqtt != nil && g.connected.Load() {
 		g.publishOccupancies(occs)
 	}
+	g.lastTick.Store(time.Now().UnixNano())
 }
+
+// LastTick is when the last engine tick (settle, commit, publish) ended; zero before
+// the first. With IngestBusySince it is what a watchdog watches: a tick loop that
+// stops ticking, or an ingest batch that never ends, is a hung gateway.
+func (g *Gateway) LastTick() time.Time {
+	if ns := g.lastTick.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// IngestBusySince is when the oldest ingest batch still in progress (decode, store,
+// apply) began; zero while every worker waits for messages.
+func (g *Gateway) IngestBusySince() time.Time { return g.ing.busySince() }
 
 // hold is called on every (re)connect: the settled horizon holds still.
 func (g *Gateway) hold() {

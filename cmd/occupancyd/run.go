@@ -20,6 +20,7 @@ import (
 	"github.com/occupancyd/occupancyd/buffer"
 	"github.com/occupancyd/occupancyd/gateway"
 	"github.com/occupancyd/occupancyd/gateway/config"
+	"github.com/occupancyd/occupancyd/gateway/sdnotify"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -43,6 +44,7 @@ type Main struct {
 	httpDone chan error
 	runStop  context.CancelFunc
 	runDone  chan struct{}
+	sd       *sdnotify.Supervisor // systemd notifications (systemd.go)
 	// checked is a copy of the topology that LoadConfig validated for Config (nil if
 	// none): Run does not validate it a second time before storing it.
 	checked *occupancy.TopologyConfig
@@ -195,6 +197,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}()
 	log.Info().Str("gateway", cfg.Gateway.ID).Dur("startup", time.Since(started)).
 		Str("storage", cfg.Storage.Dir).Msg("occupancyd started")
+	m.sd = startSystemd(gw, gw.Metrics(), log)
 	return nil
 }
 
@@ -294,6 +297,10 @@ func (m *Main) Close() error {
 func (m *Main) cleanupLocked() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout-time.Second)
 	defer cancel()
+	if m.sd != nil {
+		m.sd.Stopping()
+		m.sd = nil
+	}
 	var errs []error
 	if m.gw != nil {
 		if err := m.gw.Close(ctx); err != nil {
@@ -334,7 +341,7 @@ func (m *Main) cleanupLocked() error {
 // restart. A bad file is refused and the running config stays.
 func (m *Main) Reload() error {
 	m.mu.Lock()
-	gw := m.gw
+	gw, sd := m.gw, m.sd
 	path := m.ConfigPath
 	m.mu.Unlock()
 	if gw == nil {
@@ -343,6 +350,13 @@ func (m *Main) Reload() error {
 	if path == "" {
 		return errors.New("reload: no config file (run --config FILE)")
 	}
+	sd.Reloading()
+	err := m.reload(gw, path)
+	sd.Reloaded(err)
+	return err
+}
+
+func (m *Main) reload(gw *gateway.Gateway, path string) error {
 	cfg, err := config.LoadConfig(path)
 	if err != nil {
 		m.Logger.Error().Err(err).Msg("reload refused; the running config stays")

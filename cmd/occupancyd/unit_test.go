@@ -41,6 +41,11 @@ func TestSystemdUnit(t *testing.T) {
 		"NoNewPrivileges":        "yes",
 		"Restart":                "on-failure",
 		"CapabilityBoundingSet":  "",
+		// READY=1 once ready, WATCHDOG=1 while alive (systemd.go)
+		"Type":            "notify",
+		"NotifyAccess":    "main",
+		"WatchdogSec":     "30s",
+		"TimeoutStartSec": "5min",
 	}
 	for k, v := range want {
 		if got := unit[k]; len(got) != 1 || got[0] != v {
