@@ -1,7 +1,10 @@
 # occupancyd: `make run` starts the demo building, `make test` runs every test.
 
 GO      ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The version stamp: `git describe` of the last vMAJOR.MINOR.PATCH tag, which
+# `occupancyd version` turns into a semantic version (0.1.0 on the tag,
+# 0.1.1-dev.3+abc1234 three commits later, 0.0.0-dev+abc1234 before any tag).
+VERSION ?= $(shell git describe --tags --long --always --dirty --match 'v[0-9]*' 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)

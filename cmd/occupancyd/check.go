@@ -14,13 +14,13 @@ import (
 // and exit status 1, or a summary of what the configuration sets up.
 func checkCommand(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	configPath := fs.String("config", "", "configuration file (YAML)")
+	configPath := fs.String("config", "", "the configuration `FILE` (YAML; required)")
 	pos, err := parseCommandFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
-		return usageErrorf("check: unexpected argument %q", pos[0])
+		return commandUsageErrorf("check", "check: unexpected argument %q", pos[0])
 	}
 	path, err := requireConfig("check", *configPath)
 	if err != nil {

@@ -30,7 +30,7 @@ func runDispatch(args ...string) (code int, stdout, stderr string) {
 func TestDispatch(t *testing.T) {
 	t.Run("version", func(t *testing.T) {
 		code, out, _ := runDispatch("version")
-		re := regexp.MustCompile(`^occupancyd dev \(commit \S+, built \S+, go1\.\S+ \S+/\S+\)\n$`)
+		re := regexp.MustCompile(`^occupancyd 0\.0\.0-dev(\+[0-9a-f]{12}(\.dirty)?)? \(commit \S+, built \S+, go1\.\S+ \S+/\S+\)\n$`)
 		if code != 0 || !re.MatchString(out) {
 			t.Errorf("got exit %d %q, want 0 and a line matching %s", code, out, re)
 		}
@@ -54,11 +54,11 @@ func TestDispatch(t *testing.T) {
 	}{
 		{"no command", nil, 2, ""},
 		{"unknown command", []string{"frobnicate"}, 2, `occupancyd: unknown command "frobnicate" (see occupancyd help)`},
-		{"check without config", []string{"check"}, 2, "occupancyd: check needs --config FILE (see occupancyd help)"},
-		{"check with an argument", []string{"check", "--config", "x.yaml", "extra"}, 2, `occupancyd: check: unexpected argument "extra" (see occupancyd help)`},
-		{"check unknown flag", []string{"check", "--confg", "x.yaml"}, 2, "occupancyd: check: flag provided but not defined: -confg (see occupancyd help)"},
+		{"check without config", []string{"check"}, 2, "occupancyd: check needs --config FILE (see occupancyd check --help)"},
+		{"check with an argument", []string{"check", "--config", "x.yaml", "extra"}, 2, `occupancyd: check: unexpected argument "extra" (see occupancyd check --help)`},
+		{"check unknown flag", []string{"check", "--confg", "x.yaml"}, 2, "occupancyd: check: flag provided but not defined: -confg (see occupancyd check --help)"},
 		{"check missing file", []string{"check", "--config", "testdata/none.yaml"}, 1, "occupancyd: read config: open testdata/none.yaml: no such file or directory"},
-		{"version with an argument", []string{"version", "x"}, 2, "occupancyd: version takes no arguments (see occupancyd help)"},
+		{"version with an argument", []string{"version", "x"}, 2, `occupancyd: version: unexpected argument "x" (see occupancyd version --help)`},
 		// install validates the configuration before it touches the system
 		{"install with a missing config", []string{"install", "--config", "testdata/none.yaml"}, 1, "no such file or directory"},
 		{"install with a bad config", []string{"install", "--config", "../../gateway/testdata/bad/unknown_key.yaml"}, 1, `mqtt.brokr: unknown key`},

@@ -35,8 +35,8 @@ const (
 // file or several (archive day files), recomputed once from the earliest event.
 func importCommand(args []string, stdout, stderr io.Writer) error {
 	fset := flag.NewFlagSet("import", flag.ContinueOnError)
-	configPath := fset.String("config", "", "configuration file (YAML)")
-	progress := fset.Int("progress", importDefaultProgress, "print a progress line every N rows (0: never)")
+	configPath := fset.String("config", "", "the configuration `FILE` (YAML; required): storage and topology")
+	progress := fset.Int("progress", importDefaultProgress, "print a progress line to stderr every `N` rows (0: never)")
 	pos, err := parseCommandFlags(fset, args)
 	if err != nil {
 		return err
@@ -46,7 +46,7 @@ func importCommand(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) == 0 {
-		return usageErrorf("import needs an EVENTS file (CSV with header timestamp,direction,dpu_id, or JSON lines; - for stdin), or several")
+		return commandUsageErrorf("import", "import needs an EVENTS file (CSV with header timestamp,direction,dpu_id, or JSON lines; - for stdin), or several")
 	}
 	cfg, err := config.LoadConfig(path)
 	if err != nil {

@@ -25,7 +25,9 @@ Usage:
   occupancyd status                         print the service status (exit 0 running,
                                             3 stopped, 4 not installed)
   occupancyd version                        print the version
-  occupancyd help                           print this text
+  occupancyd help [COMMAND]                 print this text, or a command's help
+
+Every command answers --help (-h) with its flags, their defaults and an example.
 
 Signals (run): SIGINT/SIGTERM stop cleanly (a second one exits at once), SIGHUP
 reloads the configuration.
@@ -61,17 +63,21 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	case "install", "uninstall", "start", "stop", "restart", "status":
 		err = serviceCommand(cmd, rest, stdout)
 	case "version", "--version", "-version":
-		if len(rest) > 0 {
-			err = usageErrorf("version takes no arguments")
-			break
-		}
-		fmt.Fprintln(stdout, versionString())
+		err = versionCommand(rest, stdout)
 	case "help", "-h", "-help", "--help":
+		if len(rest) > 0 && rest[0] != "help" && !strings.HasPrefix(rest[0], "-") {
+			return dispatch([]string{rest[0], "--help"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usageText)
 	default:
 		err = usageErrorf("unknown command %q", cmd)
 	}
 	if err == nil {
+		return 0
+	}
+	var help *helpRequest
+	if errors.As(err, &help) {
+		writeCommandHelp(stdout, help.fs)
 		return 0
 	}
 	var ee *exitError
@@ -92,16 +98,16 @@ func usageErrorf(format string, args ...any) error {
 
 // parseCommandFlags parses a command's flags, which may come before or after its
 // positional arguments ("import EVENTS --config FILE" works too). It returns the
-// positional arguments.
+// positional arguments; for --help or -h, a *helpRequest.
 func parseCommandFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, usageErrorf("%s: flags: --config FILE", fs.Name())
+				return nil, &helpRequest{fs: fs}
 			}
-			return nil, usageErrorf("%s: %v", fs.Name(), err)
+			return nil, commandUsageErrorf(fs.Name(), "%s: %v", fs.Name(), err)
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -118,7 +124,7 @@ func parseCommandFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 // requireConfig returns the --config value or a usage error naming the command.
 func requireConfig(cmd, path string) (string, error) {
 	if strings.TrimSpace(path) == "" {
-		return "", usageErrorf("%s needs --config FILE", cmd)
+		return "", commandUsageErrorf(cmd, "%s needs --config FILE", cmd)
 	}
 	return path, nil
 }

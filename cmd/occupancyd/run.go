@@ -381,13 +381,13 @@ func (m *Main) reload(gw *gateway.Gateway, path string) error {
 // runCommand is `occupancyd run [--config FILE]`.
 func runCommand(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	configPath := fs.String("config", "", "configuration file (YAML)")
+	configPath := fs.String("config", "", "the configuration `FILE` (YAML; without it, the built-in defaults)")
 	pos, err := parseCommandFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
-		return usageErrorf("run: unexpected argument %q", pos[0])
+		return commandUsageErrorf("run", "run: unexpected argument %q", pos[0])
 	}
 	m, err := newMainFromFile(*configPath, os.Stderr)
 	if err != nil {

@@ -46,16 +46,24 @@ func serviceConfig(configPath, workDir string) *service.Config {
 	}
 }
 
+// serviceConfigUsage is the --config flag's help for a service command.
+func serviceConfigUsage(action string) string {
+	if action == "install" {
+		return "the configuration `FILE` the service runs with (checked first)"
+	}
+	return "the configuration `FILE` given to install (the service is found by its name)"
+}
+
 // serviceCommand is `occupancyd install|uninstall|start|stop|restart|status`.
 func serviceCommand(action string, args []string, stdout io.Writer) error {
 	fset := flag.NewFlagSet(action, flag.ContinueOnError)
-	configPath := fset.String("config", defaultServiceConfig, "configuration file the service runs with")
+	configPath := fset.String("config", defaultServiceConfig, serviceConfigUsage(action))
 	pos, err := parseCommandFlags(fset, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
-		return usageErrorf("%s: unexpected argument %q", action, pos[0])
+		return commandUsageErrorf(action, "%s: unexpected argument %q", action, pos[0])
 	}
 	abs, err := filepath.Abs(*configPath)
 	if err != nil {
