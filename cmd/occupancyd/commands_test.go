@@ -61,7 +61,7 @@ func TestDispatch(t *testing.T) {
 		{"version with an argument", []string{"version", "x"}, 2, `occupancyd: version: unexpected argument "x" (see occupancyd version --help)`},
 		// install validates the configuration before it touches the system
 		{"install with a missing config", []string{"install", "--config", "testdata/none.yaml"}, 1, "no such file or directory"},
-		{"install with a bad config", []string{"install", "--config", "../../gateway/testdata/bad/unknown_key.yaml"}, 1, `mqtt.brokr: unknown key`},
+		{"install with a bad config", []string{"install", "--config", "../../gateway/config/testdata/bad/unknown_key.yaml"}, 1, `mqtt.brokr: unknown key`},
 		{"status with an argument", []string{"status", "now"}, 2, `occupancyd: status: unexpected argument "now"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -96,8 +96,8 @@ func TestCheckCommand(t *testing.T) {
 	})
 	t.Run("every problem", func(t *testing.T) {
 		// The problems are gateway's golden file, each prefixed with the file name.
-		cfg := "../../gateway/testdata/bad/many_problems.yaml"
-		golden, err := os.ReadFile("../../gateway/testdata/bad/many_problems.err")
+		cfg := "../../gateway/config/testdata/bad/many_problems.yaml"
+		golden, err := os.ReadFile("../../gateway/config/testdata/bad/many_problems.err")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,7 +228,7 @@ func TestBuiltBinary(t *testing.T) {
 	}
 	bin := filepath.Join(t.TempDir(), "occupancyd")
 	build := exec.Command("go", "build", "-o", bin,
-		"-ldflags", "-X main.version=v1.2.3-test -X main.commit=0123456789abcdef -X main.date=2026-11-27T10:00:00Z", ".")
+		"-ldflags", "-X main.version=v1.2.3-4-g0123456 -X main.commit=0123456789abcdef -X main.date=2026-11-27T10:00:00Z", ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -236,11 +236,15 @@ func TestBuiltBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := regexp.MustCompile(`^occupancyd v1\.2\.3-test \(commit 0123456789ab, built 2026-11-27T10:00:00Z, go1\.\S+ \S+/\S+\)\n$`)
+	// The stamp is make build's git describe: 4 commits after v1.2.3.
+	want := regexp.MustCompile(`^occupancyd 1\.2\.4-dev\.4\+0123456 \(commit 0123456789ab, built 2026-11-27T10:00:00Z, go1\.\S+ \S+/\S+\)\n$`)
 	if !want.Match(out) {
 		t.Errorf("version: got %q, want %s", out, want)
 	}
-	cmd := exec.Command(bin, "check", "--config", "../../gateway/testdata/bad/late_events_keep.yaml")
+	if out, err := exec.Command(bin, "version", "--short").Output(); err != nil || string(out) != "1.2.4-dev.4+0123456\n" {
+		t.Errorf("version --short: got %q, %v; want 1.2.4-dev.4+0123456", out, err)
+	}
+	cmd := exec.Command(bin, "check", "--config", "../../gateway/config/testdata/bad/late_events_keep.yaml")
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err = cmd.Run()
