@@ -60,6 +60,27 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
+// BenchmarkAppendReports: durable appends of one report per call from 64 writers,
+// each event i of the stream turned into a report of its DPU (an interval ending at
+// its ts, or cumulative totals): the overlap or neighbour lookups on top of the dedup.
+func BenchmarkAppendReports(b *testing.B) {
+	for _, kind := range []occupancy.ReportKind{occupancy.ReportInterval, occupancy.ReportCumulative} {
+		b.Run(kind.String(), func(b *testing.B) {
+			benchWriters(b, 64, func(s *Store, e occupancy.Event) error {
+				r := occupancy.Report{DPU: e.DPU, Kind: kind, TS: e.TS, In: 3, Out: 2, Received: e.Received}
+				if kind == occupancy.ReportInterval {
+					r.Start = e.TS - 1
+				}
+				res, err := s.AppendReports(context.Background(), []occupancy.Report{r}, nil)
+				if err == nil && (res[0].Duplicate || res[0].Overlap) {
+					err = fmt.Errorf("unexpected result %+v", res[0])
+				}
+				return err
+			})
+		})
+	}
+}
+
 // BenchmarkAppendTxnPerEvent is the baseline: the same work (dedup lookup and a
 // synced write) as one Badger transaction per event, same options.
 func BenchmarkAppendTxnPerEvent(b *testing.B) {

@@ -36,17 +36,23 @@ const (
 )
 
 type request struct {
-	evs    []occupancy.Event
-	parked []bool
-	dead   *DeadLetter
+	evs       []occupancy.Event
+	parked    []bool
+	reps      []occupancy.Report
+	repParked []bool
+	dead      *DeadLetter
 
-	res   []AppendResult
-	err   error
-	done  chan struct{}
-	state atomic.Int32
+	res    []AppendResult
+	repRes []ReportResult
+	err    error
+	done   chan struct{}
+	state  atomic.Int32
 
-	keys [][]byte // event keys written (or confirmed) by this request, for bookkeeping
+	keys [][]byte // event and report keys written (or confirmed) by this request, for bookkeeping
 }
+
+// size is how many events and reports r carries (batches are bounded by it).
+func (r *request) size() int { return len(r.evs) + len(r.reps) }
 
 // maxIDLen bounds DPU ids and event ids (the contract allows 64 characters): an
 // oversized key would fail the whole shared batch inside Badger, so it is refused
@@ -73,22 +79,8 @@ func validEvent(e occupancy.Event) error {
 // acknowledged (some may be stored: a later Append of them is then reported as new,
 // once, so the caller's redelivery is still counted).
 func (s *Store) Append(ctx context.Context, evs []occupancy.Event, parked []bool) ([]AppendResult, error) {
-	if parked != nil && len(parked) != len(evs) {
-		return nil, fmt.Errorf("append: %d events but %d parked flags", len(evs), len(parked))
-	}
-	for i, e := range evs {
-		if err := validEvent(e); err != nil {
-			return nil, fmt.Errorf("append: event %d: %w", i, err)
-		}
-	}
-	if len(evs) == 0 {
-		return []AppendResult{}, nil
-	}
-	r := &request{evs: evs, parked: parked, done: make(chan struct{})}
-	if err := s.submit(ctx, r); err != nil {
-		return nil, fmt.Errorf("append: %w", err)
-	}
-	return r.res, nil
+	res, _, err := s.AppendMixed(ctx, evs, parked, nil, nil)
+	return res, err
 }
 
 // submit hands r to the committer and waits for its result.
@@ -136,13 +128,13 @@ func (s *Store) committer() {
 			return
 		}
 		batch := []*request{first}
-		n := len(first.evs)
+		n := first.size()
 	drain:
 		for n < s.opts.MaxBatch {
 			select {
 			case r := <-s.reqs:
 				batch = append(batch, r)
-				n += len(r.evs)
+				n += r.size()
 			default:
 				break drain
 			}
@@ -156,7 +148,7 @@ func (s *Store) committer() {
 				select {
 				case r := <-s.reqs:
 					batch = append(batch, r)
-					n += len(r.evs)
+					n += r.size()
 				case <-timer.C:
 					break linger
 				}
@@ -200,7 +192,7 @@ func (s *Store) commitBatch(c *committerState, batch []*request) {
 			for _, k := range r.keys {
 				c.unconfirmed[string(k)] = struct{}{}
 			}
-			r.res = nil
+			r.res, r.repRes = nil, nil
 			r.err = err
 			close(r.done)
 		}
@@ -210,7 +202,7 @@ func (s *Store) commitBatch(c *committerState, batch []*request) {
 	s.writeOK()
 	s.batches.Add(1)
 	for _, r := range batch {
-		s.batchedEvents.Add(int64(len(r.evs)))
+		s.batchedEvents.Add(int64(r.size()))
 	}
 	if err := s.trimDeadLetters(0); err != nil {
 		s.log.Warn().Err(err).Msg("trimming dead letters failed")
@@ -225,13 +217,13 @@ func (s *Store) commitBatch(c *committerState, batch []*request) {
 			for _, k := range r.keys {
 				c.unconfirmed[string(k)] = struct{}{}
 			}
-			r.res, r.err = nil, context.Canceled
+			r.res, r.repRes, r.err = nil, nil, context.Canceled
 		}
 		close(r.done)
 	}
 	if c.recountParked {
 		if err := s.db.View(func(txn *badger.Txn) error {
-			s.parked.Store(countPrefix(txn, []byte{pfxParked}))
+			s.parked.Store(countParked(txn))
 			return nil
 		}); err == nil {
 			c.recountParked = false
@@ -255,6 +247,12 @@ func (s *Store) writeBatch(c *committerState, batch []*request) error {
 	parkedNow := s.parked.Load()
 	now := s.opts.Now().UnixMilli()
 	var deadNew int64
+	var rb *reportBatch // made at the first report of the batch
+	defer func() {
+		if rb != nil {
+			rb.close()
+		}
+	}()
 	for _, r := range batch {
 		r.keys = r.keys[:0]
 		if r.dead != nil {
@@ -309,6 +307,19 @@ func (s *Store) writeBatch(c *committerState, batch []*request) error {
 				}
 				parkedNew++
 			}
+		}
+		if len(r.reps) > 0 {
+			if rb == nil {
+				rb = s.newReportBatch()
+			}
+			if err := s.writeReports(c, w, rb, r, &parkedNew, parkedNow); err != nil {
+				return err
+			}
+		}
+	}
+	if rb != nil {
+		if err := rb.finish(w); err != nil {
+			return err
 		}
 	}
 	if s.hookBeforeCommit != nil {

@@ -21,6 +21,7 @@ import (
 //	x <time BE flipped> <seq BE>          dead letter (value: deadLetterValue)
 //	u <gen BE> <eventKey>                 unpark marker of a settlement written in steps (see Commit)
 //	m <name>                              meta: "schema", "unpark-gen"
+//	n N k K P R U                         interval and cumulative reports, their indexes and marks (reports.go)
 //
 // eventKey is occupancy.Event.Key() (AppendKey), parsed by occupancy.ParseKey:
 //

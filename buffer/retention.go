@@ -73,11 +73,14 @@ func (s *Store) alive(fn func() error) error {
 	return fn()
 }
 
-// Sweep applies retention as of now: events (parked ones included), occupancy rows
-// and manual resets with ts < now - Retention are removed, events and rows first
-// appended to the day files in ArchiveDir when it is set. For each space the last
+// Sweep applies retention as of now: events and reports (parked ones included),
+// occupancy rows and manual resets with ts < now - Retention are removed, events,
+// reports and rows first appended to the day files in ArchiveDir when it is set
+// (reports to the events files, beside the events). For each space the last
 // row before the cut is kept: it holds the value the space had at the cut, which
-// queries from the cut on start from. Dead letters older than DeadLetterAge go too.
+// queries from the cut on start from; likewise each cumulative DPU's last
+// report before the cut, which its next report counts from. Dead letters older than
+// DeadLetterAge go too.
 //
 // A crash between archiving and deleting archives those entries again at the next
 // sweep; `occupancyd import` counts such repeats once.
@@ -93,6 +96,9 @@ func (s *Store) Sweep(now time.Time) error {
 	cut := now.Add(-s.opts.Retention).UnixMilli()
 	if err := s.sweepEvents(cut); err != nil {
 		return fmt.Errorf("sweep events: %w", err)
+	}
+	if err := s.sweepReports(cut); err != nil {
+		return fmt.Errorf("sweep reports: %w", err)
 	}
 	if err := s.sweepRows(cut); err != nil {
 		return fmt.Errorf("sweep rows: %w", err)
@@ -132,26 +138,42 @@ func (s *Store) sweepEvents(cut int64) error {
 				return err
 			}
 		}
-		var unparked int64
-		err = s.alive(func() error {
-			s.commitMu.Lock()
-			defer s.commitMu.Unlock()
-			unparked = 0
-			return s.chunked(len(keys), func(w *splitTxn, i int) error {
-				n, err := w.deleteIfPresent(append([]byte{pfxParked}, keys[i][1:]...))
-				if err != nil {
-					return err
-				}
-				unparked += n
-				return w.delete(keys[i])
-			})
-		})
+		unparked, err := s.deleteWithMarks(keys, func(k []byte) []byte { return append([]byte{pfxParked}, k[1:]...) }, nil)
 		if err != nil {
 			return err
 		}
-		s.parked.Add(-unparked)
 		s.log.Info().Int("events", len(keys)).Int64("parked", unparked).Msg("retention removed old events")
 	}
+}
+
+// deleteWithMarks deletes keys, with the parked mark mark(k) of each (counted off
+// the parked total) and, when index is set, its index key index(k), serialised with
+// the other non-event writers. It returns how many parked marks went.
+func (s *Store) deleteWithMarks(keys [][]byte, mark, index func(k []byte) []byte) (int64, error) {
+	var unparked int64
+	err := s.alive(func() error {
+		s.commitMu.Lock()
+		defer s.commitMu.Unlock()
+		unparked = 0
+		return s.chunked(len(keys), func(w *splitTxn, i int) error {
+			n, err := w.deleteIfPresent(mark(keys[i]))
+			if err != nil {
+				return err
+			}
+			unparked += n
+			if index != nil {
+				if err := w.delete(index(keys[i])); err != nil {
+					return err
+				}
+			}
+			return w.delete(keys[i])
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	s.parked.Add(-unparked)
+	return unparked, nil
 }
 
 func (s *Store) sweepRows(cut int64) error {

@@ -78,7 +78,7 @@ func (s *Store) Commit(st occupancy.Settlement) error {
 	}
 	var unparked int64
 	err = s.write(func() error {
-		if len(st.Rows)+len(st.Unparked)+1 > s.txnEntries() {
+		if len(st.Rows)+len(st.Unparked)+len(st.UnparkedReports)+1 > s.txnEntries() {
 			// Certainly too big for one transaction: no need to try.
 			var err error
 			unparked, err = s.commitInSteps(st, cp)
@@ -98,6 +98,13 @@ func (s *Store) Commit(st occupancy.Settlement) error {
 			}
 			for _, e := range st.Unparked {
 				n, err := unpark(txn, e)
+				if err != nil {
+					return err
+				}
+				unparked += n
+			}
+			for _, r := range st.UnparkedReports {
+				n, err := unparkReport(txn, r)
 				if err != nil {
 					return err
 				}
@@ -125,7 +132,11 @@ func (s *Store) txnEntries() int {
 
 // unpark deletes the parked mark of e if present and reports 1 if it was.
 func unpark(txn *badger.Txn, e occupancy.Event) (int64, error) {
-	pk := prefixed(pfxParked, e)
+	return deleteMark(txn, prefixed(pfxParked, e))
+}
+
+// deleteMark deletes the parked mark pk if present and reports 1 if it was.
+func deleteMark(txn *badger.Txn, pk []byte) (int64, error) {
 	_, err := txn.Get(pk)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return 0, nil
@@ -197,7 +208,10 @@ func (s *Store) commitInSteps(st occupancy.Settlement, cp []byte) (int64, error)
 	}
 	gen++
 	genb := binary.BigEndian.AppendUint64(nil, gen)
-	if err := s.chunked(len(st.Unparked), func(w *splitTxn, i int) error {
+	if err := s.chunked(len(st.Unparked)+len(st.UnparkedReports), func(w *splitTxn, i int) error {
+		if i >= len(st.Unparked) {
+			return w.set(unparkReportMarker(gen, st.UnparkedReports[i-len(st.Unparked)]), nil)
+		}
 		return w.set(unparkMarker(gen, st.Unparked[i]), nil)
 	}); err != nil {
 		return 0, fmt.Errorf("write unpark markers: %w", err)
@@ -248,13 +262,15 @@ func (s *Store) unparkGen() (uint64, error) {
 func (s *Store) finishUnpark(committed uint64) (int64, error) {
 	var keys [][]byte
 	err := s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.PrefetchValues = false
-		o.Prefix = []byte{'u'}
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			keys = append(keys, it.Item().KeyCopy(nil))
+		for _, p := range []byte{'u', pfxUnparkReport} {
+			o := badger.DefaultIteratorOptions
+			o.PrefetchValues = false
+			o.Prefix = []byte{p}
+			it := txn.NewIterator(o)
+			for it.Rewind(); it.Valid(); it.Next() {
+				keys = append(keys, it.Item().KeyCopy(nil))
+			}
+			it.Close()
 		}
 		return nil
 	})
@@ -268,7 +284,11 @@ func (s *Store) finishUnpark(committed uint64) (int64, error) {
 			return w.delete(k)
 		}
 		if binary.BigEndian.Uint64(k[1:9]) <= committed {
-			n, err := w.deleteIfPresent(append([]byte{pfxParked}, k[9:]...))
+			mark := pfxParked // 'u' markers: events; 'U': reports, whose keys carry their prefix
+			if k[0] == pfxUnparkReport {
+				mark = pfxParkedReport
+			}
+			n, err := w.deleteIfPresent(append([]byte{byte(mark)}, k[9:]...))
 			if err != nil {
 				return err
 			}

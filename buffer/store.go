@@ -212,7 +212,7 @@ func (s *Store) init() error {
 	var parked, dead int64
 	var lastDead uint64
 	err = s.db.View(func(txn *badger.Txn) error {
-		parked = countPrefix(txn, []byte{pfxParked})
+		parked = countParked(txn)
 		dead = countPrefix(txn, []byte{pfxDead})
 		o := badger.DefaultIteratorOptions
 		o.PrefetchValues = false
@@ -238,6 +238,11 @@ func (s *Store) init() error {
 	// wall clock, so a restart never reuses a key.
 	s.deadSeq.Store(max(lastDead, uint64(time.Now().UnixNano())))
 	return nil
+}
+
+// countParked counts the parked marks of events and reports.
+func countParked(txn *badger.Txn) int64 {
+	return countPrefix(txn, []byte{pfxParked}) + countPrefix(txn, []byte{pfxParkedReport})
 }
 
 func countPrefix(txn *badger.Txn, p []byte) int64 {

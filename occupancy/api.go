@@ -169,6 +169,8 @@ type Settlement struct {
 	Rows       []Row
 	Checkpoint Checkpoint
 	Unparked   []Event
+	// UnparkedReports are the parked reports that were applied (to unpark).
+	UnparkedReports []Report
 	// RewriteFrom, when > 0, deletes every settled row with TS >= RewriteFrom before
 	// writing Rows (import's recomputation; DESIGN section 6).
 	RewriteFrom int64
