@@ -23,9 +23,14 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/occupancyd ./cmd/occupancyd
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/dpusim ./cmd/dpusim
 
+# make bench runs everything (about 15 minutes): the Go benchmarks, then dpusim bench's
+# three phases (throughput ratio, campus latency, 100,000 DPUs for 5 minutes).
+# BENCH_PHASES=throughput,campus leaves out the 100k phase (about 3 minutes).
+BENCH_PHASES ?= throughput,campus,100k
+
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./occupancy/ ./buffer/
-	$(GO) run ./cmd/dpusim bench
+	$(GO) run ./cmd/dpusim bench --phases $(BENCH_PHASES)
 
 lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; \

@@ -407,12 +407,13 @@ func TestBenchSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"events/s processed", "ratio occupancyd / subscriber", "p50 / p99", "peak RSS", "exact: all 34 spaces"} {
+	for _, want := range []string{"subscriber: events/s", "occupancyd: events/s", "ratio occupancyd / subscriber",
+		"p50 / p99", "peak RSS", "CPU-s per 1,000 events", "load average", "exact: all 34 spaces"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("e2e.md lacks %q:\n%s", want, md)
 		}
 	}
-	if strings.Contains(string(md), " 0 samples") {
+	if strings.Contains(string(md), "| 0 (0 missed)") {
 		t.Errorf("no latency samples:\n%s", md)
 	}
 }

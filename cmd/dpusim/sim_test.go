@@ -370,3 +370,48 @@ func TestExcludedDPUsStayQuiet(t *testing.T) {
 	}
 
 }
+
+func TestLatencyStats(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	var hundred []time.Duration
+	for i := 100; i >= 1; i-- { // unsorted on purpose
+		hundred = append(hundred, ms(i))
+	}
+	for _, tc := range []struct {
+		name          string
+		lat           []time.Duration
+		missed        int
+		p50, p99, max time.Duration
+	}{
+		{"none", nil, 0, 0, 0, 0},
+		{"one", []time.Duration{ms(7)}, 0, ms(7), ms(7), ms(7)},
+		{"hundred", hundred, 0, ms(50), ms(99), ms(100)},
+		{"hundred, one missed", hundred[1:], 1, ms(50), ms(99), missedLatency},
+		{"hundred, two missed", hundred[2:], 2, ms(50), missedLatency, missedLatency},
+		{"all missed", nil, 3, missedLatency, missedLatency, missedLatency},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := latencyStats(tc.lat, tc.missed)
+			if s.P50 != tc.p50 || s.P99 != tc.p99 || s.Max != tc.max {
+				t.Errorf("got p50 %s p99 %s max %s, want %s %s %s", fmtLatency(s.P50), fmtLatency(s.P99), fmtLatency(s.Max),
+					fmtLatency(tc.p50), fmtLatency(tc.p99), fmtLatency(tc.max))
+			}
+			if s.Samples != len(tc.lat) || s.Missed != tc.missed {
+				t.Errorf("got %d samples %d missed, want %d %d", s.Samples, s.Missed, len(tc.lat), tc.missed)
+			}
+		})
+	}
+}
+
+func TestSelectPhases(t *testing.T) {
+	got, err := selectPhases(standardPhases, "100k, throughput")
+	if err != nil || phaseNames(got) != "throughput,100k" {
+		t.Errorf("got %q, %v; want throughput,100k in the standard order", phaseNames(got), err)
+	}
+	if _, err := selectPhases(standardPhases, "campus,nope"); err == nil || !strings.Contains(err.Error(), `"nope"`) {
+		t.Errorf("got %v, want an error naming the unknown phase", err)
+	}
+	if _, err := selectPhases(standardPhases, ""); err == nil {
+		t.Error("got no error for an empty phase list")
+	}
+}
