@@ -77,9 +77,14 @@
     return sign + nf1.format(a / 3600000) + ' h';
   }
   const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-  const hmFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
   const fmtTime = (iso) => (iso ? timeFmt.format(new Date(iso)) : '–');
-  const fmtHM = (t) => hmFmt.format(new Date(t));
+  // dayHM is a time of the space's day as HH:MM from the day's start (the first
+  // bucket starts at the space's local midnight), so the curve reads in the
+  // building's time wherever the browser is.
+  const dayHM = (t, t0) => {
+    const m = Math.max(0, Math.round((Date.parse(t) - t0) / 60000));
+    return String(Math.floor(m / 60)).padStart(2, '0') + ':' + String(m % 60).padStart(2, '0');
+  };
   const utilClass = (u) => (u >= 0.9 ? 'full' : u >= 0.7 ? 'warn' : 'ok');
 
   function bar(util, big) {
@@ -491,9 +496,10 @@
     $('d-in').textContent = fmtInt(ins);
     $('d-out').textContent = fmtInt(outs);
     const max = $('d-max');
-    max.replaceChildren(fmtInt(peak), peakAt ? h('span', { class: 'small', text: ' at ' + fmtHM(peakAt) }) : null);
+    const t0 = body.length ? Date.parse(body[0].start) : 0;
+    max.replaceChildren(fmtInt(peak), peakAt ? h('span', { class: 'small', text: 'at ' + dayHM(peakAt, t0) }) : null);
     if (body.length) {
-      const day = new Date(body[0].start);
+      const day = new Date(t0 + 12 * 3600 * 1000); // midday of the space's day
       $('d-day').textContent = day.toLocaleDateString(undefined, { weekday: 'long', day: 'numeric', month: 'long' }) + ', 5-minute steps';
     }
     drawChart();
@@ -518,9 +524,12 @@
     }
     const t0 = Date.parse(bs[0].start);
     const t1 = t0 + 24 * 3600 * 1000;
-    let top = n.cap || 0;
+    // The scale follows the day's values; the capacity joins it when it is near
+    // enough to tell something (a lobby of 30 with 5 people keeps its detail).
+    let top = 4;
     for (const b of bs) top = Math.max(top, b.max, b.occupancy);
-    top = niceTop(Math.max(top, 4));
+    if (n.cap && n.cap <= top * 2) top = Math.max(top, n.cap);
+    top = niceTop(top * 1.08);
     const x = (t) => m.l + ((t - t0) / (t1 - t0)) * iw;
     const y = (v) => m.t + ih - (v / top) * ih;
 
@@ -547,7 +556,7 @@
     }
     svg.append(s('polygon', { class: 'band', points: top1 + bot }));
 
-    if (n.cap) {
+    if (n.cap && n.cap <= top) {
       svg.append(s('g', { class: 'cap' },
         s('line', { x1: m.l, x2: W - m.r, y1: y(n.cap), y2: y(n.cap) }),
         s('text', { x: W - m.r, y: y(n.cap) - 4, 'text-anchor': 'end', text: 'capacity ' + fmtInt(n.cap) })));
@@ -581,7 +590,7 @@
       cursor.firstChild.setAttribute('x1', cx); cursor.firstChild.setAttribute('x2', cx);
       cursor.lastChild.setAttribute('cx', cx); cursor.lastChild.setAttribute('cy', cy);
       tip.hidden = false;
-      tip.textContent = fmtHM(best.start) + '–' + fmtHM(best.end) + ' · ' + fmtInt(best.occupancy) +
+      tip.textContent = dayHM(best.start, t0) + '–' + dayHM(best.end, t0) + ' · ' + fmtInt(best.occupancy) +
         (best.min !== best.max ? ' (' + fmtInt(best.min) + '–' + fmtInt(best.max) + ')' : '') +
         ' · +' + fmtInt(best.entrances) + ' −' + fmtInt(best.exits);
       tip.style.left = (cx / W) * 100 + '%';
@@ -607,34 +616,31 @@
 
   // ---------------------------------------------------------------- sensors
 
+  // dpuTable lists sensors: a table where there is room, stacked rows where there is
+  // not (the style sheet decides by the width of its box).
   function dpuTable(rows, opts) {
     if (!rows.length) return h('p', { class: 'none', text: opts.empty });
     const now = Date.now();
-    const head = h('tr', null,
-      h('th', { text: 'Sensor' }),
-      opts.where ? h('th', { text: 'Doorway' }) : null,
-      h('th', { text: 'Last event' }),
-      h('th', { class: 'num', text: 'Clock skew' }),
-      h('th', { class: 'num', text: 'Gaps' }),
-      h('th', { class: 'num', text: 'Parked' }),
-      h('th', { class: 'num hide-narrow', text: 'Rejected' }),
-      h('th', { class: 'num hide-narrow', text: 'Accepted' }));
+    const cols = [['c-id', 'Sensor'], ['c-door', 'Doorway'], ['c-last', 'Last event'], ['num stat', 'Clock skew'],
+      ['num stat', 'Gaps'], ['num stat', 'Parked'], ['num stat', 'Rejected'], ['num stat', 'Accepted']];
+    const head = h('tr', null, ...cols.map(([c, t]) => h('th', { class: c, text: t })));
+    const stat = (label, text, warn) => h('td', { class: 'num stat' + (warn ? ' warn-text' : ''), 'data-label': label, text });
     const body = rows.map((d) => {
       const age = d.last_event ? now - Date.parse(d.last_event) : null;
       const since = d.quiet_since || d.since;
-      const skewBad = Math.abs(d.clock_skew_ms || 0) >= 5000;
       return h('tr', { class: d.quiet ? 'quiet' : null },
-        h('td', null, h('span', { class: 'mono', text: d.dpu }), d.quiet ? ' ' : null, d.quiet ? h('span', { class: 'tag quiet', text: 'quiet', title: since ? 'quiet since ' + new Date(since).toLocaleString() : 'quiet' }) : null,
-          d.kind && d.kind !== 'events' ? h('span', { class: 'sub-line', text: d.kind }) : null),
-        opts.where ? h('td', null, d.doorway_name || d.doorway || '–', h('span', { class: 'sub-line', text: direction(d) })) : null,
-        h('td', { title: d.last_event || 'never' }, d.last_event ? fmtAge(age) : h('span', { class: 'muted', text: 'never' })),
-        h('td', { class: 'num' + (skewBad ? ' warn-text' : ''), text: d.last_event ? fmtSkew(d.clock_skew_ms) : '–' }),
-        h('td', { class: 'num' + (d.gaps ? ' warn-text' : ''), text: fmtInt(d.gaps) }),
-        h('td', { class: 'num' + (d.parked ? ' warn-text' : ''), text: fmtInt(d.parked) }),
-        h('td', { class: 'num hide-narrow' + (d.rejected ? ' warn-text' : ''), text: fmtInt(d.rejected) }),
-        h('td', { class: 'num hide-narrow', text: fmtInt(d.accepted) }));
+        h('td', { class: 'c-id' }, h('span', { class: 'mono', text: d.dpu }),
+          d.quiet ? h('span', { class: 'tag quiet', text: 'quiet', title: since ? 'quiet since ' + new Date(since).toLocaleString() : 'quiet' }) : null,
+          d.kind && d.kind !== 'events' ? h('span', { class: 'tag', text: d.kind }) : null),
+        h('td', { class: 'c-door' }, d.doorway_name || d.doorway || '–', h('span', { class: 'sub-line', text: direction(d) })),
+        h('td', { class: 'c-last', title: d.last_event || 'never' }, d.last_event ? fmtAge(age) : h('span', { class: 'muted', text: 'never' })),
+        stat('skew', d.last_event ? fmtSkew(d.clock_skew_ms) : '–', Math.abs(d.clock_skew_ms || 0) >= 5000),
+        stat('gaps', fmtInt(d.gaps), d.gaps > 0),
+        stat('parked', fmtInt(d.parked), d.parked > 0),
+        stat('rejected', fmtInt(d.rejected), d.rejected > 0),
+        stat('accepted', fmtInt(d.accepted)));
     });
-    return h('table', null, h('thead', null, head), h('tbody', null, ...body));
+    return h('table', { class: 'stack' }, h('thead', null, head), h('tbody', null, ...body));
   }
 
   function spaceName(id) {
@@ -686,11 +692,11 @@
     if (!body.length) { box.replaceChildren(h('p', { class: 'none', text: 'Nothing rejected. Every message so far was an event.' })); return; }
     const now = Date.now();
     const rows = body.map((r) => h('tr', null,
-      h('td', { title: r.time, text: fmtAge(now - Date.parse(r.time)) }),
-      h('td', null, h('span', { class: 'tag reason', text: r.reason }), r.count > 1 ? h('span', { class: 'sub-line', text: fmtInt(r.count) + ' events' }) : null),
-      h('td', null, h('span', { class: 'mono', text: r.topic || '–' }), r.detail ? h('span', { class: 'sub-line', text: r.detail }) : null),
-      h('td', null, r.payload ? h('details', null, h('summary', { text: 'payload' }), h('pre', { text: r.payload })) : h('span', { class: 'muted', text: '–' }))));
-    box.replaceChildren(h('table', null,
+      h('td', { class: 'c-when', title: r.time, text: fmtAge(now - Date.parse(r.time)) }),
+      h('td', { class: 'c-reason' }, h('span', { class: 'tag reason', text: r.reason }), r.count > 1 ? h('span', { class: 'sub-line', text: fmtInt(r.count) + ' events' }) : null),
+      h('td', { class: 'c-topic' }, h('span', { class: 'mono', text: r.topic || '–' }), r.detail ? h('span', { class: 'sub-line', text: r.detail }) : null),
+      h('td', { class: 'c-payload' }, r.payload ? h('details', null, h('summary', { text: 'payload' }), h('pre', { text: r.payload })) : null)));
+    box.replaceChildren(h('table', { class: 'stack rej' },
       h('thead', null, h('tr', null, h('th', { text: 'When' }), h('th', { text: 'Reason' }), h('th', { text: 'Topic and detail' }), h('th', { text: 'Payload' }))),
       h('tbody', null, ...rows)));
   }
