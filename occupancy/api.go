@@ -56,7 +56,7 @@ type Row struct {
 	TS        int64
 	Seq       uint32
 	Occupancy int64
-	Entrances int32 // crossings into the space counted by this entry (0 or 1 for events)
+	Entrances int32 // crossings into the space counted by this entry (0 or 1 for events; a correction counts the late ones, see late.go)
 	Exits     int32 // crossings out of the space counted by this entry
 	Kind      EntryKind
 }

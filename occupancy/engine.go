@@ -164,6 +164,8 @@ type engineState struct {
 	Late        map[string][]interval `json:"late,omitempty"`
 	Moves       []moveRec             `json:"moves,omitempty"`
 	Corrections map[string]int64      `json:"corrections,omitempty"`
+	// CorrectionCounts are the entrances and exits the corrections count.
+	CorrectionCounts map[string][2]int64 `json:"correction_counts,omitempty"`
 }
 
 // Engine computes occupancy from events. It is not safe for concurrent use: the
@@ -193,11 +195,11 @@ type Engine struct {
 	late      map[int32][]interval
 	trueCP    map[int32][]trueCP // true-value checkpoints (late.go)
 	moves     []moveRec
-	pendMoves int             // moves with TS >= H
-	rowsHint  int             // rows settled by the last tick
-	cpHint    int             // values in the last checkpoint
-	corr      map[int32]int64 // pending corrections at the horizon
-	dirty     bool            // checkpoint state changed since the last settlement
+	pendMoves int                  // moves with TS >= H
+	rowsHint  int                  // rows settled by the last tick
+	cpHint    int                  // values in the last checkpoint
+	corr      map[int32]correction // pending corrections at the horizon
+	dirty     bool                 // checkpoint state changed since the last settlement
 
 	changedMark []bool
 	changed     []int32
@@ -229,7 +231,7 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 		parked: map[string]map[string]Event{},
 		late:   map[int32][]interval{},
 		trueCP: map[int32][]trueCP{},
-		corr:   map[int32]int64{},
+		corr:   map[int32]correction{},
 	}
 	e.cmp = e.compare
 	vs, err := store.Versions()
@@ -288,7 +290,8 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 		}
 	}
 	for id, v := range st.Corrections {
-		e.setCorrection(e.space(id), v, now)
+		io := st.CorrectionCounts[id]
+		e.setCorrection(e.space(id), correction{V: v, In: io[0], Out: io[1]}, now)
 	}
 	err = store.Resets(e.h, func(r Reset) error {
 		e.insertReset(r, now)
@@ -784,8 +787,10 @@ func (e *Engine) checkpoint() Checkpoint {
 	st.Moves = e.moves
 	if len(e.corr) > 0 {
 		st.Corrections = map[string]int64{}
-		for g, v := range e.corr {
-			st.Corrections[e.gs[g].id] = v
+		st.CorrectionCounts = map[string][2]int64{}
+		for g, c := range e.corr {
+			st.Corrections[e.gs[g].id] = c.V
+			st.CorrectionCounts[e.gs[g].id] = [2]int64{c.In, c.Out}
 		}
 	}
 	b, err := json.Marshal(st)

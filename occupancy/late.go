@@ -18,6 +18,15 @@ import (
 // Cost: one pass over the stored events (all DPUs) between that start and H, plus
 // the resets and moves in that span. Corrections are absolute, so any number of late
 // events in any order leave no drift.
+//
+// Counting. A correction counts crossings too, so that every crossing the true
+// timeline counts is counted exactly once by the rows (DESIGN 3 Queries): its
+// entrances (exits) are what the true timeline counts before H and the settled rows
+// before H do not: the late crossings, less or more any on-time crossing whose
+// clamping the late ones changed (a late entrance before an exit absorbed at 0 makes
+// that exit count). Like the value, this is absolute: the replay counts both sides
+// from a point where they agree (a true start: no owed crossings before it) or from
+// a true-value checkpoint that remembers what was owed there.
 
 // correct computes and sets corrections at H for the spaces late events touch.
 func (e *Engine) correct(late []Event, now int64) error {
@@ -38,7 +47,7 @@ func (e *Engine) correct(late []Event, now int64) error {
 		return nil
 	}
 	lateTS := make(map[int32]int64, len(starts))
-	known := map[int32]int64{}
+	known := map[int32]trueCP{}
 	for g, s := range starts {
 		lateTS[g] = s
 		// Start from the latest true-value checkpoint at or before the late event
@@ -48,7 +57,7 @@ func (e *Engine) correct(late []Event, now int64) error {
 		cps = cps[:i]
 		e.trueCP[g] = cps
 		if i > 0 {
-			starts[g], known[g] = cps[i-1].T, cps[i-1].V
+			starts[g], known[g] = cps[i-1].T, cps[i-1]
 			continue
 		}
 		starts[g] = e.trueStart(g, s)
@@ -59,19 +68,21 @@ func (e *Engine) correct(late []Event, now int64) error {
 	}
 	for g, v := range vals {
 		e.addInterval(g, interval{Lo: lateTS[g], Hi: e.h})
-		e.setCorrection(g, v, now)
+		e.setCorrection(g, correction{V: v.V, In: v.In, Out: v.Out}, now)
 	}
 	e.dirty = true
 	return nil
 }
 
 // trueCP is a true-value checkpoint: V is the true timeline's value after every
-// entry with ts < T, as of every event received so far. Replays record one per
-// minute of the span they cover, so the next late event's replay starts at most
-// about a minute before it instead of before every earlier suspect interval (which
-// a DPU that is always a little late would chain back to its first late event).
-// They live in memory only: after a restart the settled rows are the fallback.
-type trueCP struct{ T, V int64 }
+// entry with ts < T, as of every event received so far, and In/Out are the
+// crossings the true timeline counts before T that the settled rows before T do not
+// (what a correction there would count). Replays record one per minute of the span
+// they cover, so the next late event's replay starts at most about a minute before
+// it instead of before every earlier suspect interval (which a DPU that is always a
+// little late would chain back to its first late event). They live in memory only:
+// after a restart the settled rows are the fallback.
+type trueCP struct{ T, V, In, Out int64 }
 
 const (
 	trueCPEvery = 60_000
@@ -129,13 +140,15 @@ func (e *Engine) addInterval(g int32, iv interval) {
 
 const maxIntervals = 64
 
+// correction is a correction entry at H: the value it sets and the crossings it
+// counts.
+type correction struct{ V, In, Out int64 }
+
 // setCorrection sets (or replaces) the correction entry of g at H.
-func (e *Engine) setCorrection(g int32, v int64, now int64) {
-	if v > math.MaxInt32 {
-		v = math.MaxInt32
-	}
-	e.corr[g] = v
-	e.insert(g, valEntry(e.h, g, int32(v), clsCorrection), true, now)
+func (e *Engine) setCorrection(g int32, c correction, now int64) {
+	c.V, c.In, c.Out = min(c.V, math.MaxInt32), min(c.In, math.MaxInt32), min(c.Out, math.MaxInt32)
+	e.corr[g] = c
+	e.insert(g, corrEntry(e.h, int32(c.V), int32(c.In), int32(c.Out)), true, now)
 }
 
 type gEntry struct {
@@ -144,10 +157,12 @@ type gEntry struct {
 }
 
 // replay computes, for each space g in starts, the true timeline value just before
-// `to`, starting from the settled row before starts[g].
-func (e *Engine) replay(starts, known map[int32]int64, to int64) (map[int32]int64, error) {
+// `to` and the crossings owed there (trueCP), starting from known[g] when given
+// (a true-value checkpoint at starts[g]), else from the settled row before
+// starts[g] (a true start: nothing owed).
+func (e *Engine) replay(starts map[int32]int64, known map[int32]trueCP, to int64) (map[int32]trueCP, error) {
 	from := int64(math.MaxInt64)
-	vals := make(map[int32]int64, len(starts))
+	vals := make(map[int32]trueCP, len(starts))
 	for g, s := range starts {
 		from = min(from, s)
 		if v, ok := known[g]; ok {
@@ -158,10 +173,9 @@ func (e *Engine) replay(starts, known map[int32]int64, to int64) (map[int32]int6
 		if err != nil {
 			return nil, fmt.Errorf("replay: %w", err)
 		}
+		vals[g] = trueCP{T: s}
 		if ok {
-			vals[g] = r.Occupancy
-		} else {
-			vals[g] = 0
+			vals[g] = trueCP{T: s, V: r.Occupancy}
 		}
 	}
 	// Only DPUs that change one of these spaces matter: a small set checked before
@@ -247,7 +261,11 @@ func (e *Engine) replay(starts, known map[int32]int64, to int64) (map[int32]int6
 	for g := range starts {
 		l := lists[g]
 		sort.SliceStable(l, func(i, j int) bool { return e.compare(&l[i], &l[j]) < 0 })
-		x := vals[g]
+		v0 := vals[g]
+		x := v0.V
+		// In and Out count the true timeline's crossings from the start here; the
+		// settled rows' are subtracted below.
+		var tin, tout int64
 		cps := []trueCP{{T: starts[g], V: x}}
 		for i := range l {
 			if i > 0 && e.compare(&l[i-1], &l[i]) == 0 {
@@ -256,12 +274,19 @@ func (e *Engine) replay(starts, known map[int32]int64, to int64) (map[int32]int6
 				}
 			}
 			if t := l[i].ts; t >= cps[len(cps)-1].T+trueCPEvery && (i == 0 || l[i-1].ts < t) {
-				cps = append(cps, trueCP{T: t, V: x})
+				cps = append(cps, trueCP{T: t, V: x, In: tin, Out: tout})
 			}
-			x, _, _ = step(&l[i], x, e.opts.ClampNegative)
+			var in, out int32
+			x, in, out = step(&l[i], x, e.opts.ClampNegative)
+			tin += int64(in)
+			tout += int64(out)
 		}
-		vals[g] = x
-		e.recordCPs(g, append(cps, trueCP{T: to, V: x}))
+		cps = append(cps, trueCP{T: to, V: x, In: tin, Out: tout})
+		if err := e.owed(g, v0, cps); err != nil {
+			return nil, err
+		}
+		vals[g] = cps[len(cps)-1]
+		e.recordCPs(g, cps)
 	}
 	for _, l := range lists {
 		for i := range l {
@@ -269,6 +294,31 @@ func (e *Engine) replay(starts, known map[int32]int64, to int64) (map[int32]int6
 		}
 	}
 	return vals, nil
+}
+
+// owed turns the true timeline's crossings counted from cps[0].T to each cps[i].T
+// into the crossings owed at cps[i].T: start's plus those, less the settled rows'
+// in the same span.
+func (e *Engine) owed(g int32, start trueCP, cps []trueCP) error {
+	var rin, rout int64
+	j := 0
+	done := func(t int64) {
+		for ; j < len(cps) && cps[j].T <= t; j++ {
+			cps[j].In += start.In - rin
+			cps[j].Out += start.Out - rout
+		}
+	}
+	err := e.store.Rows(e.gs[g].id, cps[0].T, cps[len(cps)-1].T, func(r Row) error {
+		done(r.TS)
+		rin += int64(r.Entrances)
+		rout += int64(r.Exits)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("replay rows: %w", err)
+	}
+	done(math.MaxInt64)
+	return nil
 }
 
 // Rewind recomputes the true timeline and the settled rows from `from` (import

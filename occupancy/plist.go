@@ -78,12 +78,13 @@ const (
 //
 // An event entry keeps its event id in aux: ids of up to 8 bytes packed (idn is the
 // length, see packID), longer ones as a slot of the engine's side table (idn ==
-// idLong). Other entries keep their value in aux (the value a reset or correction
-// sets, a move's delta).
+// idLong). Other entries keep their value in the low 32 bits of aux (the value a
+// reset or correction sets, a move's delta). A correction counts crossings too
+// (the late ones; see late.go): its entrances in ref, its exits in aux's high 32 bits.
 type entry struct {
 	ts  int64
 	aux uint64
-	ref int32 // event: DPU index; move/reset: originating global space index
+	ref int32 // event: DPU index; move/reset: originating global space index; correction: entrances
 	cls uint8
 	dir int8  // event direction (timeline order of id-less events)
 	idn uint8 // event: id length (0 = no id) or idLong
@@ -95,8 +96,17 @@ const idLong = 0xFF
 
 // valEntry makes a non-event entry; v is kept as an int32 as before.
 func valEntry(ts int64, ref int32, v int32, cls uint8) entry {
-	return entry{ts: ts, aux: uint64(int64(v)), ref: ref, cls: cls}
+	return entry{ts: ts, aux: uint64(uint32(v)), ref: ref, cls: cls}
 }
+
+// corrEntry makes the correction entry at ts that sets the value v and counts in
+// entrances and out exits.
+func corrEntry(ts int64, v, in, out int32) entry {
+	return entry{ts: ts, aux: uint64(uint32(v)) | uint64(uint32(out))<<32, ref: in, cls: clsCorrection}
+}
+
+// val is the value a non-event entry sets (reset, correction) or adds (move).
+func (en *entry) val() int64 { return int64(int32(uint32(en.aux))) }
 
 // packID packs an id of at most 8 bytes: its bytes big-endian, zero-padded.
 // Comparing (packed, length) pairs compares the ids as strings: where the padded
@@ -184,11 +194,11 @@ func entryFn(en *entry, clamp bool) fn {
 		return fn{a: neg, b: int64(en.d)}
 	case clsMove:
 		if clamp {
-			return fn{a: 0, b: int64(en.aux)}
+			return fn{a: 0, b: en.val()}
 		}
-		return fn{a: neg, b: int64(en.aux)}
+		return fn{a: neg, b: en.val()}
 	default:
-		return fn{a: int64(en.aux), b: neg}
+		return fn{a: en.val(), b: neg}
 	}
 }
 
@@ -210,6 +220,9 @@ func step(en *entry, x int64, clamp bool) (v int64, in, out int32) {
 			out = 1
 		}
 		return v, in, out
+	}
+	if en.cls == clsCorrection {
+		return en.val(), en.ref, int32(uint32(en.aux >> 32))
 	}
 	return entryFn(en, clamp).apply(x), 0, 0
 }

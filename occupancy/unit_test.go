@@ -358,6 +358,68 @@ func TestNewStoreHorizon(t *testing.T) {
 	})
 }
 
+// TestCorrectionCounts (issue 10 item 2): a late-event correction counts the late
+// crossings as entrances and exits, in the pending bucket and in the settled row,
+// so that the bucket adds up and a day's entrances count every crossing once; a
+// late entrance before an exit that was absorbed at 0 makes that exit count too.
+func TestCorrectionCounts(t *testing.T) {
+	const settle = 5 * minute
+	t0 := testNow
+	d := newDriver(t, Options{SettleAfter: settle, ClampNegative: true}, smallTopo(), t0)
+	d.apply([]Event{{DPU: "door", ID: "1", TS: t0 + 1000, Direction: -1}}, t0+1000) // absorbed at 0
+	d.tick(t0 + settle + 2*minute)
+	h := d.eng.Horizon() // t0 + 2m
+	// Late: two entrances and an exit before the absorbed exit, one entrance after.
+	late := []Event{
+		{DPU: "door", ID: "a", TS: t0 - 3000, Direction: 1},
+		{DPU: "door", ID: "b", TS: t0 - 2000, Direction: 1},
+		{DPU: "door", ID: "c", TS: t0 - 1000, Direction: -1},
+		{DPU: "door", ID: "d", TS: t0 + 2000, Direction: 1},
+	}
+	now := t0 + settle + 3*minute
+	d.apply(late, now)
+	d.tick(now)
+	// True timeline: +1 +1 -1 -1(now counted) +1 = 1; 3 entrances, 2 exits, of which
+	// the rows before H counted none.
+	wantCorr := Bucket{Start: h, End: h + minute, Occupancy: 1, Min: 0, Max: 1, Entrances: 3, Exits: 2}
+	check := func(when string) {
+		t.Helper()
+		got, err := d.eng.Counts("room", h, h+minute, minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0] != wantCorr {
+			t.Errorf("%s: bucket of the correction: got %+v, want %+v", when, got[0], wantCorr)
+		}
+		day, err := d.eng.Counts("room", t0-time.Hour.Milliseconds(), now+minute, now+minute-(t0-time.Hour.Milliseconds()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if day[0].Entrances != 3 || day[0].Exits != 2 || day[0].Occupancy != 1 {
+			t.Errorf("%s: the whole day: got %+v, want 3 entrances, 2 exits, occupancy 1", when, day[0])
+		}
+	}
+	check("pending")
+	d.tick(now + settle + minute)
+	check("settled")
+	var corr []Row
+	for _, r := range d.st.rows["room"] {
+		if r.Kind == KindCorrection {
+			corr = append(corr, r)
+		}
+	}
+	if want := []Row{{Space: "room", TS: h, Occupancy: 1, Entrances: 3, Exits: 2, Kind: KindCorrection}}; !reflect.DeepEqual(corr, want) {
+		t.Errorf("correction rows: got %+v, want %+v", corr, want)
+	}
+	// The same late event again (a redelivery the gateway applies again, in case its
+	// correction was never committed) counts nothing more.
+	if res, err := d.eng.Apply(late[:1], now+settle+2*minute); err != nil || res.Late != 1 {
+		t.Fatalf("apply again: got %+v, %v", res, err)
+	}
+	d.tick(now + settle + 2*minute)
+	check("redelivered")
+}
+
 // TestResets: a manual reset to 0 zeroes the space and everything nested in it; to
 // N > 0 it sets the space alone; a daily reset in local time zeroes the subtree.
 func TestResets(t *testing.T) {
