@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"time"
+
+	"github.com/occupancyd/occupancyd/occupancy/refmodel"
 )
 
 // refModel is the deliberately naive reference of the true timeline (DESIGN 1, 3):
@@ -33,6 +35,10 @@ type refEntry struct {
 	value     int64
 	in, out   int32
 	entrySpan bool
+}
+
+func (e refEntry) order() refmodel.Order {
+	return refmodel.Order{TS: e.ts, Class: e.class, Name: e.name, Tail: e.tail}
 }
 
 func refParentChain(c TopologyConfig, id string) []string {
@@ -204,19 +210,7 @@ func (m *refModel) timelines() map[string][]refEntry {
 		}
 	}
 	for sp, es := range tl {
-		sort.SliceStable(es, func(i, j int) bool {
-			a, b := es[i], es[j]
-			if a.ts != b.ts {
-				return a.ts < b.ts
-			}
-			if a.class != b.class {
-				return a.class < b.class
-			}
-			if a.name != b.name {
-				return a.name < b.name
-			}
-			return a.tail < b.tail
-		})
+		sort.SliceStable(es, func(i, j int) bool { return es[i].order().Less(es[j].order()) })
 		x := int64(0)
 		for i := range es {
 			e := &es[i]
