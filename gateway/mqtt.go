@@ -13,6 +13,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/occupancyd/occupancyd/gateway/config"
+	"github.com/occupancyd/occupancyd/gateway/mqttconn"
 	"github.com/rs/zerolog"
 )
 
@@ -123,6 +124,9 @@ func newMQTTClient(g *Gateway) (*mqttClient, error) {
 	if tc != nil {
 		o.SetTLSConfig(tc)
 	}
+	// paho reads a packet in about three system calls and writes each PUBACK with
+	// one; the connection is read through a buffer and small writes are coalesced.
+	o.SetCustomOpenConnectionFn(mqttconn.Open)
 	// Routes and the default handler are registered before Connect: with a persistent
 	// session the broker may deliver queued messages right after CONNACK, before
 	// OnConnect has subscribed (paho issue 637).

@@ -114,6 +114,9 @@ type phaseResult struct {
 type cpuBudget struct {
 	Wall                          time.Duration
 	Occupancyd, Mosquitto, Dpusim time.Duration
+	// occupancyd's read and write system calls (/proc/PID/io syscr, syscw): sockets
+	// and files alike
+	SyscR, SyscW int64
 }
 
 func (c cpuBudget) cores(d time.Duration) float64 {
@@ -539,12 +542,14 @@ func waitAccepted(ctx context.Context, base string, gw *proc, want int64, every,
 type cpuSample struct {
 	at                            time.Time
 	occupancyd, mosquitto, dpusim time.Duration
+	syscr, syscw                  int64
 }
 
 func sampleCPU(gwPid, brokerPid int) cpuSample {
 	s := cpuSample{at: time.Now(), mosquitto: readProcStat(brokerPid).CPU}
 	if gwPid > 0 {
 		s.occupancyd = readProcStat(gwPid).CPU
+		s.syscr, s.syscw = readProcIO(gwPid)
 	}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
@@ -555,7 +560,27 @@ func sampleCPU(gwPid, brokerPid int) cpuSample {
 
 func (s cpuSample) sub(a cpuSample) cpuBudget {
 	return cpuBudget{Wall: s.at.Sub(a.at), Occupancyd: s.occupancyd - a.occupancyd,
-		Mosquitto: s.mosquitto - a.mosquitto, Dpusim: s.dpusim - a.dpusim}
+		Mosquitto: s.mosquitto - a.mosquitto, Dpusim: s.dpusim - a.dpusim,
+		SyscR: s.syscr - a.syscr, SyscW: s.syscw - a.syscw}
+}
+
+// readProcIO returns the read and write system calls of a process so far.
+func readProcIO(pid int) (r, w int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(l, ":")
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "syscr":
+			r = n
+		case "syscw":
+			w = n
+		}
+	}
+	return r, w
 }
 
 // loadAvg is the 1, 5 and 15 minute load average.
@@ -823,6 +848,13 @@ func (r *BenchResult) Markdown() string {
 			return "-"
 		}
 		return fmt.Sprintf("**%.3f**", p.Gw.CPU.Occupancyd.Seconds()/float64(p.Gw.Consumed)*1000)
+	}))
+	row("occupancyd read / write system calls per event", gw(func(p *PhaseResult) string {
+		if p.Gw.Consumed == 0 {
+			return "-"
+		}
+		n := float64(p.Gw.Consumed)
+		return fmt.Sprintf("%.2f / %.2f", float64(p.Gw.CPU.SyscR)/n, float64(p.Gw.CPU.SyscW)/n)
 	}))
 	row("CPU cores, occupancyd phase: occupancyd + Mosquitto + dpusim", gw(func(p *PhaseResult) string {
 		c := p.Gw.CPU
