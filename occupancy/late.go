@@ -322,9 +322,11 @@ func (e *Engine) owed(g int32, start trueCP, cps []trueCP) error {
 }
 
 // Rewind recomputes the true timeline and the settled rows from `from` (import
-// only): every stored event, reset, daily reset and move at or after from is
-// replayed from the settled rows before it, the rows up to the current horizon are
-// settled again, and the returned Settlement has RewriteFrom = from.
+// only), or from earlier where from is inside the span of a late correction (it
+// starts before that span): every stored event, reset, daily reset and move from
+// there on is replayed from the settled rows before it, the rows up to the current
+// horizon are settled again, and the returned Settlement's RewriteFrom is where it
+// started.
 func (e *Engine) Rewind(from, now int64) (Settlement, error) {
 	if from >= e.h {
 		// Nothing settled to rewrite: the pending state already holds the truth once
@@ -339,6 +341,18 @@ func (e *Engine) Rewind(from, now int64) (Settlement, error) {
 		return e.settlement(nil), nil
 	}
 	h := e.h
+	// Rows in a span a late correction covers miss the late event, which only the
+	// correction at the span's end counts: a rewrite starting inside such a span
+	// would drop the correction and keep those rows, losing the late event (value
+	// and crossing). It starts before every such span instead.
+	for moved := true; moved; {
+		moved = false
+		for g := range e.late {
+			if s := e.trueStart(g, from); s < from {
+				from, moved = s, true
+			}
+		}
+	}
 	// Reset the pending state to the settled rows before from.
 	for g := range e.gs {
 		s := &e.gs[g]

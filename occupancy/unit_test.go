@@ -420,6 +420,42 @@ func TestCorrectionCounts(t *testing.T) {
 	check("redelivered")
 }
 
+// TestRewindAcrossCorrection: an import whose earliest event lies inside the span
+// of a late correction rewrites from before that span: the late event keeps
+// counting (it was lost, value and crossing, when the rewrite dropped the
+// correction and kept the rows that miss it).
+func TestRewindAcrossCorrection(t *testing.T) {
+	const settle = 5 * minute
+	t0 := testNow
+	d := newDriver(t, Options{SettleAfter: settle, ClampNegative: true}, smallTopo(), t0)
+	d.apply([]Event{{DPU: "door", ID: "1", TS: t0 + 1000, Direction: 1}}, t0+1000)
+	d.tick(t0 + settle + 10*minute)
+	d.apply([]Event{{DPU: "door", ID: "late", TS: t0 + 2000, Direction: 1}}, t0+settle+10*minute)
+	now := t0 + settle + 20*minute
+	d.tick(now)
+	imp := []Event{{DPU: "door", ID: "imported", TS: t0 + 3*minute, Direction: 1}}
+	d.st.Append(imp, nil)
+	st, err := d.eng.Rewind(imp[0].TS, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.RewriteFrom != t0+2000 {
+		t.Errorf("RewriteFrom: got %s, want the late event's ts %s", fmtMS(st.RewriteFrom), fmtMS(t0+2000))
+	}
+	if err := d.st.Commit(st); err != nil {
+		t.Fatal(err)
+	}
+	wantOcc(t, d.eng, map[string]int64{"room": 3, "f1": 3, "bldg": 3})
+	var got []Row
+	for _, r := range d.st.rows["room"] {
+		got = append(got, Row{TS: r.TS, Occupancy: r.Occupancy, Entrances: r.Entrances, Kind: r.Kind})
+	}
+	want := []Row{{TS: t0 + 1000, Occupancy: 1, Entrances: 1}, {TS: t0 + 2000, Occupancy: 2, Entrances: 1}, {TS: t0 + 3*minute, Occupancy: 3, Entrances: 1}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("rows of room after the rewrite:\n got %+v\nwant %+v", got, want)
+	}
+}
+
 // TestResets: a manual reset to 0 zeroes the space and everything nested in it; to
 // N > 0 it sets the space alone; a daily reset in local time zeroes the subtree.
 func TestResets(t *testing.T) {
