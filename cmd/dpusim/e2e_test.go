@@ -305,6 +305,80 @@ func TestEndToEnd(t *testing.T) {
 	}
 }
 
+// TestVerifyAfterTraffic: --verify against a gateway that already counts people (the
+// README tour leaves some in the building) compares with the counts it found before
+// the run plus the run's truth, and passes; the run's truth alone would not.
+func TestVerifyAfterTraffic(t *testing.T) {
+	o := DefaultTopoOptions()
+	o.Sites, o.DPUsPerSite, o.GatewayID = 3, 6, "busy"
+	o.SettleAfter, o.Tick = 4*time.Second, 100*time.Millisecond
+	g := startGateway(t, o)
+	c, err := loadSimConfig(g.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// People walk in from outside through every entrance, before dpusim runs.
+	cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(c.brokerURL()).SetClientID("before"))
+	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer cl.Disconnect(100)
+	entrances := 0
+	for _, d := range c.Topology.DPUs {
+		if d.MinusSpace != "" || d.PlusSpace == "" {
+			continue
+		}
+		entrances++
+		for i := 1; i <= 3; i++ {
+			payload := fmt.Sprintf(`{"id":"before-%d","ts":%d,"direction":1}`, i, time.Now().UnixMilli()-int64(i))
+			if tok := cl.Publish("dpu/"+d.ID+"/events", 1, false, payload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				t.Fatalf("publish: %v", tok.Error())
+			}
+		}
+	}
+	if entrances == 0 {
+		t.Fatal("the topology has no entrance from outside")
+	}
+	var before map[string]int64
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if before, err = fetchSpaces(t.Context(), []string{g.base}); err != nil {
+			t.Fatal(err)
+		}
+		var sum int64
+		for _, n := range before {
+			sum += n
+		}
+		if sum >= int64(3*entrances) {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the gateway counts %d people, want %d before the run", sum, 3*entrances)
+		}
+	}
+
+	code, out, errs := runMain(t, "run", "--config", g.cfg, "--rate", "200", "--duration", "3s",
+		"--reorder", "0.1", "--max-delay", "500ms", "--duplicates", "0.05", "--seed", "3",
+		"--verify", g.base, "--verify-timeout", "1m")
+	if code != 0 {
+		t.Fatalf("dpusim run --verify after traffic: exit %d\nstdout tail:\n%s\nstderr:\n%s", code, tail(out, 20), errs)
+	}
+	if !strings.Contains(errs, "not empty before the run") || !strings.Contains(errs, "spaces match the truth") {
+		t.Errorf("stderr lacks the starting counts or the success line:\n%s", errs)
+	}
+	// The control: the run's truth alone differs from the gateway where people were
+	// before, so the starting counts are what made verify pass.
+	old := verifyStable
+	verifyStable = time.Second
+	defer func() { verifyStable = old }()
+	mism, err := Verify(t.Context(), []string{g.base}, parseTruth(t, out), 5*time.Second, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mism) == 0 {
+		t.Errorf("the run's truth alone matches the gateway: the test proves nothing")
+	}
+}
+
 func tail(s string, n int) string {
 	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(l) > n {

@@ -48,9 +48,11 @@ run publishes the traffic of simulated people (enter, move, leave; the true coun
   --max-delay; --duplicates publishes it again; --late dates an entrance before the
   settle window (engine.settle_after); --bad publishes malformed payloads. A progress
   line goes to stderr every 5s; at the end the true occupancy of every space goes to
-  stdout. --verify URL[,URL...] then polls GET URL/v1/spaces (the union over all URLs,
-  for shards) until it equals the truth, or its values stop changing for 20s, or
-  --verify-timeout passes, prints the differing spaces and exits 1 on any difference.
+  stdout. --verify URL[,URL...] reads GET URL/v1/spaces (the union over all URLs, for
+  shards) before the run, and after it polls until every space equals its count
+  before the run plus the truth, or its values stop changing for 20s, or
+  --verify-timeout passes, prints the differing spaces and exits 1 on any difference
+  (so a gateway need not start empty; a daily reset during the run spoils it).
   --site-topics publishes to <site>/dpu/<id>/events (configs written with
   --site-topics or --shard). The broker defaults to the config's (mqtt.broker, else
   its embedded listener). Same --seed, same traffic.
@@ -177,7 +179,7 @@ func runFlags(fs *flag.FlagSet, o *RunOptions) *string {
 	fs.Float64Var(&o.Bad, "bad", o.Bad, "fraction of malformed messages")
 	fs.IntVar(&o.Connections, "connections", o.Connections, "MQTT connections the DPUs are spread over")
 	fs.Uint64Var(&o.Seed, "seed", o.Seed, "random seed (same seed, same traffic)")
-	verify := fs.String("verify", "", "gateway HTTP base URL(s), comma-separated: compare GET /v1/spaces with the truth")
+	verify := fs.String("verify", "", "gateway HTTP base URL(s), comma-separated: compare GET /v1/spaces with the counts before the run plus the truth")
 	fs.DurationVar(&o.VerifyTimeout, "verify-timeout", o.VerifyTimeout, "longest wait for --verify")
 	fs.BoolVar(&o.SiteTopics, "site-topics", o.SiteTopics, "publish to <site>/dpu/<id>/events")
 	fs.DurationVar(&o.Progress, "progress", o.Progress, "interval of the progress line")

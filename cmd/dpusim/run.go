@@ -53,7 +53,8 @@ type RunResult struct {
 	Truth        []SpaceCount
 	Stats        SimStats
 	PublishFails int64
-	Mismatches   []string // from --verify
+	Baseline     map[string]int64 // --verify: the gateways' counts before the run
+	Mismatches   []string         // from --verify
 }
 
 // offeredRate is the event slots generated (crossings and malformed messages) per
@@ -206,6 +207,12 @@ func Run(ctx context.Context, o RunOptions, out, logw io.Writer) (*RunResult, er
 			fmt.Fprintf(logw, "dpusim: warning: space %q has daily_reset %s: the truth does not model resets, a reset during the run makes --verify differ\n", sp.ID, sp.DailyReset)
 		}
 	}
+	var baseline map[string]int64
+	if len(o.Verify) > 0 {
+		if baseline, err = startingCounts(ctx, o.Verify, logw); err != nil {
+			return nil, fmt.Errorf("run: %w", err)
+		}
+	}
 	broker := o.Broker
 	if broker == "" {
 		broker = cfg.brokerURL()
@@ -221,6 +228,7 @@ func Run(ctx context.Context, o RunOptions, out, logw io.Writer) (*RunResult, er
 	}
 	res.Truth = sim.Truth()
 	res.Stats = sim.Stats
+	res.Baseline = baseline
 	if !o.Quiet {
 		if err := printTruth(out, res.Truth); err != nil {
 			return res, err
@@ -230,7 +238,7 @@ func Run(ctx context.Context, o RunOptions, out, logw io.Writer) (*RunResult, er
 		return res, fmt.Errorf("run: %d publishes failed, first: %w", res.PublishFails, pub.firstErr())
 	}
 	if len(o.Verify) > 0 {
-		res.Mismatches, err = Verify(ctx, o.Verify, res.Truth, o.VerifyTimeout, logw)
+		res.Mismatches, err = Verify(ctx, o.Verify, plusBaseline(res.Truth, baseline), o.VerifyTimeout, logw)
 		if err != nil {
 			return res, err
 		}

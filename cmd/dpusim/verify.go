@@ -57,6 +57,55 @@ func fetchSpaces(ctx context.Context, urls []string) (map[string]int64, error) {
 	return got, nil
 }
 
+// startingCounts are the gateways' counts before a run (retrying for a while: the
+// gateway may still be starting). --verify compares the gateways with them plus the
+// run's truth, so that a run against a building with people in it (the README tour's
+// end) verifies as well as one against an empty store.
+func startingCounts(ctx context.Context, urls []string, logw io.Writer) (map[string]int64, error) {
+	deadline := time.Now().Add(startingCountsWait)
+	for {
+		got, err := fetchSpaces(ctx, urls)
+		if err == nil {
+			var people int64
+			spaces := 0
+			for _, n := range got {
+				if n != 0 {
+					people += n
+					spaces++
+				}
+			}
+			if spaces > 0 {
+				fmt.Fprintf(logw, "dpusim: verify: %d of %d spaces are not empty before the run (%d people in all); verify expects those counts plus this run's\n",
+					spaces, len(got), people)
+			}
+			return got, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w (the counts before the run are needed for --verify)", err)
+		}
+		fmt.Fprintf(logw, "dpusim: verify: %v (retrying)\n", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("verify: %w", ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// startingCountsWait bounds startingCounts' retries.
+var startingCountsWait = 30 * time.Second
+
+// plusBaseline is the truth with each space's count before the run added: what the
+// gateways should say at the end. (It assumes that nothing clamped at 0 between the
+// two and no daily reset fell inside the run.)
+func plusBaseline(truth []SpaceCount, baseline map[string]int64) []SpaceCount {
+	out := make([]SpaceCount, len(truth))
+	for i, t := range truth {
+		out[i] = SpaceCount{Space: t.Space, Occupancy: t.Occupancy + baseline[t.Space]}
+	}
+	return out
+}
+
 // diff lists every space whose gateway value differs from the truth, plus spaces the
 // gateways report that the truth does not know.
 func diff(truth []SpaceCount, got map[string]int64) []string {

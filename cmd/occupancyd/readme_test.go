@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -148,9 +147,15 @@ func TestTourBlocks(t *testing.T) {
 // TestREADMETour clones the repository fresh and runs the README's tour as written:
 // `make run` in the background, then every sh block in order, comparing each output
 // with the block that follows it (retrying for a few seconds, as a reader would wait
-// for the next tick). It also checks that the README's other make targets exist and
-// that `make build` stamps the version. It needs git, make, curl and the Mosquitto
-// clients, and the tour's ports 1883 and 8080 free; with CI=true a missing one fails.
+// for the next tick), then the "more to try" commands that end (curl, and dpusim
+// --verify, which must pass in the building the tour left people in). It also checks
+// that the README's other make targets exist and that `make build` stamps the
+// version. It needs git, make, curl and the Mosquitto clients; with CI=true a missing
+// one fails.
+//
+// The tour's addresses (127.0.0.1:1883 and :8080) are moved to free ports, in the
+// clone's configs/demo.yaml and in the commands (mosquitto_pub/sub -p, the URLs), so
+// that the test passes while a reader's own `make run` holds them.
 func TestREADMETour(t *testing.T) {
 	if testing.Short() {
 		t.Skip("clones and builds the repository")
@@ -166,19 +171,6 @@ func TestREADMETour(t *testing.T) {
 	for _, tool := range []string{"git", "make", "bash", "curl", "mosquitto_pub", "mosquitto_sub", "go"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			unavailable("%s is not installed: %v", tool, err)
-		}
-	}
-	// The tour's fixed addresses; another test may hold one for a moment.
-	for _, addr := range []string{"127.0.0.1:1883", "127.0.0.1:8080"} {
-		for end := time.Now().Add(60 * time.Second); ; time.Sleep(time.Second) {
-			l, err := net.Listen("tcp", addr)
-			if err == nil {
-				l.Close()
-				break
-			}
-			if time.Now().After(end) {
-				unavailable("the tour's address %s is in use: %v", addr, err)
-			}
 		}
 	}
 	root, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
@@ -199,6 +191,15 @@ func TestREADMETour(t *testing.T) {
 	}
 	if blocks[0].info != "sh" || strings.TrimSpace(blocks[0].body) != "make run" {
 		t.Fatalf("the tour must start with `make run`")
+	}
+	ports := newTourPorts(t)
+	demo := filepath.Join(clone, "configs", "demo.yaml")
+	cfg, err := os.ReadFile(demo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(demo, []byte(ports.config(t, string(cfg))), 0o644); err != nil {
+		t.Fatal(err)
 	}
 
 	// make run, in its own process group so that the daemon gets the signal.
@@ -234,7 +235,7 @@ func TestREADMETour(t *testing.T) {
 	// Ready: storage open, connected and subscribed (the first run compiles).
 	deadline := time.Now().Add(4 * time.Minute)
 	for {
-		resp, err := http.Get("http://127.0.0.1:8080/readyz")
+		resp, err := http.Get("http://" + ports.http + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -253,10 +254,10 @@ func TestREADMETour(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	sh := func(body string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	shFor := func(body string, timeout time.Duration) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", body)
+		cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", ports.commands(t, body))
 		cmd.Dir = clone
 		var out, errOut bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -266,6 +267,7 @@ func TestREADMETour(t *testing.T) {
 		}
 		return out.String(), nil
 	}
+	sh := func(body string) (string, error) { return shFor(body, 30*time.Second) }
 	ran := 0
 	for i := 1; i < len(blocks); i++ {
 		b := blocks[i]
@@ -309,6 +311,30 @@ func TestREADMETour(t *testing.T) {
 		t.Errorf("ran %d tour commands, want the whole tour", ran)
 	}
 
+	// "More to try": the commands that end (mosquitto_sub -v watches until Ctrl-C),
+	// in the building the tour left people in; dpusim --verify must pass there.
+	more := blocks[len(blocks)-1]
+	if more.info != "console" || !strings.Contains(more.body, "dpusim run") {
+		t.Fatalf("the tour's last block (line %d) is not the console block of more to try with dpusim", more.line)
+	}
+	verified := false
+	for i, l := range strings.Split(strings.TrimSpace(more.body), "\n") {
+		if strings.HasPrefix(l, "mosquitto_sub ") {
+			continue
+		}
+		out, err := shFor(l, 4*time.Minute)
+		if err != nil {
+			t.Errorf("README line %d:\n%s\nfailed: %v\n%s", more.line+1+i, l, err, out)
+			continue
+		}
+		if strings.Contains(l, "--verify") {
+			verified = true
+		}
+	}
+	if !verified {
+		t.Errorf("more to try has no dpusim --verify command")
+	}
+
 	// The other commands the README names.
 	for _, target := range []string{"test", "lint", "bench"} {
 		if out, err := exec.Command("make", "-C", clone, "-n", target).CombinedOutput(); err != nil {
@@ -336,4 +362,43 @@ func TestREADMETour(t *testing.T) {
 	if err != nil {
 		t.Errorf("occupancyd check configs/demo.yaml: %v\n%s", err, out)
 	}
+}
+
+// tourPorts are the free ports the tour runs on instead of 1883 and 8080.
+type tourPorts struct{ mqtt, http string }
+
+func newTourPorts(t *testing.T) tourPorts {
+	return tourPorts{
+		mqtt: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		http: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+	}
+}
+
+// config moves configs/demo.yaml's listeners to the ports.
+func (p tourPorts) config(t *testing.T, cfg string) string {
+	t.Helper()
+	for _, r := range [][2]string{{"listen: 127.0.0.1:1883", "listen: " + p.mqtt}, {"listen: 127.0.0.1:8080", "listen: " + p.http}} {
+		if strings.Count(cfg, r[0]) != 1 {
+			t.Fatalf("configs/demo.yaml: want one %q", r[0])
+		}
+		cfg = strings.Replace(cfg, r[0], r[1], 1)
+	}
+	return cfg
+}
+
+var mosquittoHost = regexp.MustCompile(`\b(mosquitto_(?:pub|sub)) -h 127\.0\.0\.1\b`)
+
+// commands moves a tour command to the ports: -p for the Mosquitto clients, the HTTP
+// port in URLs. A command that still names 1883 or 8080 fails the test (the README
+// used a form this does not know).
+func (p tourPorts) commands(t *testing.T, body string) string {
+	t.Helper()
+	_, port, _ := strings.Cut(p.mqtt, ":")
+	body = mosquittoHost.ReplaceAllString(body, "$1 -h 127.0.0.1 -p "+port)
+	body = strings.ReplaceAll(body, "127.0.0.1:8080", p.http)
+	if strings.Count(body, "mosquitto_") != strings.Count(body, " -p "+port) ||
+		strings.Contains(body, "1883") || strings.Contains(body, "8080") {
+		t.Fatalf("a tour command the test cannot move to free ports:\n%s", body)
+	}
+	return body
 }
