@@ -44,9 +44,13 @@ summary with every rejected row's line number and reason.`,
 	},
 	"install": {
 		usage: "install [--config FILE]",
-		about: `Install the system service (needs root) that runs this binary with FILE, through the
-system's service manager (systemd, SysV init or launchd), and enable it. The
-configuration is checked first.`,
+		about: `Install the system service (needs root) that runs this binary with FILE, and
+enable it. The configuration is checked first. On systemd this is the hardened unit
+of systemd/occupancyd.service (user occupancyd, data below /var/lib/occupancyd,
+Type=notify with a watchdog) in /etc/systemd/system/occupancyd.service; a relative
+storage.dir is taken from /var/lib/occupancyd. Elsewhere (SysV init, launchd) it is
+the service manager's own kind of service, run in the current directory. Where the
+occupancyd package installed the service, use systemctl instead.`,
 		example: "sudo occupancyd install --config /etc/occupancyd/occupancyd.yaml",
 	},
 	"uninstall": {

@@ -73,14 +73,42 @@ func serviceCommand(action string, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: working directory: %w", action, err)
 	}
-	var cfg config.Config
+	onSystemd := service.ChosenSystem() != nil && service.ChosenSystem().String() == systemdPlatform
+	svcConf := serviceConfig(abs, wd)
+	var (
+		cfg   config.Config
+		exe   string
+		notes []string
+	)
 	if action == "install" {
 		// Refuse to install a service that could not start.
 		if cfg, err = config.LoadConfig(abs); err != nil {
 			return fmt.Errorf("install: %w", err)
 		}
+		if exe, err = executable(); err != nil {
+			return fmt.Errorf("install: %w", err)
+		}
+		if onSystemd {
+			// The hardened unit of systemd/occupancyd.service, not kardianos' own.
+			if p := packagedUnit(); p != "" {
+				return fmt.Errorf("install: the occupancyd package installed the service already (%s): use systemctl enable --now occupancyd", p)
+			}
+			unit, n, err := systemdUnit(exe, abs, cfg)
+			if err != nil {
+				return fmt.Errorf("install: %w", err)
+			}
+			svcConf.Option["SystemdScript"] = unit
+			notes = n
+		}
 	}
-	s, err := service.New(&serviceProgram{configPath: abs}, serviceConfig(abs, wd))
+	if action == "uninstall" && onSystemd {
+		if _, err := os.Stat(systemdUnitPath); err != nil {
+			if p := packagedUnit(); p != "" {
+				return fmt.Errorf("uninstall: the service comes from the occupancyd package (%s): remove the package instead", p)
+			}
+		}
+	}
+	s, err := service.New(&serviceProgram{configPath: abs}, svcConf)
 	if err != nil {
 		return fmt.Errorf("%s: %w", action, err)
 	}
@@ -111,6 +139,9 @@ func serviceCommand(action string, args []string, stdout io.Writer) error {
 			return &exitError{code: 4}
 		}
 	}
+	if action == "uninstall" {
+		_ = s.Stop() // a removed service must not keep running; not running is fine
+	}
 	if err := service.Control(s, action); err != nil {
 		if errors.Is(err, fs.ErrPermission) {
 			return fmt.Errorf("%s: %w (run as root or with sudo)", action, err)
@@ -122,12 +153,20 @@ func serviceCommand(action string, args []string, stdout io.Writer) error {
 	}
 	switch action {
 	case "install":
-		exe, _ := os.Executable()
-		fmt.Fprintf(stdout, "occupancyd: service installed (%s), running %s with config %s in %s\n",
-			s.Platform(), exe, abs, wd)
-		if !filepath.IsAbs(cfg.Storage.Dir) {
-			fmt.Fprintf(stdout, "occupancyd: storage.dir %q is relative: the service keeps its data in %s\n",
-				cfg.Storage.Dir, filepath.Join(wd, cfg.Storage.Dir))
+		if onSystemd {
+			fmt.Fprintf(stdout, "occupancyd: service installed (%s): %s runs %s with config %s, hardened as systemd/occupancyd.service (user occupancyd)\n",
+				s.Platform(), systemdUnitPath, exe, abs)
+			fmt.Fprintf(stdout, "occupancyd: the service keeps its data in %s\n", serviceAbs(cfg.Storage.Dir))
+			for _, n := range notes {
+				fmt.Fprintln(stdout, "occupancyd: "+n)
+			}
+		} else {
+			fmt.Fprintf(stdout, "occupancyd: service installed (%s), running %s with config %s in %s\n",
+				s.Platform(), exe, abs, wd)
+			if !filepath.IsAbs(cfg.Storage.Dir) {
+				fmt.Fprintf(stdout, "occupancyd: storage.dir %q is relative: the service keeps its data in %s\n",
+					cfg.Storage.Dir, filepath.Join(wd, cfg.Storage.Dir))
+			}
 		}
 		fmt.Fprintln(stdout, "occupancyd: start it with: occupancyd start")
 	default:
@@ -231,6 +270,25 @@ func (p *serviceProgram) Stop(s service.Service) error {
 		os.Exit(1)
 		return nil
 	}
+}
+
+// systemdPlatform is kardianos/service's name for systemd, and systemdUnitPath where
+// it installs the unit.
+const (
+	systemdPlatform = "linux-systemd"
+	systemdUnitPath = "/etc/systemd/system/" + serviceName + ".service"
+)
+
+// executable is this binary's path with symlinks resolved (what the service runs).
+func executable() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("this binary's path: %w", err)
+	}
+	if r, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = r
+	}
+	return exe, nil
 }
 
 // sysvScript is where kardianos/service installs the SysV init script.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kardianos/service"
 )
 
 // TestServiceLifecycle installs, starts, queries, stops and uninstalls the real
@@ -20,6 +22,22 @@ func TestServiceLifecycle(t *testing.T) {
 		t.Skip("installs a system service: set OCCUPANCYD_TEST_SERVICE=1 and run as root")
 	}
 	dir := t.TempDir()
+	dataDir := filepath.Join(dir, "data")
+	if onSystemd := service.ChosenSystem().String() == systemdPlatform; onSystemd {
+		// The hardened unit sees neither /tmp nor homes, and writes only below
+		// /var/lib/occupancyd: binary and config in /opt, data relative to it.
+		d, err := os.MkdirTemp("/opt", "occupancyd-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(d, 0o755)
+		t.Cleanup(func() { os.RemoveAll(d) })
+		dir, dataDir = d, filepath.Base(d)
+		t.Cleanup(func() {
+			os.RemoveAll(filepath.Join("/var/lib/occupancyd", dataDir))
+			os.RemoveAll(filepath.Join("/var/lib/private/occupancyd", dataDir))
+		})
+	}
 	bin := filepath.Join(dir, "occupancyd")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -35,7 +53,7 @@ func TestServiceLifecycle(t *testing.T) {
 	httpAddr := free()
 	cfg := filepath.Join(dir, "occupancyd.yaml")
 	doc := fmt.Sprintf("gateway: {id: svc}\nmqtt: {embedded: {listen: %q}}\nstorage: {dir: %q}\nhttp: {listen: %q}\ntopology:\n  spaces: [{id: hq, name: HQ}]\n",
-		free(), filepath.Join(dir, "data"), httpAddr)
+		free(), dataDir, httpAddr)
 	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
