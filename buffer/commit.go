@@ -73,7 +73,10 @@ func validEvent(e occupancy.Event) error {
 }
 
 // Append group-commits evs (synced) with dedup by their identity key. parked[i]
-// (parked may be nil) stores a parked mark with event i in the same write. It
+// (parked may be nil) stores a parked mark with event i in the same write; an
+// event marked Late (and not parked) gets a late mark in the same write, which
+// stays until a Commit lists the event in Settlement.Corrected: until then Late
+// streams it, and the engine corrects for it again at start. It
 // returns only once the batch holding these events is durable; res[i].Duplicate
 // reports an event stored before. An error means none of this call's events may be
 // acknowledged (some may be stored: a later Append of them is then reported as new,
@@ -306,6 +309,10 @@ func (s *Store) writeBatch(c *committerState, batch []*request) error {
 					return fmt.Errorf("write parked mark: %w", err)
 				}
 				parkedNew++
+			} else if e.Late {
+				if err := w.set(append([]byte{pfxLate}, k[1:]...), v); err != nil {
+					return fmt.Errorf("write late mark: %w", err)
+				}
 			}
 		}
 		if len(r.reps) > 0 {

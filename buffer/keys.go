@@ -14,6 +14,7 @@ import (
 //
 //	e <eventKey>                          event log (value: eventValue); its own dedup index
 //	p <eventKey>                          parked mark (value: eventValue)
+//	l <eventKey>                          late mark: stored late, correction not committed (value: eventValue)
 //	r <ts BE flipped> <space>             manual reset (value: zigzag varint occupancy)
 //	v <at BE flipped>                     topology version (value: JSON occupancy.Version)
 //	o <space> 0x00 <ts BE flipped> <seq BE> settled occupancy row (value: rowValue)
@@ -29,6 +30,7 @@ import (
 const (
 	pfxEvent      = 'e'
 	pfxParked     = 'p'
+	pfxLate       = 'l'
 	pfxReset      = 'r'
 	pfxVersion    = 'v'
 	pfxRow        = 'o'

@@ -57,8 +57,9 @@ func (s *Store) write(fn func() error) error {
 var keyUnparkGen = []byte("m" + "unpark-gen")
 
 // Commit writes a settlement: it deletes rows from st.RewriteFrom on when set,
-// writes st.Rows, removes the parked marks of st.Unparked and stores the
-// checkpoint, all in one synced transaction when Badger takes it whole.
+// writes st.Rows, removes the parked marks of st.Unparked and the late marks of
+// st.Corrected and stores the checkpoint, all in one synced transaction when
+// Badger takes it whole.
 //
 // When it is too big for one transaction (a tick that settles very many rows, a
 // large unpark, an import rewrite) it is written in steps that keep the same
@@ -70,7 +71,10 @@ var keyUnparkGen = []byte("m" + "unpark-gen")
 //  4. one transaction stores the checkpoint and the generation: the commit point;
 //  5. the parked marks and markers are removed. Open finishes step 5 after a
 //     crash (generation committed) or drops the markers (not committed), so
-//     parked events are never lost and never applied twice.
+//     parked events are never lost and never applied twice;
+//  6. the late marks of st.Corrected are removed. A crash before leaves them: the
+//     engine corrects for them again at start, which changes nothing (a
+//     correction is absolute).
 func (s *Store) Commit(st occupancy.Settlement) error {
 	cp, err := json.Marshal(st.Checkpoint)
 	if err != nil {
@@ -78,7 +82,7 @@ func (s *Store) Commit(st occupancy.Settlement) error {
 	}
 	var unparked int64
 	err = s.write(func() error {
-		if len(st.Rows)+len(st.Unparked)+len(st.UnparkedReports)+1 > s.txnEntries() {
+		if len(st.Rows)+len(st.Unparked)+len(st.UnparkedReports)+len(st.Corrected)+1 > s.txnEntries() {
 			// Certainly too big for one transaction: no need to try.
 			var err error
 			unparked, err = s.commitInSteps(st, cp)
@@ -109,6 +113,11 @@ func (s *Store) Commit(st occupancy.Settlement) error {
 					return err
 				}
 				unparked += n
+			}
+			for _, e := range st.Corrected {
+				if err := txn.Delete(prefixed(pfxLate, e)); err != nil {
+					return err
+				}
 			}
 			return txn.Set(keyCheckpoint, cp)
 		})
@@ -228,6 +237,11 @@ func (s *Store) commitInSteps(st occupancy.Settlement, cp []byte) (int64, error)
 	if err != nil {
 		// The checkpoint is committed: the caller must not retry it. Open finishes.
 		s.log.Error().Err(err).Msg("removing unparked marks failed; it is finished at the next start")
+	}
+	if err := s.chunked(len(st.Corrected), func(w *splitTxn, i int) error {
+		return w.delete(prefixed(pfxLate, st.Corrected[i]))
+	}); err != nil {
+		s.log.Error().Err(err).Msg("removing late marks failed; the engine corrects for them again at the next start")
 	}
 	return n, nil
 }

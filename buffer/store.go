@@ -426,10 +426,21 @@ func (s *Store) Resets(from int64, fn func(occupancy.Reset) error) error {
 
 // Parked streams every parked event in (TS, DPU, ID) order.
 func (s *Store) Parked(fn func(occupancy.Event) error) error {
-	return s.scanOpen([]byte{pfxParked}, nil, nil, func(k, v []byte) (bool, error) {
+	return s.marked(pfxParked, "parked", fn)
+}
+
+// Late streams, in (TS, DPU, ID) order, every event stored late whose correction
+// no committed checkpoint includes yet (see Append and Commit).
+func (s *Store) Late(fn func(occupancy.Event) error) error {
+	return s.marked(pfxLate, "late", fn)
+}
+
+// marked streams the events of the marks with prefix pfx.
+func (s *Store) marked(pfx byte, what string, fn func(occupancy.Event) error) error {
+	return s.scanOpen([]byte{pfx}, nil, nil, func(k, v []byte) (bool, error) {
 		e, err := decodeEvent(k[1:], v)
 		if err != nil {
-			return false, fmt.Errorf("read parked events: key %x: %w", k, err)
+			return false, fmt.Errorf("read %s events: key %x: %w", what, k, err)
 		}
 		return true, fn(e)
 	})

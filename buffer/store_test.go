@@ -323,6 +323,72 @@ func TestParked(t *testing.T) {
 	})
 }
 
+// Events stored late keep a late mark, written with them, until a settlement lists
+// them as corrected; parked and duplicate events get none; the mark survives a
+// reopen, and a settlement too big for one transaction still removes them.
+func TestLateMarks(t *testing.T) {
+	s := openT(t, Options{MemTableSize: 1 << 20}) // Badger then takes ~2k entries per txn
+	late := func(s *Store) []occupancy.Event {
+		var out []occupancy.Event
+		if err := s.Late(func(e occupancy.Event) error { out = append(out, e); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	evs := []occupancy.Event{
+		{DPU: "a", ID: "1", TS: 5, Direction: 1, Late: true, Received: 100},
+		{DPU: "a", ID: "2", TS: 200, Direction: 1, Received: 200}, // on time
+		{DPU: "b", ID: "1", TS: 3, Direction: -1, Late: true, Received: 100},
+		{DPU: "u", ID: "1", TS: 4, Direction: 1, Late: true, Received: 100}, // parked: its unpark corrects
+	}
+	mustAppend(t, s, evs, []bool{false, false, false, true})
+	want := []occupancy.Event{evs[2], evs[0]} // (TS, DPU, ID) order
+	if got := late(s); !slices.Equal(got, want) {
+		t.Fatalf("Late = %v, want %v", got, want)
+	}
+	// Sent again (a redelivery): a duplicate, no second mark.
+	if res := mustAppend(t, s, evs[:1], nil); !res[0].Duplicate {
+		t.Fatalf("re-sent late event: %+v, want a duplicate", res[0])
+	}
+	s = reopen(t, s)
+	if got := late(s); !slices.Equal(got, want) {
+		t.Fatalf("Late after reopen = %v, want %v", got, want)
+	}
+	if err := s.Commit(occupancy.Settlement{Corrected: evs[:1], Checkpoint: occupancy.Checkpoint{Horizon: 10}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := late(s); !slices.Equal(got, evs[2:3]) {
+		t.Fatalf("Late after a commit correcting %v = %v, want %v", evs[0], got, evs[2:3])
+	}
+	if got := len(allEvents(t, s)); got != 4 {
+		t.Errorf("%d events stored, want 4 (the marks go, the events stay)", got)
+	}
+
+	t.Run("in steps", func(t *testing.T) {
+		var many []occupancy.Event
+		for i := 0; i < 5000; i++ {
+			many = append(many, occupancy.Event{DPU: "c", ID: fmt.Sprint(i), TS: int64(i), Direction: 1, Late: true})
+		}
+		mustAppend(t, s, many, nil)
+		if got := len(late(s)); got != 5001 {
+			t.Fatalf("%d late marks, want 5001", got)
+		}
+		before := s.steppedCommits.Load()
+		if err := s.Commit(occupancy.Settlement{Corrected: many[:4000], Checkpoint: occupancy.Checkpoint{Horizon: 11}}); err != nil {
+			t.Fatal(err)
+		}
+		if s.steppedCommits.Load() != before+1 {
+			t.Fatal("the settlement was not written in steps (the test must exceed one transaction)")
+		}
+		if got := len(late(s)); got != 1001 {
+			t.Errorf("%d late marks after correcting 4000 of 5001, want 1001", got)
+		}
+		if cp, _, _ := s.Checkpoint(); cp.Horizon != 11 {
+			t.Errorf("checkpoint horizon %d, want 11", cp.Horizon)
+		}
+	})
+}
+
 func TestCommitRowsCheckpointVersionsResets(t *testing.T) {
 	s := openT(t, Options{})
 	if _, ok, err := s.Checkpoint(); ok || err != nil {

@@ -146,6 +146,9 @@ type Store interface {
 	Resets(from int64, fn func(Reset) error) error
 	// Parked streams every parked event (DPU not mapped by any version yet).
 	Parked(fn func(Event) error) error
+	// Late streams the events stored late whose correction no committed
+	// checkpoint includes yet (see Settlement.Corrected).
+	Late(fn func(Event) error) error
 	// RowAt returns the last settled row of space with TS <= t.
 	RowAt(space string, t int64) (r Row, ok bool, err error)
 	// Rows streams the settled rows of space with from <= TS < to, in order.
@@ -169,6 +172,10 @@ type Settlement struct {
 	Rows       []Row
 	Checkpoint Checkpoint
 	Unparked   []Event
+	// Corrected are the late events whose corrections this checkpoint includes: the
+	// store forgets them as late (Store.Late), atomically with the checkpoint or
+	// after it.
+	Corrected []Event
 	// UnparkedReports are the parked reports that were applied (to unpark).
 	UnparkedReports []Report
 	// RewriteFrom, when > 0, deletes every settled row with TS >= RewriteFrom before

@@ -32,10 +32,12 @@ import (
 // values at H, pending corrections, suspect intervals, moves) is in the Checkpoint
 // committed with the rows. Tick returns true when that state changed even if H did
 // not move (a late correction, an unparked event, a new version), so the gateway
-// commits within one tick. A crash between a late Apply and that commit would lose
-// the correction (late events are not replayed on start), so the gateway commits a
-// batch with Late > 0 (Tick + Commit) before acknowledging it, and applies a late
-// event redelivered as a duplicate again (ARCHITECTURE, durability invariants).
+// commits within one tick. Events before the checkpoint's horizon are not replayed
+// on start, so a late event's correction would be lost by a crash before that
+// commit; the store therefore keeps every event stored late in an index (Store.Late)
+// until a settlement whose checkpoint includes its correction lists it in
+// Corrected, and Open corrects for those again. Correcting twice is harmless: a
+// correction is an absolute value, a replay of the stored events.
 //
 // Moves. A version moving space S to a new parent adds KindMove entries at
 // max(v.At, H) on the old ancestors (-c) and the new ones (+c), c = S's value just
@@ -188,9 +190,10 @@ type Engine struct {
 	lastGen   int64 // daily resets generated through this instant (inclusive)
 	nextDaily int64 // earliest daily reset instant after lastGen
 
-	parked   map[string]map[string]Event // dpu -> key -> event
-	nParked  int
-	unparked []Event
+	parked    map[string]map[string]Event // dpu -> key -> event
+	nParked   int
+	unparked  []Event
+	corrected []Event // late events corrected since the last settlement
 
 	late      map[int32][]interval
 	trueCP    map[int32][]trueCP // true-value checkpoints (late.go)
@@ -326,6 +329,21 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open engine: read parked events: %w", err)
+	}
+	// Events stored late whose corrections no checkpoint holds yet (a crash came
+	// before the commit): corrected again now, forgotten at the next commit. One
+	// at or after the horizon (its correction's checkpoint never came, nor H's
+	// move past it) was replayed with the events above.
+	err = store.Late(func(ev Event) error {
+		e.corrected = append(e.corrected, ev)
+		e.dirty = true
+		if ev.TS < e.h {
+			late = append(late, ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open engine: read late events: %w", err)
 	}
 	if len(late) > 0 && e.opts.LateEvents == LateApply {
 		if err := e.correct(late, now); err != nil {
@@ -672,6 +690,7 @@ func (e *Engine) Apply(evs []Event, now int64) (ApplyResult, error) {
 		if err := e.correct(late, now); err != nil {
 			return res, fmt.Errorf("apply late events: %w", err)
 		}
+		e.corrected = append(e.corrected, late...)
 	}
 	if bad > 0 {
 		return res, fmt.Errorf("apply: %d events with a direction other than 1 or -1 ignored", bad)
@@ -763,8 +782,8 @@ func (e *Engine) Tick(now int64) (Settlement, bool) {
 }
 
 func (e *Engine) settlement(rows []Row) Settlement {
-	st := Settlement{Rows: rows, Unparked: e.unparked, Checkpoint: e.checkpoint()}
-	e.unparked = nil
+	st := Settlement{Rows: rows, Unparked: e.unparked, Corrected: e.corrected, Checkpoint: e.checkpoint()}
+	e.unparked, e.corrected = nil, nil
 	e.dirty = false
 	return st
 }

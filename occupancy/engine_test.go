@@ -198,6 +198,8 @@ type driver struct {
 	// lateH is the horizon when a late event was last applied: from it on the
 	// settled history is the true timeline again.
 	lateH int64
+	// afterApply, when set, runs after every apply (before the tick commits).
+	afterApply func(now int64)
 }
 
 func newDriver(t *testing.T, opts Options, topo TopologyConfig, at int64) *driver {
@@ -213,8 +215,11 @@ func newDriver(t *testing.T, opts Options, topo TopologyConfig, at int64) *drive
 
 func (d *driver) apply(evs []Event, now int64) {
 	parked := make([]bool, len(evs))
+	h := d.eng.Horizon()
 	for i, ev := range evs {
 		parked[i] = !d.eng.Mappable(ev.DPU, ev.TS)
+		// As the gateway does: an event before the horizon is stored as late.
+		evs[i].Late = ev.TS < h
 	}
 	fresh := d.st.Append(evs, parked)
 	var batch []Event
@@ -230,6 +235,9 @@ func (d *driver) apply(evs []Event, now int64) {
 	d.late += res.Late
 	if res.Late > 0 {
 		d.lateH = d.eng.Horizon()
+	}
+	if d.afterApply != nil {
+		d.afterApply(now)
 	}
 }
 
@@ -526,6 +534,43 @@ func TestRebuild(t *testing.T) {
 			if reopened == 0 {
 				t.Logf("seed %d: never reopened", seed)
 			}
+		})
+	}
+}
+
+// TestRebuildBeforeCommit: the process dies after events are stored and applied
+// (and acknowledged) but before the tick commits: a rebuild from the store equals an
+// engine that never stopped, late events included, because the store keeps the
+// late events whose corrections no checkpoint holds yet.
+func TestRebuildBeforeCommit(t *testing.T) {
+	for run := 0; run < testRuns()/2; run++ {
+		seed := int64(9500 + run)
+		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewSource(seed))
+			sc := genScenarioMoves(rng, true, false)
+			opts := Options{SettleAfter: sc.settle, LateEvents: LateApply, ClampNegative: rng.Intn(4) != 0}
+			a := newDriver(t, opts, sc.topo, sc.t0)
+			b := newDriver(t, opts, sc.topo, sc.t0)
+			reopened, lateBefore := 0, 0
+			b.afterApply = func(now int64) {
+				if rng.Intn(6) != 0 {
+					return
+				}
+				lateBefore += len(b.st.late)
+				b.reopen(now)
+				a.eng.Hold(now)
+				reopened++
+			}
+			sc.run(rng, []*driver{a, b}, func(now int64, step int) {
+				if step%10 == 0 {
+					compareEngines(t, rng, a, b, now, sc.t0)
+				}
+			})
+			compareEngines(t, rng, a, b, sc.end+sc.settle+2*sc.step, sc.t0)
+			if len(b.st.late) != 0 {
+				t.Errorf("after the last commit %d events are still kept as late, want 0", len(b.st.late))
+			}
+			t.Logf("seed %d: %d reopenings before a commit, with %d uncommitted late events in all; %d late events", seed, reopened, lateBefore, b.late)
 		})
 	}
 }

@@ -17,21 +17,24 @@ type memStore struct {
 	events   []Event // sorted by key
 	keys     map[string]bool
 	parked   map[string]Event
+	late     map[string]Event // stored late, correction not committed (Store.Late)
 	resets   map[string]Reset // by space+ts
 	rows     map[string][]Row // per space, ordered by (TS, Seq)
 	noEvents bool             // benchmarks: do not keep events
 }
 
 func newMemStore() *memStore {
-	return &memStore{keys: map[string]bool{}, parked: map[string]Event{}, resets: map[string]Reset{}, rows: map[string][]Row{}}
+	return &memStore{keys: map[string]bool{}, parked: map[string]Event{}, late: map[string]Event{},
+		resets: map[string]Reset{}, rows: map[string][]Row{}}
 }
 
 func (m *memStore) PutVersion(v Version) { m.versions = append(m.versions, v) }
 
 func (m *memStore) PutReset(r Reset) { m.resets[fmt.Sprintf("%s/%020d", r.Space, r.TS)] = r }
 
-// Append stores events not seen before; parked[i] marks an unmappable one. It
-// returns which were new.
+// Append stores events not seen before; parked[i] marks an unmappable one, and an
+// event marked Late (not parked) is kept as late until a commit lists it in
+// Corrected. It returns which were new.
 func (m *memStore) Append(evs []Event, parked []bool) []bool {
 	fresh := make([]bool, len(evs))
 	for i, ev := range evs {
@@ -44,6 +47,9 @@ func (m *memStore) Append(evs []Event, parked []bool) []bool {
 		if parked != nil && parked[i] {
 			m.parked[k] = ev
 			continue
+		}
+		if ev.Late {
+			m.late[k] = ev
 		}
 		if m.noEvents {
 			continue
@@ -87,6 +93,9 @@ func (m *memStore) Commit(st Settlement) error {
 			}
 		}
 	}
+	for _, ev := range st.Corrected {
+		delete(m.late, string(ev.Key()))
+	}
 	m.cp, m.hasCP = st.Checkpoint, true
 	return nil
 }
@@ -126,14 +135,19 @@ func (m *memStore) Resets(from int64, fn func(Reset) error) error {
 	return nil
 }
 
-func (m *memStore) Parked(fn func(Event) error) error {
-	keys := make([]string, 0, len(m.parked))
-	for k := range m.parked {
+func (m *memStore) Parked(fn func(Event) error) error { return eachByKey(m.parked, fn) }
+
+func (m *memStore) Late(fn func(Event) error) error { return eachByKey(m.late, fn) }
+
+// eachByKey calls fn for the events of set in key order.
+func eachByKey(set map[string]Event, fn func(Event) error) error {
+	keys := make([]string, 0, len(set))
+	for k := range set {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if err := fn(m.parked[k]); err != nil {
+		if err := fn(set[k]); err != nil {
 			return err
 		}
 	}
