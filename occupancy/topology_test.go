@@ -138,3 +138,15 @@ func TestEffects(t *testing.T) {
 		}
 	}
 }
+
+func TestTopologyEqual(t *testing.T) {
+	a := TopologyConfig{Spaces: []SpaceConfig{{ID: "a", Name: "A"}}}
+	b := TopologyConfig{Spaces: []SpaceConfig{{ID: "a", Name: "A"}}, Doorways: []DoorwayConfig{}}
+	if !a.Equal(b) {
+		t.Error("nil and empty doorways should be equal")
+	}
+	b.Spaces[0].Capacity = 4
+	if a.Equal(b) {
+		t.Error("a capacity change should differ")
+	}
+}

@@ -90,7 +90,7 @@ func BenchmarkIngestMosquitto(b *testing.B) {
 		path := filepath.Join(dir, "occupancyd.yaml")
 		writeConfig(b, path, e2eConfig{broker: "tcp://" + mq.addr, dir: filepath.Join(dir, "data"), settleAfter: "5m", maxParked: 1000})
 		d := startMain(b, path)
-		accepted := d.main.Gateway().Metrics().EventsAccepted
+		accepted := d.main.Metrics().EventsAccepted
 		base := counterValue(accepted)
 		b.ResetTimer()
 		start := time.Now()
@@ -100,7 +100,7 @@ func BenchmarkIngestMosquitto(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 		var h dto.Metric
-		if err := d.main.Gateway().Metrics().IngestBatch.Write(&h); err == nil && h.GetHistogram().GetSampleCount() > 0 {
+		if err := d.main.Metrics().IngestBatch.Write(&h); err == nil && h.GetHistogram().GetSampleCount() > 0 {
 			n := float64(h.GetHistogram().GetSampleCount())
 			b.ReportMetric(h.GetHistogram().GetSampleSum()/n*1000, "ms/batch")
 			b.ReportMetric(float64(b.N)/n, "msgs/batch")
@@ -151,7 +151,7 @@ func BenchmarkIngestCampus(b *testing.B) {
 	path := filepath.Join(dir, "occupancyd.yaml")
 	writeConfig(b, path, e2eConfig{broker: "tcp://" + mq.addr, dir: filepath.Join(dir, "data"), settleAfter: "5m", topology: tp.yaml(), tick: os.Getenv("BENCH_TICK")})
 	d := startMain(b, path)
-	accepted := d.main.Gateway().Metrics().EventsAccepted
+	accepted := d.main.Metrics().EventsAccepted
 	base := counterValue(accepted)
 	var dpus []string
 	for _, x := range tp.dpus {

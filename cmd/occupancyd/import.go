@@ -21,6 +21,7 @@ import (
 
 	"github.com/occupancyd/occupancyd/buffer"
 	"github.com/occupancyd/occupancyd/gateway/config"
+	"github.com/occupancyd/occupancyd/gateway/tracker"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -161,13 +162,12 @@ func (e *lockedError) Error() string {
 }
 func (e *lockedError) Unwrap() error { return e.err }
 
-// importer carries one import through storage and the engine.
+// importer carries one import through the tracker.
 type importer struct {
-	opts  importOptions
-	store *buffer.Store
-	eng   *occupancy.Engine
-	lim   occupancy.Limits
-	sum   importSummary
+	opts importOptions
+	tr   *tracker.Tracker
+	lim  occupancy.Limits
+	sum  importSummary
 
 	batch     []occupancy.Event
 	lines     []int
@@ -201,30 +201,29 @@ func runImportAll(ctx context.Context, opts importOptions, srcs []importSource) 
 	}()
 
 	now := opts.Now().UnixMilli()
-	versions, err := store.Versions()
+	// The stored topology versions stay as they are; the config's topology is stored
+	// only into a store that has none yet (DESIGN 6).
+	topo := cfg.Topology
+	tr, err := tracker.Open(tracker.Options{
+		Store:         store,
+		Engine:        cfg.EngineOptions(),
+		Topology:      &topo,
+		KeepStored:    true,
+		MaxFutureSkew: cfg.Engine.MaxFutureSkew,
+		Logger:        opts.Logger,
+		Now:           opts.Now,
+	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("read topology versions: %w", err)
-	}
-	if len(versions) == 0 {
-		v := occupancy.Version{At: now, Topology: cfg.Topology}
-		if err := store.PutVersion(v); err != nil {
-			return nil, 0, fmt.Errorf("store topology version: %w", err)
-		}
-		versions = append(versions, v)
-	}
-	eng, err := occupancy.Open(cfg.EngineOptions(), withVersions(store, versions), now)
-	if err != nil {
-		return nil, 0, fmt.Errorf("rebuild engine from storage: %w", err)
+		return nil, 0, err
 	}
 	oldest := int64(0)
 	if cfg.Storage.Retention > 0 {
 		oldest = now - cfg.Storage.Retention.Milliseconds()
 	}
 	im := &importer{
-		opts:  opts,
-		store: store,
-		eng:   eng,
-		lim:   occupancy.Limits{Now: now, MaxFutureSkew: cfg.Engine.MaxFutureSkew.Milliseconds(), Oldest: oldest},
+		opts: opts,
+		tr:   tr,
+		lim:  occupancy.Limits{Now: now, MaxFutureSkew: cfg.Engine.MaxFutureSkew.Milliseconds(), Oldest: oldest},
 	}
 	var readErr error
 	for _, src := range srcs {
@@ -242,12 +241,8 @@ func runImportAll(ctx context.Context, opts importOptions, srcs []importSource) 
 	}
 	// Recompute from the earliest valid row, duplicates included: a re-run of an
 	// import that was interrupted after storing completes its recomputation.
-	st, err := eng.Rewind(im.earliest, opts.Now().UnixMilli())
-	if err != nil {
-		return sums, 0, errors.Join(readErr, fmt.Errorf("recompute occupancy: %w", err))
-	}
-	if err := store.Commit(st); err != nil {
-		return sums, 0, errors.Join(readErr, fmt.Errorf("store recomputed occupancy: %w", err))
+	if err := tr.Rewind(im.earliest); err != nil {
+		return sums, 0, errors.Join(readErr, err)
 	}
 	return sums, im.earliest, readErr
 }
@@ -520,8 +515,8 @@ func (im *importer) reject(line int, reason, detail string) {
 	im.sum.Rejected = append(im.sum.Rejected, importRejection{Line: line, Reason: reason, Detail: detail})
 }
 
-// flush stores the queued events (dedup against each other and the store), applies
-// the new pending ones to the engine and prints progress.
+// flush stores the queued events (dedup against each other and the store) through
+// the tracker, which applies the new pending ones, and prints progress.
 func (im *importer) flush(ctx context.Context) error {
 	defer func() {
 		im.batch, im.lines = im.batch[:0], im.lines[:0]
@@ -534,41 +529,24 @@ func (im *importer) flush(ctx context.Context) error {
 	if len(im.batch) == 0 {
 		return nil
 	}
-	// Append dedups the batch against itself and the store alike.
+	// Backfill dedups the batch against itself and the store alike; events before
+	// the horizon reach the engine through the Rewind at the end.
 	evs, lines := im.batch, im.lines
-	parked := make([]bool, len(evs))
-	for i, ev := range evs {
-		parked[i] = !im.eng.Mappable(ev.DPU, ev.TS)
-	}
-	res, err := im.store.Append(ctx, evs, parked)
+	res, err := im.tr.Backfill(ctx, evs)
 	if err != nil {
-		return fmt.Errorf("store events: %w", err)
+		return err
 	}
-	h := im.eng.Horizon()
-	var pending []occupancy.Event
 	for i, r := range res {
-		switch {
-		case r.Duplicate:
+		switch r.Outcome {
+		case tracker.Duplicate:
 			im.sum.Duplicates++
-		case r.Rejected:
-			im.reject(lines[i], string(occupancy.ReasonUnknownDPU),
-				fmt.Sprintf("dpu %q is in no topology version and storage.max_parked events are parked already", evs[i].DPU))
+		case tracker.Rejected:
+			im.reject(lines[i], string(r.Rejection.Reason), r.Rejection.Detail)
+		case tracker.Parked:
+			im.sum.Imported++
+			im.sum.Parked++
 		default:
 			im.sum.Imported++
-			if parked[i] {
-				im.sum.Parked++
-			}
-			if evs[i].TS >= h {
-				pending = append(pending, evs[i])
-			}
-		}
-	}
-	// Events before the horizon reach the engine through Rewind, which replays the
-	// stored events from the earliest imported ts; applying them here first would
-	// only make late-event corrections that Rewind throws away.
-	if len(pending) > 0 {
-		if _, err := im.eng.Apply(pending, im.opts.Now().UnixMilli()); err != nil {
-			return fmt.Errorf("apply events: %w", err)
 		}
 	}
 	return nil

@@ -18,18 +18,24 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/occupancyd/occupancyd/buffer"
-	"github.com/occupancyd/occupancyd/gateway"
+	"github.com/occupancyd/occupancyd/gateway/broker"
 	"github.com/occupancyd/occupancyd/gateway/config"
+	"github.com/occupancyd/occupancyd/gateway/httpapi"
+	"github.com/occupancyd/occupancyd/gateway/ingest"
+	"github.com/occupancyd/occupancyd/gateway/metrics"
+	"github.com/occupancyd/occupancyd/gateway/mqtt"
 	"github.com/occupancyd/occupancyd/gateway/sdnotify"
+	"github.com/occupancyd/occupancyd/gateway/tracker"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
 // closeTimeout bounds a clean stop (DESIGN 6: within 10 s).
 const closeTimeout = 10 * time.Second
 
-// Main is the running daemon: storage, engine, embedded broker, HTTP API and MQTT.
-// Set ConfigPath (or Config) and Logger, then Run; Close stops it; Reload re-reads
-// ConfigPath (SIGHUP).
+// Main is the running daemon and the one place that knows every part: it opens the
+// store and the tracker over it, and wires the ingest pipeline, the embedded broker,
+// the MQTT client and the HTTP API, each through its constructor. Set ConfigPath (or
+// Config) and Logger, then Run; Close stops it; Reload re-reads ConfigPath (SIGHUP).
 type Main struct {
 	ConfigPath string
 	Config     config.Config
@@ -39,11 +45,17 @@ type Main struct {
 
 	mu       sync.Mutex
 	store    *buffer.Store
-	gw       *gateway.Gateway
-	http     *gateway.HTTPServer
+	metrics  *metrics.Metrics
+	tracker  *tracker.Tracker
+	rejects  *ingest.Recorder
+	pipe     *ingest.Pipeline
+	broker   *broker.Broker
+	client   *mqtt.Client
+	http     *httpapi.Server
 	httpDone chan error
-	runStop  context.CancelFunc
-	runDone  chan struct{}
+	runStop  context.CancelFunc // the tracker's ticks and the store's maintenance
+	runDone  sync.WaitGroup
+	storeOK  atomic.Bool          // storage open: readiness
 	sd       *sdnotify.Supervisor // systemd notifications (systemd.go)
 	// checked is a copy of the topology that LoadConfig validated for Config (nil if
 	// none): Run does not validate it a second time before storing it.
@@ -61,13 +73,6 @@ func NewMain() *Main {
 	}
 }
 
-func (m *Main) now() time.Time {
-	if m.Now == nil {
-		return time.Now()
-	}
-	return m.Now()
-}
-
 // HTTPAddr is the HTTP API's address ("" when disabled or not running).
 func (m *Main) HTTPAddr() string {
 	m.mu.Lock()
@@ -82,17 +87,24 @@ func (m *Main) HTTPAddr() string {
 func (m *Main) BrokerAddr() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.gw == nil {
+	if m.broker == nil {
 		return ""
 	}
-	return m.gw.BrokerAddr()
+	return m.broker.Addr()
 }
 
-// Gateway returns the running gateway (nil before Run).
-func (m *Main) Gateway() *gateway.Gateway {
+// Metrics returns the running daemon's metrics (nil before Run).
+func (m *Main) Metrics() *metrics.Metrics {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.gw
+	return m.metrics
+}
+
+// Tracker returns the running daemon's tracker (nil before Run).
+func (m *Main) Tracker() *tracker.Tracker {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tracker
 }
 
 // Run opens storage, stores the configured topology as a new version (unless it is
@@ -119,6 +131,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	cfg.ApplyDefaults()
 	m.Config = cfg
 	log := m.Logger
+	component := func(name string) zerolog.Logger { return log.With().Str("component", name).Logger() }
 
 	defer func() {
 		if err != nil {
@@ -126,55 +139,97 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	}()
 
-	store, err := buffer.Open(storeOptions(cfg, log.With().Str("component", "buffer").Logger(), m.Now))
+	store, err := buffer.Open(storeOptions(cfg, component("buffer"), m.Now))
 	if err != nil {
 		return fmt.Errorf("open storage %s: %w", cfg.Storage.Dir, err)
 	}
 	m.store = store
+	m.storeOK.Store(true)
 
-	now := m.now().UnixMilli()
-	versions, added, err := newVersion(store, cfg.Topology, now, m.checkedTopology(cfg.Topology))
+	m.metrics = metrics.New()
+	topo := cfg.Topology
+	m.tracker, err = tracker.Open(tracker.Options{
+		Store:         store,
+		Engine:        cfg.EngineOptions(),
+		Topology:      &topo,
+		TopologyValid: m.checkedTopology(cfg.Topology),
+		MaxFutureSkew: cfg.Engine.MaxFutureSkew,
+		Tick:          cfg.Engine.Tick,
+		Metrics:       m.metrics,
+		Logger:        component("tracker"),
+		Now:           m.Now,
+	})
 	m.checked = nil
 	if err != nil {
 		return err
 	}
-	// A new version is stored while the engine is rebuilt (it only reads the store),
-	// and before the gateway takes any event that could refer to it.
-	var stored chan error
-	if added {
-		stored = make(chan error, 1)
-		go func() { stored <- store.PutVersion(versions[len(versions)-1]) }()
-	}
-	eng, err := occupancy.Open(cfg.EngineOptions(), withVersions(store, versions), now)
-	if stored != nil {
-		if perr := <-stored; perr != nil {
-			return fmt.Errorf("store topology version: %w", perr)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("rebuild engine from storage: %w", err)
-	}
-
-	metrics := gateway.NewMetrics()
-	gw, err := gateway.New(gateway.Options{
-		Config:  cfg,
-		Store:   store,
-		Engine:  eng,
-		Metrics: metrics,
-		Stats:   gateway.NewDPUStats(),
-		Logger:  log,
-		Now:     m.Now,
+	m.rejects = ingest.NewRecorder(store, component("ingest"))
+	m.pipe, err = ingest.New(ingest.Options{
+		Tracker:       m.tracker,
+		Rejects:       m.rejects,
+		Filters:       cfg.MQTT.EventsTopic,
+		MaxFutureSkew: cfg.Engine.MaxFutureSkew,
+		MaxPayload:    cfg.MQTT.MaxPayload,
+		Retention:     cfg.Storage.Retention,
+		Metrics:       m.metrics,
+		Logger:        component("ingest"),
+		Now:           m.Now,
 	})
 	if err != nil {
 		return err
 	}
-	m.gw = gw
-	if err := gw.StartBroker(); err != nil {
+	brokerURL := cfg.MQTT.Broker
+	if brokerURL == "" {
+		password, err := mqtt.ReadPasswordFile(cfg.MQTT.PasswordFile)
+		if err != nil {
+			return err
+		}
+		m.broker, err = broker.Start(broker.Options{
+			Listen:   cfg.MQTT.Embedded.Listen,
+			Username: cfg.MQTT.Username,
+			Password: password,
+			Logger:   log,
+			Events: &broker.EventSink{
+				Matches:  m.pipe.Matches,
+				Submit:   m.pipe.SubmitEmbedded,
+				Stopping: m.pipe.Stopping(),
+			},
+		})
+		if err != nil {
+			return err
+		}
+		brokerURL = "tcp://" + m.broker.Addr()
+	}
+	m.client, err = mqtt.New(mqtt.Options{
+		Broker:          brokerURL,
+		MQTT:            cfg.MQTT,
+		GatewayID:       cfg.Gateway.ID,
+		EventsViaBroker: m.broker != nil,
+		Tracker:         m.tracker,
+		Events:          m.pipe,
+		Rejected:        m.rejects.Outgoing(),
+		Metrics:         m.metrics,
+		Logger:          component("mqtt"),
+	})
+	if err != nil {
 		return err
 	}
+	client := m.client
+	ready := func() error {
+		if !m.storeOK.Load() {
+			return errors.New("storage is not open")
+		}
+		return client.Ready()
+	}
 	if cfg.HTTP.Listen != "" {
-		hs, err := gateway.NewHTTPServer(cfg.HTTP.Listen, cfg.HTTP.Token, gw, metrics,
-			log.With().Str("component", "http").Logger())
+		hs, err := httpapi.New(httpapi.Options{
+			Listen:  cfg.HTTP.Listen,
+			Token:   cfg.HTTP.Token,
+			Querier: m.tracker,
+			Ready:   ready,
+			Metrics: m.metrics,
+			Logger:  component("http"),
+		})
 		if err != nil {
 			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 		}
@@ -183,23 +238,40 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		go func() { m.httpDone <- hs.Serve() }()
 		log.Info().Str("listen", hs.Addr()).Msg("HTTP API listening")
 	}
-	if err := gw.Start(ctx); err != nil {
-		return err
-	}
+
+	m.pipe.Start()
 	runCtx, stop := context.WithCancel(context.Background())
 	m.runStop = stop
-	m.runDone = make(chan struct{})
+	m.runDone.Add(2)
 	go func() {
-		defer close(m.runDone)
+		defer m.runDone.Done()
+		m.tracker.Run(runCtx)
+	}()
+	go func() {
+		defer m.runDone.Done()
 		if err := store.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error().Err(err).Msg("storage maintenance stopped")
 		}
 	}()
+	m.client.Start()
 	log.Info().Str("gateway", cfg.Gateway.ID).Dur("startup", time.Since(started)).
 		Str("storage", cfg.Storage.Dir).Msg("occupancyd started")
-	m.sd = startSystemd(gw, gw.Metrics(), log)
+	m.sd = startSystemd(watched{ready: ready, tracker: m.tracker, pipe: m.pipe}, m.metrics, log)
 	return nil
 }
+
+// watched is what the systemd notifications watch (systemd.go): readiness, the
+// tick loop and the ingest workers.
+type watched struct {
+	ready   func() error
+	tracker *tracker.Tracker
+	pipe    *ingest.Pipeline
+}
+
+func (w watched) Ready() error                { return w.ready() }
+func (w watched) LastTick() time.Time         { return w.tracker.LastTick() }
+func (w watched) TickInterval() time.Duration { return w.tracker.TickInterval() }
+func (w watched) IngestBusySince() time.Time  { return w.pipe.BusySince() }
 
 // storeOptions maps the storage settings of cfg to the buffer's options, for run and
 // import alike.
@@ -221,34 +293,6 @@ func isDefaultConfig(c config.Config) bool {
 	return reflect.DeepEqual(c, d)
 }
 
-// newVersion returns the stored topology versions and, unless tc equals the latest
-// of them, tc as a new version in force from now appended to them (added; the caller
-// stores it). tc is validated first unless valid says it was already: a topology
-// that does not compile must never be stored. Only the validation runs here, not a
-// compile: the engine compiles every version when it opens.
-func newVersion(store *buffer.Store, tc occupancy.TopologyConfig, now int64, valid bool) (versions []occupancy.Version, added bool, err error) {
-	versions, err = store.Versions()
-	if err != nil {
-		return nil, false, fmt.Errorf("read topology versions: %w", err)
-	}
-	at := now
-	if n := len(versions); n > 0 {
-		last := versions[n-1]
-		if gateway.TopologyEqual(last.Topology, tc) {
-			return versions, false, nil
-		}
-		if at <= last.At {
-			at = last.At + 1
-		}
-	}
-	if !valid {
-		if ps := tc.Validate(); len(ps) > 0 {
-			return nil, false, fmt.Errorf("topology: %w", &occupancy.ProblemsError{Problems: ps})
-		}
-	}
-	return append(versions, occupancy.Version{At: at, Topology: tc}), true, nil
-}
-
 // setLoaded makes cfg, just returned by LoadConfig (so validated), the configuration,
 // and keeps a copy of its topology so that Run can tell it is still the one validated.
 func (m *Main) setLoaded(cfg config.Config) {
@@ -261,28 +305,7 @@ func (m *Main) setLoaded(cfg config.Config) {
 
 // checkedTopology reports whether tc equals the topology LoadConfig validated.
 func (m *Main) checkedTopology(tc occupancy.TopologyConfig) bool {
-	return m.checked != nil && gateway.TopologyEqual(*m.checked, tc)
-}
-
-// versionsRead is a store whose first Versions call answers with the versions start-up
-// has just read, so that occupancy.Open does not decode them all again (~0.3 s for a
-// 100,000-DPU topology); every later call reads the store.
-type versionsRead struct {
-	*buffer.Store
-	first atomic.Pointer[[]occupancy.Version]
-}
-
-func withVersions(store *buffer.Store, vs []occupancy.Version) *versionsRead {
-	s := &versionsRead{Store: store}
-	s.first.Store(&vs)
-	return s
-}
-
-func (s *versionsRead) Versions() ([]occupancy.Version, error) {
-	if vs := s.first.Swap(nil); vs != nil {
-		return *vs, nil
-	}
-	return s.Store.Versions()
+	return m.checked != nil && m.checked.Equal(tc)
 }
 
 // Close stops intake, finishes in-flight appends and acks, runs a final tick and
@@ -294,6 +317,10 @@ func (m *Main) Close() error {
 	return m.cleanupLocked() // a no-op once stopped: it clears what it stopped
 }
 
+// cleanupLocked stops what runs, in the order data flows: intake first (messages not
+// yet taken stay unacknowledged: the broker redelivers them to the persistent
+// session), then the ticks, a final tick (commit), the last publishes and
+// `offline`, the broker, the HTTP API, storage.
 func (m *Main) cleanupLocked() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout-time.Second)
 	defer cancel()
@@ -302,12 +329,31 @@ func (m *Main) cleanupLocked() error {
 		m.sd = nil
 	}
 	var errs []error
-	if m.gw != nil {
-		if err := m.gw.Close(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("stop gateway: %w", err))
-		}
-		m.gw.SetStorageClosed()
+	running := m.runStop != nil
+	if m.pipe != nil {
+		m.pipe.Stop(ctx)
 	}
+	if m.runStop != nil {
+		m.runStop()
+		m.runDone.Wait()
+	}
+	if m.tracker != nil && running {
+		_, _ = m.tracker.Tick() // logged
+	}
+	if m.client != nil {
+		if err := m.client.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop mqtt: %w", err))
+		}
+	}
+	if m.broker != nil {
+		if err := m.broker.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("stop broker: %w", err))
+		}
+	}
+	if m.rejects != nil {
+		m.rejects.Flush()
+	}
+	m.storeOK.Store(false)
 	if m.http != nil {
 		if err := m.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop http: %w", err))
@@ -317,22 +363,15 @@ func (m *Main) cleanupLocked() error {
 		case <-ctx.Done():
 		}
 	}
-	if m.runStop != nil {
-		m.runStop()
-		select {
-		case <-m.runDone:
-		case <-ctx.Done():
-		}
-	}
 	if m.store != nil {
 		if err := m.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close storage: %w", err))
 		}
 	}
-	if len(errs) == 0 && m.gw != nil {
+	if len(errs) == 0 && running {
 		m.Logger.Info().Msg("occupancyd stopped")
 	}
-	m.gw, m.http, m.store, m.runStop = nil, nil, nil, nil
+	m.store, m.tracker, m.rejects, m.pipe, m.broker, m.client, m.http, m.runStop = nil, nil, nil, nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 
@@ -341,35 +380,41 @@ func (m *Main) cleanupLocked() error {
 // restart. A bad file is refused and the running config stays.
 func (m *Main) Reload() error {
 	m.mu.Lock()
-	gw, sd := m.gw, m.sd
-	path := m.ConfigPath
+	tr, sd, path := m.tracker, m.sd, m.ConfigPath
 	m.mu.Unlock()
-	if gw == nil {
+	if tr == nil {
 		return errors.New("reload: not running")
 	}
 	if path == "" {
 		return errors.New("reload: no config file (run --config FILE)")
 	}
 	sd.Reloading()
-	err := m.reload(gw, path)
+	err := m.reload(tr, path)
 	sd.Reloaded(err)
 	return err
 }
 
-func (m *Main) reload(gw *gateway.Gateway, path string) error {
+func (m *Main) reload(tr *tracker.Tracker, path string) error {
 	cfg, err := config.LoadConfig(path)
 	if err != nil {
 		m.Logger.Error().Err(err).Msg("reload refused; the running config stays")
 		return fmt.Errorf("reload: %w", err)
 	}
-	restart, err := gw.Reload(cfg)
-	if err != nil {
+	m.mu.Lock()
+	old := m.Config
+	m.mu.Unlock()
+	restart := config.RestartKeys(old, cfg)
+	if _, _, err := tr.AddVersion(cfg.Topology); err != nil {
 		m.Logger.Error().Err(err).Msg("reload failed")
 		return fmt.Errorf("reload: %w", err)
 	}
+	tr.SetTick(cfg.Engine.Tick)
 	setLogLevel(cfg.Log.Level)
 	m.mu.Lock()
-	m.Config = gw.Config()
+	// Keep everything that needs a restart as it was; take the reloadable parts.
+	m.Config.Topology = cfg.Topology
+	m.Config.Engine.Tick = cfg.Engine.Tick
+	m.Config.Log = cfg.Log
 	m.mu.Unlock()
 	if len(restart) > 0 {
 		m.Logger.Warn().Strs("keys", restart).Msg("config changes that need a restart to take effect")

@@ -8,17 +8,16 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 
-	"github.com/occupancyd/occupancyd/gateway"
-	"github.com/occupancyd/occupancyd/gateway/config"
+	"github.com/occupancyd/occupancyd/gateway/metrics"
 	"github.com/occupancyd/occupancyd/gateway/sdnotify"
 )
 
 // watchedGateway is what the systemd notifications read from the running gateway.
 type watchedGateway interface {
-	Ready() error               // nil: storage open, connected and subscribed (/readyz)
-	LastTick() time.Time        // the tick loop (settle, commit, publish) is alive
-	IngestBusySince() time.Time // no ingest batch hangs
-	Config() config.Config      // engine.tick, reloadable
+	Ready() error                // nil: storage open, connected and subscribed (/readyz)
+	LastTick() time.Time         // the tick loop (settle, commit, publish) is alive
+	IngestBusySince() time.Time  // no ingest batch hangs
+	TickInterval() time.Duration // engine.tick, reloadable
 }
 
 // quietDPUs is the hook for the DPU health work (issue 16 item 2): once the gateway
@@ -32,7 +31,7 @@ type quietDPUs interface {
 // condition as /readyz), STATUS= lines with the event rates, and WATCHDOG=1 while
 // its tick loop and ingest make progress (WatchdogSec=). Without $NOTIFY_SOCKET it
 // returns a Supervisor that does nothing.
-func startSystemd(gw watchedGateway, metrics *gateway.Metrics, log zerolog.Logger) *sdnotify.Supervisor {
+func startSystemd(gw watchedGateway, metrics *metrics.Metrics, log zerolog.Logger) *sdnotify.Supervisor {
 	log = log.With().Str("component", "systemd").Logger()
 	n, err := sdnotify.FromEnv()
 	if err != nil {
@@ -59,7 +58,7 @@ func startSystemd(gw watchedGateway, metrics *gateway.Metrics, log zerolog.Logge
 // watch turns the gateway's progress into the watchdog verdict and status line.
 type watch struct {
 	gw       watchedGateway
-	metrics  *gateway.Metrics
+	metrics  *metrics.Metrics
 	watchdog time.Duration
 	started  time.Time
 
@@ -83,7 +82,7 @@ func (w *watch) alive(now time.Time) error {
 	if last.IsZero() {
 		last = w.started
 	}
-	tick := w.gw.Config().Engine.Tick
+	tick := w.gw.TickInterval()
 	if age := now.Sub(last); age > tick+w.stallAfter() {
 		return fmt.Errorf("no engine tick for %s (engine.tick %s)", age.Round(time.Second), tick)
 	}

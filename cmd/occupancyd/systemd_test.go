@@ -12,7 +12,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/gateway/sdnotify/sdnotifytest"
 )
 
@@ -108,7 +107,7 @@ type fakeWatched struct {
 func (f *fakeWatched) Ready() error                  { return nil }
 func (f *fakeWatched) LastTick() time.Time           { return f.lastTick }
 func (f *fakeWatched) IngestBusySince() time.Time    { return f.busy }
-func (f *fakeWatched) Config() (c config.Config)     { c.Engine.Tick = f.tick; return c }
+func (f *fakeWatched) TickInterval() time.Duration   { return f.tick }
 func (f *fakeWatched) QuietDPUs() (quiet, total int) { return 2, 7 }
 
 // TestWatchVerdict: the watchdog's verdict from the tick loop's and the ingest

@@ -1,4 +1,4 @@
-package gateway
+package mqtt
 
 import (
 	"encoding/json"
@@ -74,18 +74,18 @@ func DiscoveryConfig(gatewayID, outputPrefix, statusTopic string, o occupancy.Oc
 
 // publishDiscoveryAll publishes (retained) the discovery config of every space when
 // Home Assistant discovery is enabled.
-func (g *Gateway) publishDiscoveryAll() {
-	names := g.names
-	if g.mqtt == nil || !names.haEnabled {
+func (m *Client) publishDiscoveryAll() {
+	names := m.names
+	if !names.haEnabled {
 		return
 	}
-	id := g.Config().Gateway.ID
-	for _, o := range g.Spaces() {
+	id := m.opts.GatewayID
+	for _, o := range m.tr.Spaces() {
 		b, err := DiscoveryConfig(id, names.outputPrefix, names.statusTopic, o)
 		if err != nil {
-			g.log.Error().Err(err).Str("space", o.Space).Msg("render discovery config")
+			m.log.Error().Err(err).Str("space", o.Space).Msg("render discovery config")
 			continue
 		}
-		g.mqtt.publish(discoveryTopic(names.haPrefix, id, o.Space), 1, true, b)
+		m.publish(discoveryTopic(names.haPrefix, id, o.Space), 1, true, b)
 	}
 }

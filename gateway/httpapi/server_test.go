@@ -1,18 +1,14 @@
-package gateway
+package httpapi
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -22,11 +18,11 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/occupancyd/occupancyd/gateway/metrics"
+	"github.com/occupancyd/occupancyd/gateway/payload"
+	"github.com/occupancyd/occupancyd/gateway/tracker"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
-
-// The -update flag (rewrite golden files) is declared once for the package, in
-// config_test.go; it also rewrites testdata/occupancy here.
 
 // fakeQuerier is a tiny in-memory Querier for the HTTP layer's own tests: it records
 // what the server asked for and answers from fixed data. The real-stack test
@@ -39,12 +35,10 @@ type fakeQuerier struct {
 	atCalls  [][2]int64
 	counts   [][3]int64
 	resets   []occupancy.Reset
-	dpus     []DPUStat
+	dpus     []tracker.DPUStat
 	failAll  error
 	panicky  bool
 }
-
-var update = flag.Bool("update", false, "rewrite the golden files of testdata/occupancy")
 
 func newFakeQuerier() *fakeQuerier {
 	return &fakeQuerier{
@@ -53,7 +47,7 @@ func newFakeQuerier() *fakeQuerier {
 			{Space: "lobby", Name: "Lobby", Occupancy: 7, Updated: 1_795_000_000_000, SettledUntil: 1_794_999_700_000},
 		},
 		horizon: 1_794_999_700_000,
-		dpus:    []DPUStat{{DPU: "283", LastEvent: "2026-11-27T10:00:00.123Z", ClockSkewMS: -40, Accepted: 12, Gaps: 1}},
+		dpus:    []tracker.DPUStat{{DPU: "283", LastEvent: "2026-11-27T10:00:00.123Z", ClockSkewMS: -40, Accepted: 12, Gaps: 1}},
 	}
 }
 
@@ -110,7 +104,7 @@ func (f *fakeQuerier) Reset(r occupancy.Reset) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if r.TS < f.horizon {
-		return fmt.Errorf("%w: ts %d is before the settled horizon %d", ErrBadReset, r.TS, f.horizon)
+		return fmt.Errorf("%w: ts %d is before the settled horizon %d", tracker.ErrBadReset, r.TS, f.horizon)
 	}
 	f.resets = append(f.resets, r)
 	for i := range f.spaces {
@@ -122,7 +116,7 @@ func (f *fakeQuerier) Reset(r occupancy.Reset) error {
 	return nil
 }
 
-func (f *fakeQuerier) DPUs() []DPUStat {
+func (f *fakeQuerier) DPUs() []tracker.DPUStat {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.panicky {
@@ -137,16 +131,20 @@ func (f *fakeQuerier) Ready() error {
 	return f.notReady
 }
 
-// startServer runs a real HTTPServer on 127.0.0.1:0 until the test ends, then checks
+// startServer runs a real Server on 127.0.0.1:0 until the test ends, then checks
 // that Shutdown works and Serve returned nil.
-func startServer(t *testing.T, token string, q Querier, m *Metrics, log zerolog.Logger, now ...func() time.Time) *HTTPServer {
+func startServer(t *testing.T, token string, q Querier, m *metrics.Metrics, log zerolog.Logger, now ...func() time.Time) *Server {
 	t.Helper()
-	s, err := NewHTTPServer("127.0.0.1:0", token, q, m, log)
-	if err != nil {
-		t.Fatalf("NewHTTPServer: %v", err)
+	o := Options{Listen: "127.0.0.1:0", Token: token, Querier: q, Metrics: m, Logger: log}
+	if r, ok := q.(interface{ Ready() error }); ok {
+		o.Ready = r.Ready
 	}
 	if len(now) > 0 {
-		s.now = now[0] // before Serve: no data race with the handlers
+		o.Now = now[0]
+	}
+	s, err := New(o)
+	if err != nil {
+		t.Fatalf("New: %v", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve() }()
@@ -483,7 +481,7 @@ func TestHTTPReset(t *testing.T) {
 			}
 			// The answer is the space's occupancy object after the reset.
 			o, _ := q.Space(c.space)
-			want, _ := OccupancyJSON(o)
+			want, _ := payload.OccupancyJSON(o)
 			jsonEqual(t, r.body, string(want))
 			var doc map[string]any
 			_ = json.Unmarshal(r.body, &doc)
@@ -501,24 +499,24 @@ func TestHTTPListen(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		_, err = NewHTTPServer(ln.Addr().String(), "", newFakeQuerier(), nil, zerolog.Nop())
+		_, err = New(Options{Listen: ln.Addr().String(), Querier: newFakeQuerier(), Logger: zerolog.Nop()})
 		if err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {
 			t.Fatalf("err = %v, want a listen error", err)
 		}
 	})
 	t.Run("bad address", func(t *testing.T) {
-		_, err := NewHTTPServer("127.0.0.1:99999", "", newFakeQuerier(), nil, zerolog.Nop())
+		_, err := New(Options{Listen: "127.0.0.1:99999", Querier: newFakeQuerier(), Logger: zerolog.Nop()})
 		if err == nil {
 			t.Fatal("no error for port 99999")
 		}
 	})
 	t.Run("nil querier", func(t *testing.T) {
-		if _, err := NewHTTPServer("127.0.0.1:0", "", nil, nil, zerolog.Nop()); err == nil {
+		if _, err := New(Options{Listen: "127.0.0.1:0", Querier: nil, Logger: zerolog.Nop()}); err == nil {
 			t.Fatal("no error for a nil querier")
 		}
 	})
 	t.Run("shutdown before serve frees the port", func(t *testing.T) {
-		s, err := NewHTTPServer("127.0.0.1:0", "", newFakeQuerier(), nil, zerolog.Nop())
+		s, err := New(Options{Listen: "127.0.0.1:0", Querier: newFakeQuerier(), Logger: zerolog.Nop()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -537,7 +535,7 @@ func TestHTTPListen(t *testing.T) {
 	})
 	t.Run("shutdown waits for a running request", func(t *testing.T) {
 		q := &slowQuerier{fakeQuerier: newFakeQuerier(), entered: make(chan struct{}), release: make(chan struct{})}
-		s, err := NewHTTPServer("127.0.0.1:0", "", q, nil, zerolog.Nop())
+		s, err := New(Options{Listen: "127.0.0.1:0", Querier: q, Logger: zerolog.Nop()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -631,78 +629,6 @@ func TestHTTPRequestLog(t *testing.T) {
 	}
 }
 
-func TestOccupancyJSONGolden(t *testing.T) {
-	ts := time.Date(2026, 11, 27, 10, 0, 1, 0, time.UTC).UnixMilli()
-	cases := []struct {
-		name string
-		o    occupancy.Occupancy
-	}{
-		{"design_example", occupancy.Occupancy{Space: "room-a", Name: "Room A", Occupancy: 7, Capacity: 12, Updated: ts, SettledUntil: ts - 300_000}},
-		{"no_capacity", occupancy.Occupancy{Space: "lobby", Name: "Lobby", Occupancy: 3, Updated: ts + 123, SettledUntil: ts - 300_000}},
-		{"empty_with_capacity", occupancy.Occupancy{Space: "hq", Name: "HQ", Occupancy: 0, Capacity: 300, Updated: ts, SettledUntil: ts}},
-		{"rounding", occupancy.Occupancy{Space: "r", Name: "R", Occupancy: 2, Capacity: 3, Updated: ts, SettledUntil: ts}},
-		{"over_capacity", occupancy.Occupancy{Space: "r", Name: "R \"quoted\" <&>", Occupancy: 15, Capacity: 12, Updated: ts, SettledUntil: ts}},
-		{"never_updated", occupancy.Occupancy{Space: "new", Name: "New"}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			got, err := OccupancyJSON(c.o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			path := filepath.Join("testdata", "occupancy", c.name+".json")
-			if *update {
-				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, append(got, '\n'), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
-			if string(got) != strings.TrimSuffix(string(want), "\n") {
-				t.Errorf("OccupancyJSON:\n got %s\nwant %s", got, want)
-			}
-		})
-	}
-	t.Run("independent checks", func(t *testing.T) {
-		// Independent of the golden files: field set and values from DESIGN 2.
-		for _, c := range []struct {
-			occ, capy int64
-			util      any // nil = omitted
-		}{{7, 12, 0.583}, {0, 300, 0.0}, {2, 3, 0.667}, {1, 3, 0.333}, {15, 12, 1.25}, {3, 0, nil}} {
-			b, _ := OccupancyJSON(occupancy.Occupancy{Space: "s", Name: "S", Occupancy: c.occ, Capacity: c.capy, Updated: 1, SettledUntil: 2})
-			var m map[string]any
-			if err := json.Unmarshal(b, &m); err != nil {
-				t.Fatal(err)
-			}
-			if got := m["utilization"]; got != c.util {
-				t.Errorf("%d/%d: utilization = %v, want %v", c.occ, c.capy, got, c.util)
-			}
-			_, hasCap := m["capacity"]
-			if hasCap != (c.capy > 0) {
-				t.Errorf("%d/%d: capacity present = %v", c.occ, c.capy, hasCap)
-			}
-			if m["updated"] != "1970-01-01T00:00:00.001Z" || m["settled_until"] != "1970-01-01T00:00:00.002Z" {
-				t.Errorf("times = %v, %v", m["updated"], m["settled_until"])
-			}
-		}
-	})
-}
-
-func BenchmarkOccupancyJSON(b *testing.B) {
-	o := occupancy.Occupancy{Space: "room-a", Name: "Room A", Occupancy: 7, Capacity: 12, Updated: tFake, SettledUntil: tFake - 300_000}
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		if _, err := OccupancyJSON(o); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // BenchmarkHTTPSpaces measures GET /v1/spaces for 10,000 spaces over loopback.
 func BenchmarkHTTPSpaces(b *testing.B) {
 	q := newFakeQuerier()
@@ -710,7 +636,7 @@ func BenchmarkHTTPSpaces(b *testing.B) {
 	for i := 0; i < 10_000; i++ {
 		q.spaces = append(q.spaces, occupancy.Occupancy{Space: fmt.Sprintf("room-%05d", i), Name: "Room", Occupancy: int64(i % 40), Capacity: 40, Updated: tFake, SettledUntil: tFake})
 	}
-	s, err := NewHTTPServer("127.0.0.1:0", "", q, nil, zerolog.Nop())
+	s, err := New(Options{Listen: "127.0.0.1:0", Querier: q, Logger: zerolog.Nop()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -732,35 +658,6 @@ func BenchmarkHTTPSpaces(b *testing.B) {
 	}
 }
 
-// TestOccupancyJSONMatchesEncodingJSON checks the hand-written encoder against
-// encoding/json over the documented struct, on random and hostile inputs.
-func TestOccupancyJSONMatchesEncodingJSON(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	names := []string{"", "Room A", "Ünïcödé räum", "tab\there", "quote\"back\\slash", "<script>&amp;",
-		"line\u2028sep", "bad utf8 \xff\xfe", "ctrl \x01\x1f", "emoji 🏢", strings.Repeat("x", 300)}
-	for i := 0; i < 2000; i++ {
-		o := occupancy.Occupancy{
-			Space:        fmt.Sprintf("s-%d", rng.IntN(1000)),
-			Name:         names[rng.IntN(len(names))],
-			Occupancy:    rng.Int64N(1_000_000) - 10,
-			Capacity:     []int64{0, 1, 3, 7, 12, 300, 1 << 40}[rng.IntN(7)],
-			Updated:      rng.Int64N(4_000_000_000_000) - 1_000_000_000_000,
-			SettledUntil: rng.Int64N(4_000_000_000_000),
-		}
-		got, err := OccupancyJSON(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := json.Marshal(newOccupancyDoc(o))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("OccupancyJSON(%+v):\n got %s\nwant %s", o, got, want)
-		}
-	}
-}
-
 // FuzzParseInstant: any input gives a value or an error, never a panic, and an
 // accepted RFC 3339 time renders back to the same instant.
 func FuzzParseInstant(f *testing.F) {
@@ -776,9 +673,52 @@ func FuzzParseInstant(f *testing.F) {
 		if n, perr := strconv.ParseInt(s, 10, 64); perr == nil && n != ms {
 			t.Errorf("%q -> %d", s, ms)
 		}
-		back, err := parseInstant(formatMS(ms))
+		back, err := parseInstant(payload.FormatMS(ms))
 		if err != nil || back != ms {
-			t.Errorf("%q -> %d -> %s -> %d, %v", s, ms, formatMS(ms), back, err)
+			t.Errorf("%q -> %d -> %s -> %d, %v", s, ms, payload.FormatMS(ms), back, err)
 		}
 	})
+}
+
+// TestMetricsExposition scrapes /metrics of a real server and checks every metric of
+// the contract is there in the Prometheus text format, with the Go/process collectors.
+func TestMetricsExposition(t *testing.T) {
+	m := metrics.New()
+	m.EventsAccepted.Add(42)
+	m.SetSpaces([]occupancy.Occupancy{{Space: "room-a", Occupancy: 3}})
+	s := startServer(t, "", newFakeQuerier(), m, zerolog.Nop())
+	resp, err := http.Get("http://" + s.Addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d, want 200", resp.StatusCode)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("content type = %q, want text/plain exposition", ct)
+	}
+	text := string(body)
+	for _, want := range []string{
+		"occupancyd_events_received_total 0",
+		"occupancyd_events_accepted_total 42",
+		"occupancyd_events_duplicate_total 0",
+		`occupancyd_events_rejected_total{reason="bad_json"} 0`,
+		`occupancyd_events_rejected_total{reason="unknown_dpu"} 0`,
+		"occupancyd_events_late_total 0",
+		"occupancyd_events_parked 0",
+		"occupancyd_ingest_batch_seconds_bucket",
+		"occupancyd_publishes_total 0",
+		"occupancyd_pending_entries 0",
+		"occupancyd_settle_lag_seconds 0",
+		"occupancyd_mqtt_connected 0",
+		`occupancyd_space_occupancy{space="room-a"} 3`,
+		"go_goroutines",
+		"process_resident_memory_bytes",
+	} {
+		if !strings.Contains(text, want+"\n") && !strings.Contains(text, want+"{") && !strings.Contains(text, want+" ") {
+			t.Errorf("exposition lacks %q", want)
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package gateway
+package httpapi
 
 import (
 	"context"
@@ -16,6 +16,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/gateway/payload"
+	"github.com/occupancyd/occupancyd/gateway/tracker"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -219,7 +221,7 @@ func modelBuckets(pts []mPoint, start, end, interval int64) []bucketDoc {
 	var out []bucketDoc
 	for s := start; s < end; s += interval {
 		e := min(s+interval, end)
-		b := bucketDoc{Start: formatMS(s), End: formatMS(e), Occupancy: x, Min: x, Max: x}
+		b := bucketDoc{Start: payload.FormatMS(s), End: payload.FormatMS(e), Occupancy: x, Min: x, Max: x}
 		for _, p := range pts {
 			if p.ts >= s && p.ts < e {
 				b.Occupancy = p.value
@@ -243,115 +245,73 @@ func (m *model) gaps(dpu string) int64 {
 	return ids[len(ids)-1] - ids[0] + 1 - int64(len(ids))
 }
 
-// ---- the Querier over the real engine and store ----
+// ---- the tracker over the real engine and store ----
 
-type stackQuerier struct {
+// stack is the tracker the server queries, on a clock the test sets; reopen
+// replaces it (a restart), so the server reaches it through this indirection.
+type stack struct {
 	mu    sync.Mutex
+	tr    *tracker.Tracker
 	st    *buffer.Store
-	eng   *occupancy.Engine
-	stats *DPUStats
-	now   int64
+	stats *tracker.DPUStats // kept across a reopen, as the test's model is
+	clock int64
 }
 
-func (q *stackQuerier) Spaces() []occupancy.Occupancy {
+func (q *stack) get() *tracker.Tracker {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.eng.Spaces()
+	return q.tr
 }
 
-func (q *stackQuerier) Space(id string) (occupancy.Occupancy, bool) {
+func (q *stack) now() time.Time {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.eng.Current(id)
+	return time.UnixMilli(q.clock)
 }
 
-func (q *stackQuerier) At(id string, t int64) (int64, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.eng.At(id, t)
+func (q *stack) Spaces() []occupancy.Occupancy { return q.get().Spaces() }
+func (q *stack) Space(id string) (occupancy.Occupancy, bool) {
+	return q.get().Space(id)
 }
-
-func (q *stackQuerier) Counts(id string, start, end, interval int64) ([]occupancy.Bucket, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.eng.Counts(id, start, end, interval)
+func (q *stack) At(id string, t int64) (int64, error) { return q.get().At(id, t) }
+func (q *stack) Counts(id string, start, end, interval int64) ([]occupancy.Bucket, error) {
+	return q.get().Counts(id, start, end, interval)
 }
+func (q *stack) Reset(r occupancy.Reset) error { return q.get().Reset(r) }
+func (q *stack) DPUs() []tracker.DPUStat       { return q.get().DPUs() }
 
-func (q *stackQuerier) Reset(r occupancy.Reset) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if _, ok := q.eng.Current(r.Space); !ok {
-		return fmt.Errorf("reset: %w", occupancy.ErrUnknownSpace)
-	}
-	if h := q.eng.Horizon(); r.TS < h {
-		return fmt.Errorf("%w: ts %s is before the settled horizon %s", ErrBadReset, formatMS(r.TS), formatMS(h))
-	}
-	if err := q.st.PutReset(r); err != nil {
-		return fmt.Errorf("store reset: %w", err)
-	}
-	if err := q.eng.Reset(r, q.now); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadReset, err)
-	}
-	return nil
-}
-
-func (q *stackQuerier) DPUs() []DPUStat {
-	var known []string
-	for _, d := range stackTopology.DPUs {
-		known = append(known, d.ID)
-	}
-	return q.stats.Snapshot(known)
-}
-
-func (q *stackQuerier) Ready() error { return nil }
-
-// ingest stores a batch (dedup, parking) and applies what was new, as the gateway does.
-func (q *stackQuerier) ingest(t *testing.T, evs []occupancy.Event) {
+// open opens the tracker over st at the current clock.
+func (q *stack) open(t *testing.T, st *buffer.Store, opts occupancy.Options) {
 	t.Helper()
-	q.mu.Lock()
-	parked := make([]bool, len(evs))
-	for i, e := range evs {
-		parked[i] = !q.eng.Mappable(e.DPU, e.TS)
-	}
-	q.mu.Unlock()
-	res, err := q.st.Append(context.Background(), evs, parked)
+	tr, err := tracker.Open(tracker.Options{Store: st, Engine: opts, MaxFutureSkew: time.Minute,
+		Stats: q.stats, Logger: zerolog.Nop(), Now: q.now})
 	if err != nil {
-		t.Fatalf("append: %v", err)
-	}
-	var fresh []occupancy.Event
-	for i, e := range evs {
-		if res[i].Duplicate {
-			q.stats.Duplicate(e.DPU)
-			continue
-		}
-		fresh = append(fresh, e)
-		q.stats.Accepted(e)
-		if parked[i] {
-			q.stats.Parked(e.DPU)
-		}
+		t.Fatal(err)
 	}
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	if _, err := q.eng.Apply(fresh, q.now); err != nil {
-		t.Fatalf("apply: %v", err)
-	}
-}
-
-func (q *stackQuerier) setNow(now int64) {
-	q.mu.Lock()
-	q.now = now
+	q.tr, q.st = tr, st
 	q.mu.Unlock()
 }
 
-func (q *stackQuerier) tick(t *testing.T, now int64) {
+// ingest stores a batch and applies what was new, through the tracker.
+func (q *stack) ingest(t *testing.T, evs []occupancy.Event) {
 	t.Helper()
+	if _, err := q.get().Ingest(context.Background(), evs); err != nil {
+		t.Fatalf("ingest: %v", err)
+	}
+}
+
+func (q *stack) setNow(now int64) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.now = now
-	if st, ok := q.eng.Tick(now); ok {
-		if err := q.st.Commit(st); err != nil {
-			t.Fatalf("commit: %v", err)
-		}
+	q.clock = now
+	q.mu.Unlock()
+}
+
+func (q *stack) tick(t *testing.T, now int64) {
+	t.Helper()
+	q.setNow(now)
+	if _, err := q.get().Tick(); err != nil {
+		t.Fatalf("tick: %v", err)
 	}
 }
 
@@ -403,7 +363,7 @@ func genCrossings(rng *rand.Rand, from, n int64, seq map[string]int64) []occupan
 }
 
 // deliver shuffles events within a window and re-sends some, in batches.
-func deliver(t *testing.T, rng *rand.Rand, q *stackQuerier, m *model, evs []occupancy.Event) {
+func deliver(t *testing.T, rng *rand.Rand, q *stack, m *model, evs []occupancy.Event) {
 	t.Helper()
 	out := append([]occupancy.Event(nil), evs...)
 	// Bounded reordering: swap each event with one up to 30 positions later.
@@ -458,8 +418,8 @@ func compareAll(t *testing.T, rng *rand.Rand, base string, m *model, horizon, fi
 		if got["space"] != id || got["occupancy"] != float64(want) {
 			t.Errorf("/v1/spaces[%d] = %v, want space %s occupancy %d", i, got, id, want)
 		}
-		if got["settled_until"] != formatMS(horizon) {
-			t.Errorf("%s settled_until = %v, want %s", id, got["settled_until"], formatMS(horizon))
+		if got["settled_until"] != payload.FormatMS(horizon) {
+			t.Errorf("%s settled_until = %v, want %s", id, got["settled_until"], payload.FormatMS(horizon))
 		}
 		if c := caps[id]; c > 0 {
 			u := float64(int64(float64(want)/float64(c)*1000+0.5)) / 1000
@@ -493,9 +453,9 @@ func compareAll(t *testing.T, rng *rand.Rand, base string, m *model, horizon, fi
 		s := time.UnixMilli(at).In(zones[i%len(zones)]).Format(time.RFC3339Nano)
 		var got atDoc
 		getJSON(t, base+"/v1/spaces/"+id+"/occupancy?at="+url.QueryEscape(s), &got)
-		want := atDoc{Space: id, At: formatMS(at), Occupancy: valueAt(tl[id], at)}
+		want := atDoc{Space: id, At: payload.FormatMS(at), Occupancy: valueAt(tl[id], at)}
 		if got != want {
-			t.Errorf("occupancy %s at %s (H %s): got %+v, want %+v", id, s, formatMS(horizon), got, want)
+			t.Errorf("occupancy %s at %s (H %s): got %+v, want %+v", id, s, payload.FormatMS(horizon), got, want)
 		}
 	}
 
@@ -513,7 +473,7 @@ func compareAll(t *testing.T, rng *rand.Rand, base string, m *model, horizon, fi
 		for _, id := range m.order {
 			var got []bucketDoc
 			q := fmt.Sprintf("%s/v1/spaces/%s/counts?start=%s&end=%s&interval=%s", base, id,
-				url.QueryEscape(formatMS(c.start)), url.QueryEscape(formatMS(c.end)), time.Duration(c.interval)*time.Millisecond)
+				url.QueryEscape(payload.FormatMS(c.start)), url.QueryEscape(payload.FormatMS(c.end)), time.Duration(c.interval)*time.Millisecond)
 			getJSON(t, q, &got)
 			want := modelBuckets(tl[id], c.start, c.end, c.interval)
 			if len(got) != len(want) {
@@ -531,9 +491,9 @@ func compareAll(t *testing.T, rng *rand.Rand, base string, m *model, horizon, fi
 	}
 
 	// Per-DPU statistics.
-	var dpus []DPUStat
+	var dpus []tracker.DPUStat
 	getJSON(t, base+"/v1/dpus", &dpus)
-	var wantD []DPUStat
+	var wantD []tracker.DPUStat
 	names := map[string]bool{}
 	for _, d := range stackTopology.DPUs {
 		names[d.ID] = true
@@ -542,9 +502,9 @@ func compareAll(t *testing.T, rng *rand.Rand, base string, m *model, horizon, fi
 		names[d] = true
 	}
 	for d := range names {
-		st := DPUStat{DPU: d, Accepted: m.accepted[d], Duplicates: m.dups[d], Parked: m.parked[d], Gaps: m.gaps(d)}
+		st := tracker.DPUStat{DPU: d, Accepted: m.accepted[d], Duplicates: m.dups[d], Parked: m.parked[d], Gaps: m.gaps(d)}
 		if ts, ok := m.lastTS[d]; ok {
-			st.LastEvent, st.ClockSkewMS = formatMS(ts), m.skew[d]
+			st.LastEvent, st.ClockSkewMS = payload.FormatMS(ts), m.skew[d]
 		}
 		wantD = append(wantD, st)
 	}
@@ -584,13 +544,10 @@ func runStack(t *testing.T, seed uint64) {
 	if err := st.PutVersion(occupancy.Version{At: version, Topology: stackTopology}); err != nil {
 		t.Fatal(err)
 	}
-	eng, err := occupancy.Open(opts, st, clock)
-	if err != nil {
-		t.Fatal(err)
-	}
 	h0 := version - settle // a new store's horizon (DESIGN 3)
-	q := &stackQuerier{st: st, eng: eng, stats: NewDPUStats(), now: clock}
-	s := startServer(t, "tok", q, nil, zerolog.Nop(), func() time.Time { q.mu.Lock(); defer q.mu.Unlock(); return time.UnixMilli(q.now) })
+	q := &stack{stats: tracker.NewDPUStats(), clock: clock}
+	q.open(t, st, opts)
+	s := startServer(t, "tok", q, nil, zerolog.Nop(), q.now)
 	base := "http://" + s.Addr()
 	m := newModel(stackTopology)
 	seq := map[string]int64{}
@@ -621,7 +578,7 @@ func runStack(t *testing.T, seed uint64) {
 	}
 	post("f1", `{"occupancy": 0}`, 200)
 	m.reset("f1", resetAt, 0)
-	post("room-c", fmt.Sprintf(`{"occupancy": 5, "ts": %q}`, formatMS(resetAt+500)), 200)
+	post("room-c", fmt.Sprintf(`{"occupancy": 5, "ts": %q}`, payload.FormatMS(resetAt+500)), 200)
 	m.reset("room-c", resetAt+500, 5)
 	post("nope", `{"occupancy": 0}`, 404)
 	more := genCrossings(rng, resetAt+1_000, 300, seq)
@@ -635,7 +592,7 @@ func runStack(t *testing.T, seed uint64) {
 	mid := first + (last-first)/2 + 1
 	q.tick(t, mid+settle)
 	t.Run("half settled", func(t *testing.T) { compareAll(t, rng, base, m, mid, first, last) })
-	post("hq", fmt.Sprintf(`{"occupancy": 0, "ts": %q}`, formatMS(mid-1)), 400)
+	post("hq", fmt.Sprintf(`{"occupancy": 0, "ts": %q}`, payload.FormatMS(mid-1)), 400)
 
 	end := last + 60_000
 	q.tick(t, end+settle)
@@ -645,13 +602,8 @@ func runStack(t *testing.T, seed uint64) {
 	if err := q.st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	q.mu.Lock()
-	q.st = openStore()
-	q.eng, err = occupancy.Open(opts, q.st, end+settle+1)
-	q.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
+	q.setNow(end + settle + 1)
+	q.open(t, openStore(), opts)
 	t.Run("reopened", func(t *testing.T) { compareAll(t, rng, base, m, end, first, last) })
 
 	// The model and the gateway agree on something non-trivial.

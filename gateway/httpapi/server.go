@@ -1,4 +1,10 @@
-package gateway
+// Package httpapi is the HTTP server of DESIGN 5: the routes over the tracker's
+// queries (a Querier it declares), readiness, /metrics, the bearer-token check of
+// the write routes, JSON errors, request logging and panic recovery. More routes
+// (the status page, the stream, HTTP push) are registered with Handle and
+// HandleWrite before Serve; each lives in the package of its job and gets what it
+// needs through its own constructor.
+package httpapi
 
 import (
 	"bytes"
@@ -9,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -19,24 +24,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/occupancyd/occupancyd/gateway/metrics"
+	"github.com/occupancyd/occupancyd/gateway/payload"
+	"github.com/occupancyd/occupancyd/gateway/tracker"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
-// Querier is what the HTTP API needs from the running gateway. The gateway implements
-// it over its engine wrapper, which serialises engine access.
+// Querier is what the HTTP API needs from the tracker (*tracker.Tracker).
 type Querier interface {
 	Spaces() []occupancy.Occupancy
 	Space(id string) (occupancy.Occupancy, bool)
 	At(id string, t int64) (int64, error) // wraps occupancy.ErrUnknownSpace -> 404
 	Counts(id string, start, end, interval int64) ([]occupancy.Bucket, error)
-	Reset(r occupancy.Reset) error // stores then applies; ErrBadReset-wrapped -> 400
-	DPUs() []DPUStat
-	Ready() error // nil when storage open AND connected AND subscribed
+	Reset(r occupancy.Reset) error // stores then applies; tracker.ErrBadReset-wrapped -> 400
+	DPUs() []tracker.DPUStat
 }
-
-// ErrBadReset is wrapped by Querier.Reset for a reset the engine refuses (ts before the
-// settled horizon, negative occupancy, ...): the API answers 400 with the message.
-var ErrBadReset = errors.New("bad reset")
 
 // MaxBuckets bounds the buckets one counts query may ask for.
 const MaxBuckets = 10000
@@ -46,13 +48,29 @@ const DefaultInterval = 15 * time.Minute
 
 const maxResetBody = 64 << 10
 
-// HTTPServer serves the HTTP API of DESIGN section 5.
-type HTTPServer struct {
+// Options configure a Server. Querier is required.
+type Options struct {
+	// Listen is http.listen; the server listens at once (New), so a busy or bad
+	// address is an error at start.
+	Listen string
+	// Token is http.token: "" disables the write routes (403).
+	Token   string
+	Querier Querier
+	// Ready is nil when the gateway is ready (/readyz); nil func: always ready.
+	Ready   func() error
+	Metrics *metrics.Metrics // served at /metrics; nil: a fresh set
+	Logger  zerolog.Logger   // used as given (the caller tags it)
+	Now     func() time.Time // default time.Now
+}
+
+// Server serves the HTTP API of DESIGN section 5.
+type Server struct {
 	ln      net.Listener
 	srv     *http.Server
 	mux     *http.ServeMux
 	q       Querier
-	m       *Metrics
+	ready   func() error
+	m       *metrics.Metrics
 	log     zerolog.Logger
 	tokenH  [sha256.Size]byte
 	hasTok  bool
@@ -60,45 +78,49 @@ type HTTPServer struct {
 	metrics http.Handler
 }
 
-// NewHTTPServer listens on listen at once (so a busy or bad address is an error here,
-// at start) and prepares the routes. token is http.token: "" disables the write routes
-// (403). log is used as given (the caller tags it). Serve starts answering.
-func NewHTTPServer(listen, token string, q Querier, m *Metrics, log zerolog.Logger) (*HTTPServer, error) {
-	if q == nil {
+// New listens on o.Listen at once and prepares the routes; Serve starts answering.
+func New(o Options) (*Server, error) {
+	if o.Querier == nil {
 		return nil, errors.New("http: nil querier")
 	}
-	if m == nil {
-		m = NewMetrics()
+	if o.Metrics == nil {
+		o.Metrics = metrics.New()
 	}
-	ln, err := net.Listen("tcp", listen)
+	if o.Ready == nil {
+		o.Ready = func() error { return nil }
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("http server: %w", err) // the net error names the address
 	}
-	s := &HTTPServer{
-		ln:  ln,
-		q:   q,
-		m:   m,
-		log: log, // the caller tags it (component=http)
-		now: time.Now,
+	s := &Server{
+		ln:    ln,
+		q:     o.Querier,
+		ready: o.Ready,
+		m:     o.Metrics,
+		log:   o.Logger,
+		now:   o.Now,
 	}
-	if token != "" {
-		s.tokenH = sha256.Sum256([]byte(token))
+	if o.Token != "" {
+		s.tokenH = sha256.Sum256([]byte(o.Token))
 		s.hasTok = true
 	}
-	s.metrics = promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{
+	s.metrics = promhttp.HandlerFor(s.m.Registry, promhttp.HandlerOpts{
 		ErrorLog: promLogger{s.log},
 	})
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", s.metrics)
-	mux.HandleFunc("GET /v1/spaces", s.spaces)
-	mux.HandleFunc("GET /v1/spaces/{id}", s.space)
-	mux.HandleFunc("GET /v1/spaces/{id}/occupancy", s.occupancyAt)
-	mux.HandleFunc("GET /v1/spaces/{id}/counts", s.counts)
-	mux.HandleFunc("POST /v1/spaces/{id}/reset", s.reset)
-	mux.HandleFunc("GET /v1/dpus", s.dpus)
-	s.mux = mux
+	s.mux = http.NewServeMux()
+	s.HandleFunc("GET /healthz", s.healthz)
+	s.HandleFunc("GET /readyz", s.readyz)
+	s.Handle("GET /metrics", s.metrics)
+	s.HandleFunc("GET /v1/spaces", s.spaces)
+	s.HandleFunc("GET /v1/spaces/{id}", s.space)
+	s.HandleFunc("GET /v1/spaces/{id}/occupancy", s.occupancyAt)
+	s.HandleFunc("GET /v1/spaces/{id}/counts", s.counts)
+	s.HandleWrite("POST /v1/spaces/{id}/reset", http.HandlerFunc(s.reset))
+	s.HandleFunc("GET /v1/dpus", s.dpus)
 	s.srv = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -110,11 +132,39 @@ func NewHTTPServer(listen, token string, q Querier, m *Metrics, log zerolog.Logg
 	return s, nil
 }
 
+// Handle registers a route (a net/http ServeMux pattern, e.g. "GET /v1/stream")
+// before Serve. Its errors should be JSON (WriteError).
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// HandleFunc is Handle for a function. Handle and HandleFunc have the signatures of
+// http.ServeMux's, so a package can register its routes on either through a small
+// interface it declares.
+func (s *Server) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	s.mux.HandleFunc(pattern, h)
+}
+
+// HandleWrite registers a write route: it answers 403 while no http.token is
+// configured and 401 without the right bearer token; h runs only when authorized.
+func (s *Server) HandleWrite(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.hasTok {
+			WriteError(w, http.StatusForbidden, "write routes are disabled: set http.token to enable them")
+			return
+		}
+		if !s.Authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="occupancyd"`)
+			WriteError(w, http.StatusUnauthorized, "missing or wrong bearer token (Authorization: Bearer <http.token>)")
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+}
+
 // Addr is the address the server listens on (the real port when listen had port 0).
-func (s *HTTPServer) Addr() string { return s.ln.Addr().String() }
+func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve answers requests until Shutdown; it returns nil after Shutdown.
-func (s *HTTPServer) Serve() error {
+func (s *Server) Serve() error {
 	err := s.srv.Serve(s.ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -126,7 +176,7 @@ func (s *HTTPServer) Serve() error {
 }
 
 // Shutdown stops accepting requests and waits (within ctx) for running ones to end.
-func (s *HTTPServer) Shutdown(ctx context.Context) error {
+func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
 	// Serve may never have run: close the listener ourselves.
 	if cerr := s.ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
@@ -140,7 +190,7 @@ func (s *HTTPServer) Shutdown(ctx context.Context) error {
 
 // ServeHTTP routes a request, turns the mux's own 404/405 answers into JSON errors,
 // recovers panics into 500 and logs every request at debug level.
-func (s *HTTPServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
@@ -150,7 +200,7 @@ func (s *HTTPServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			s.log.Error().Interface("panic", p).Str("method", r.Method).Str("path", r.URL.Path).Msg("http handler panicked")
 			if !sw.wrote {
-				writeError(sw, http.StatusInternalServerError, "internal error")
+				WriteError(sw, http.StatusInternalServerError, "internal error")
 			}
 		}
 		s.log.Debug().Str("method", r.Method).Str("path", r.URL.Path).Str("query", r.URL.RawQuery).
@@ -164,9 +214,9 @@ func (s *HTTPServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(c, r)
 		switch c.status {
 		case http.StatusNotFound:
-			writeError(sw, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+			WriteError(sw, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 		case http.StatusMethodNotAllowed:
-			writeError(sw, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, sw.Header().Get("Allow")))
+			WriteError(sw, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, sw.Header().Get("Allow")))
 		default:
 			sw.WriteHeader(c.status)
 			_, _ = sw.Write(c.body.Bytes())
@@ -176,31 +226,31 @@ func (s *HTTPServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(sw, r)
 }
 
-func (s *HTTPServer) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-func (s *HTTPServer) readyz(w http.ResponseWriter, _ *http.Request) {
-	if err := s.q.Ready(); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if err := s.ready(); err != nil {
+		WriteError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-func (s *HTTPServer) spaces(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) spaces(w http.ResponseWriter, _ *http.Request) {
 	all := s.q.Spaces()
-	writeRaw(w, http.StatusOK, appendOccupancyList(make([]byte, 0, 64+len(all)*192), all))
+	WriteRaw(w, http.StatusOK, payload.AppendOccupancyList(make([]byte, 0, 64+len(all)*192), all))
 }
 
-func (s *HTTPServer) space(w http.ResponseWriter, r *http.Request) {
+func (s *Server) space(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	o, ok := s.q.Space(id)
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
 		return
 	}
-	writeRaw(w, http.StatusOK, appendOccupancyJSON(make([]byte, 0, 192), o))
+	WriteRaw(w, http.StatusOK, payload.AppendOccupancyJSON(make([]byte, 0, 192), o))
 }
 
 type atDoc struct {
@@ -209,14 +259,14 @@ type atDoc struct {
 	Occupancy int64  `json:"occupancy"`
 }
 
-func (s *HTTPServer) occupancyAt(w http.ResponseWriter, r *http.Request) {
+func (s *Server) occupancyAt(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	q := r.URL.Query()
 	at := s.now().UnixMilli()
 	if v := q.Get("at"); v != "" {
 		t, err := parseInstant(v)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "query parameter at: "+err.Error())
+			WriteError(w, http.StatusBadRequest, "query parameter at: "+err.Error())
 			return
 		}
 		at = t
@@ -226,7 +276,7 @@ func (s *HTTPServer) occupancyAt(w http.ResponseWriter, r *http.Request) {
 		s.queryError(w, id, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, atDoc{Space: id, At: formatMS(at), Occupancy: n})
+	WriteJSON(w, http.StatusOK, atDoc{Space: id, At: payload.FormatMS(at), Occupancy: n})
 }
 
 type bucketDoc struct {
@@ -239,7 +289,7 @@ type bucketDoc struct {
 	Exits     int64  `json:"exits"`
 }
 
-func (s *HTTPServer) counts(w http.ResponseWriter, r *http.Request) {
+func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	q := r.URL.Query()
 	var start, end int64
@@ -249,12 +299,12 @@ func (s *HTTPServer) counts(w http.ResponseWriter, r *http.Request) {
 	}{{"start", &start}, {"end", &end}} {
 		v := q.Get(p.name)
 		if v == "" {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %s is required (RFC 3339, e.g. 2026-11-27T10:00:00Z)", p.name))
+			WriteError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %s is required (RFC 3339, e.g. 2026-11-27T10:00:00Z)", p.name))
 			return
 		}
 		t, err := parseInstant(v)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %s: %v", p.name, err))
+			WriteError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %s: %v", p.name, err))
 			return
 		}
 		*p.dst = t
@@ -263,28 +313,28 @@ func (s *HTTPServer) counts(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("interval"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter interval: %q is not a duration (e.g. 15m, 1h)", v))
+			WriteError(w, http.StatusBadRequest, fmt.Sprintf("query parameter interval: %q is not a duration (e.g. 15m, 1h)", v))
 			return
 		}
 		if d < time.Millisecond {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter interval: %s is below the minimum of 1ms", v))
+			WriteError(w, http.StatusBadRequest, fmt.Sprintf("query parameter interval: %s is below the minimum of 1ms", v))
 			return
 		}
 		interval = d
 	}
 	if end <= start {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter end (%s) must be after start (%s)", formatMS(end), formatMS(start)))
+		WriteError(w, http.StatusBadRequest, fmt.Sprintf("query parameter end (%s) must be after start (%s)", payload.FormatMS(end), payload.FormatMS(start)))
 		return
 	}
 	iv := interval.Milliseconds()
 	// Overflow-safe ceil((end-start)/iv); end-start fits: both come from parsed times.
 	span := uint64(end) - uint64(start)
 	if n := (span + uint64(iv) - 1) / uint64(iv); n > MaxBuckets {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%d buckets asked for, at most %d: use a larger interval or a shorter range", n, MaxBuckets))
+		WriteError(w, http.StatusBadRequest, fmt.Sprintf("%d buckets asked for, at most %d: use a larger interval or a shorter range", n, MaxBuckets))
 		return
 	}
 	if _, ok := s.q.Space(id); !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
 		return
 	}
 	bs, err := s.q.Counts(id, start, end, iv)
@@ -295,11 +345,11 @@ func (s *HTTPServer) counts(w http.ResponseWriter, r *http.Request) {
 	docs := make([]bucketDoc, len(bs))
 	for i, b := range bs {
 		docs[i] = bucketDoc{
-			Start: formatMS(b.Start), End: formatMS(b.End), Occupancy: b.Occupancy,
+			Start: payload.FormatMS(b.Start), End: payload.FormatMS(b.End), Occupancy: b.Occupancy,
 			Min: b.Min, Max: b.Max, Entrances: b.Entrances, Exits: b.Exits,
 		}
 	}
-	writeJSON(w, http.StatusOK, docs)
+	WriteJSON(w, http.StatusOK, docs)
 }
 
 type resetBody struct {
@@ -307,84 +357,75 @@ type resetBody struct {
 	TS        json.RawMessage `json:"ts"`
 }
 
-func (s *HTTPServer) reset(w http.ResponseWriter, r *http.Request) {
-	if !s.hasTok {
-		writeError(w, http.StatusForbidden, "write routes are disabled: set http.token to enable them")
-		return
-	}
-	if !s.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="occupancyd"`)
-		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token (Authorization: Bearer <http.token>)")
-		return
-	}
+func (s *Server) reset(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxResetBody))
 	if err != nil {
 		var mb *http.MaxBytesError
 		if errors.As(err, &mb) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", maxResetBody))
+			WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", maxResetBody))
 			return
 		}
-		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		WriteError(w, http.StatusBadRequest, "reading body: "+err.Error())
 		return
 	}
 	var rb resetBody
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&rb); err != nil {
-		writeError(w, http.StatusBadRequest, `body must be JSON {"occupancy": N, "ts": optional RFC 3339}: `+err.Error())
+		WriteError(w, http.StatusBadRequest, `body must be JSON {"occupancy": N, "ts": optional RFC 3339}: `+err.Error())
 		return
 	}
 	if dec.More() {
-		writeError(w, http.StatusBadRequest, "body must hold one JSON object")
+		WriteError(w, http.StatusBadRequest, "body must hold one JSON object")
 		return
 	}
 	if rb.Occupancy == nil {
-		writeError(w, http.StatusBadRequest, `body field "occupancy" is required`)
+		WriteError(w, http.StatusBadRequest, `body field "occupancy" is required`)
 		return
 	}
 	if *rb.Occupancy < 0 {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf(`body field "occupancy" must be >= 0, got %d`, *rb.Occupancy))
+		WriteError(w, http.StatusBadRequest, fmt.Sprintf(`body field "occupancy" must be >= 0, got %d`, *rb.Occupancy))
 		return
 	}
 	ts := s.now().UnixMilli()
 	if len(rb.TS) > 0 && string(rb.TS) != "null" {
 		t, err := parseJSONInstant(rb.TS)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, `body field "ts": `+err.Error())
+			WriteError(w, http.StatusBadRequest, `body field "ts": `+err.Error())
 			return
 		}
 		ts = t
 	}
 	if _, ok := s.q.Space(id); !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
 		return
 	}
 	if err := s.q.Reset(occupancy.Reset{Space: id, TS: ts, Occupancy: *rb.Occupancy}); err != nil {
 		s.queryError(w, id, err)
 		return
 	}
-	s.log.Info().Str("space", id).Int64("occupancy", *rb.Occupancy).Str("ts", formatMS(ts)).
+	s.log.Info().Str("space", id).Int64("occupancy", *rb.Occupancy).Str("ts", payload.FormatMS(ts)).
 		Str("remote", r.RemoteAddr).Msg("manual reset")
 	o, ok := s.q.Space(id)
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
 		return
 	}
-	writeRaw(w, http.StatusOK, appendOccupancyJSON(make([]byte, 0, 192), o))
+	WriteRaw(w, http.StatusOK, payload.AppendOccupancyJSON(make([]byte, 0, 192), o))
 }
 
-func (s *HTTPServer) dpus(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) dpus(w http.ResponseWriter, _ *http.Request) {
 	ds := s.q.DPUs()
 	if ds == nil {
-		ds = []DPUStat{}
+		ds = []tracker.DPUStat{}
 	}
-	writeJSON(w, http.StatusOK, ds)
+	WriteJSON(w, http.StatusOK, ds)
 }
 
-// authorized compares the bearer token in constant time (over hashes, so neither the
+// Authorized compares the bearer token in constant time (over hashes, so neither the
 // content nor the length of the configured token leaks through timing).
-func (s *HTTPServer) authorized(r *http.Request) bool {
+func (s *Server) Authorized(r *http.Request) bool {
 	h := r.Header.Get("Authorization")
 	const prefix = "bearer "
 	if len(h) < len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
@@ -395,15 +436,15 @@ func (s *HTTPServer) authorized(r *http.Request) bool {
 }
 
 // queryError maps a Querier error to a status.
-func (s *HTTPServer) queryError(w http.ResponseWriter, id string, err error) {
+func (s *Server) queryError(w http.ResponseWriter, id string, err error) {
 	switch {
 	case errors.Is(err, occupancy.ErrUnknownSpace):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
-	case errors.Is(err, ErrBadReset):
-		writeError(w, http.StatusBadRequest, err.Error())
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
+	case errors.Is(err, tracker.ErrBadReset):
+		WriteError(w, http.StatusBadRequest, err.Error())
 	default:
 		s.log.Error().Err(err).Str("space", id).Msg("http query failed")
-		writeError(w, http.StatusInternalServerError, err.Error())
+		WriteError(w, http.StatusInternalServerError, err.Error())
 	}
 }
 
@@ -455,110 +496,27 @@ func parseJSONInstant(raw json.RawMessage) (int64, error) {
 	return 0, fmt.Errorf("%s is not an RFC 3339 time or Unix milliseconds", raw)
 }
 
-// occupancyDoc is the occupancy payload of DESIGN 2.
-type occupancyDoc struct {
-	Space        string   `json:"space"`
-	Name         string   `json:"name"`
-	Occupancy    int64    `json:"occupancy"`
-	Capacity     int64    `json:"capacity,omitempty"`
-	Utilization  *float64 `json:"utilization,omitempty"`
-	Updated      string   `json:"updated"`
-	SettledUntil string   `json:"settled_until"`
-}
-
-func newOccupancyDoc(o occupancy.Occupancy) occupancyDoc {
-	d := occupancyDoc{
-		Space:        o.Space,
-		Name:         o.Name,
-		Occupancy:    o.Occupancy,
-		Updated:      formatMS(o.Updated),
-		SettledUntil: formatMS(o.SettledUntil),
-	}
-	if o.Capacity > 0 {
-		d.Capacity = o.Capacity
-		u := utilization(o)
-		d.Utilization = &u
-	}
-	return d
-}
-
-// OccupancyJSON renders a space's occupancy as the JSON of DESIGN 2 (the retained
-// MQTT payload and the HTTP API's object).
-func OccupancyJSON(o occupancy.Occupancy) ([]byte, error) {
-	return appendOccupancyJSON(make([]byte, 0, 192), o), nil
-}
-
-// appendOccupancyJSON appends exactly what json.Marshal(newOccupancyDoc(o)) gives,
-// without reflection (it runs for every retained publish).
-func appendOccupancyJSON(b []byte, o occupancy.Occupancy) []byte {
-	b = append(b, `{"space":`...)
-	b = appendJSONString(b, o.Space)
-	b = append(b, `,"name":`...)
-	b = appendJSONString(b, o.Name)
-	b = append(b, `,"occupancy":`...)
-	b = strconv.AppendInt(b, o.Occupancy, 10)
-	if o.Capacity > 0 {
-		b = append(b, `,"capacity":`...)
-		b = strconv.AppendInt(b, o.Capacity, 10)
-		b = append(b, `,"utilization":`...)
-		b = strconv.AppendFloat(b, utilization(o), 'f', -1, 64)
-	}
-	b = append(b, `,"updated":"`...)
-	b = time.UnixMilli(o.Updated).UTC().AppendFormat(b, timeLayoutMS)
-	b = append(b, `","settled_until":"`...)
-	b = time.UnixMilli(o.SettledUntil).UTC().AppendFormat(b, timeLayoutMS)
-	return append(b, `"}`...)
-}
-
-func utilization(o occupancy.Occupancy) float64 {
-	return math.Round(float64(o.Occupancy)/float64(o.Capacity)*1000) / 1000
-}
-
-// appendJSONString appends s as a JSON string, escaped as encoding/json does.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always marshals
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
-
-// appendOccupancyList appends a JSON array of occupancy objects.
-func appendOccupancyList(b []byte, os []occupancy.Occupancy) []byte {
-	b = append(b, '[')
-	for i, o := range os {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendOccupancyJSON(b, o)
-	}
-	return append(b, ']')
-}
-
 type errorDoc struct {
 	Error string `json:"error"`
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, errorDoc{Error: msg})
+// WriteError answers with the JSON error object {"error": msg}.
+func WriteError(w http.ResponseWriter, code int, msg string) {
+	WriteJSON(w, code, errorDoc{Error: msg})
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
+// WriteJSON answers with v as JSON.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		code = http.StatusInternalServerError
 		b, _ = json.Marshal(errorDoc{Error: "encode response: " + err.Error()})
 	}
-	writeRaw(w, code, b)
+	WriteRaw(w, code, b)
 }
 
-// writeRaw answers with b, JSON already encoded.
-func writeRaw(w http.ResponseWriter, code int, b []byte) {
+// WriteRaw answers with b, JSON already encoded.
+func WriteRaw(w http.ResponseWriter, code int, b []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")

@@ -1,4 +1,8 @@
-package gateway
+// Package metrics holds occupancyd's Prometheus metrics (DESIGN 5, /metrics): every
+// collector on its own registry, so that several gateways in one process (tests)
+// never collide. The packages that count take a *Metrics through their constructor;
+// this package counts nothing itself.
+package metrics
 
 import (
 	"sync"
@@ -44,9 +48,9 @@ var rejectReasons = []occupancy.Reason{
 	occupancy.ReasonBadTopic,
 }
 
-// NewMetrics creates the gateway metrics on a fresh registry that also carries the Go
+// New creates the gateway metrics on a fresh registry that also carries the Go
 // runtime and process collectors.
-func NewMetrics() *Metrics {
+func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),

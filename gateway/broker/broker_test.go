@@ -1,4 +1,4 @@
-package gateway
+package broker
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,13 +15,13 @@ import (
 	"github.com/rs/zerolog"
 )
 
-func testBroker(t *testing.T, o BrokerOptions) *Broker {
+func testBroker(t *testing.T, o Options) *Broker {
 	t.Helper()
 	if o.Listen == "" {
 		o.Listen = "127.0.0.1:0"
 	}
 	o.Logger = zerolog.Nop()
-	b, err := StartBroker(o)
+	b, err := Start(o)
 	if err != nil {
 		t.Fatalf("StartBroker: %v", err)
 	}
@@ -48,14 +49,14 @@ func connectTo(addr, id, user, pass string) (paho.Client, error) {
 func TestBrokerRefusesOpenNonLoopback(t *testing.T) {
 	for _, listen := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
 		t.Run(listen, func(t *testing.T) {
-			_, err := StartBroker(BrokerOptions{Listen: listen, Logger: zerolog.Nop()})
+			_, err := Start(Options{Listen: listen, Logger: zerolog.Nop()})
 			if !errors.Is(err, ErrOpenBroker) {
-				t.Fatalf("StartBroker(%q) error = %v, want ErrOpenBroker", listen, err)
+				t.Fatalf("Start(%q) error = %v, want ErrOpenBroker", listen, err)
 			}
 		})
 	}
 	t.Run("bad address", func(t *testing.T) {
-		if _, err := StartBroker(BrokerOptions{Listen: "nonsense", Logger: zerolog.Nop()}); err == nil {
+		if _, err := Start(Options{Listen: "nonsense", Logger: zerolog.Nop()}); err == nil {
 			t.Fatal("want an error for a listen address without a port")
 		}
 	})
@@ -63,7 +64,7 @@ func TestBrokerRefusesOpenNonLoopback(t *testing.T) {
 
 func TestBrokerAuth(t *testing.T) {
 	t.Run("loopback without users allows anyone", func(t *testing.T) {
-		b := testBroker(t, BrokerOptions{})
+		b := testBroker(t, Options{})
 		c, err := connectTo(b.Addr(), "anon", "", "")
 		if err != nil {
 			t.Fatalf("connect: %v", err)
@@ -71,7 +72,7 @@ func TestBrokerAuth(t *testing.T) {
 		c.Disconnect(10)
 	})
 	t.Run("with a user the password is required", func(t *testing.T) {
-		b := testBroker(t, BrokerOptions{Username: "gw", Password: "s3cret"})
+		b := testBroker(t, Options{Username: "gw", Password: "s3cret"})
 		if _, err := connectTo(b.Addr(), "nouser", "", ""); err == nil {
 			t.Error("connect without credentials succeeded, want refused")
 		}
@@ -85,7 +86,7 @@ func TestBrokerAuth(t *testing.T) {
 		c.Disconnect(10)
 	})
 	t.Run("non-loopback with a user starts", func(t *testing.T) {
-		b := testBroker(t, BrokerOptions{Listen: "0.0.0.0:0", Username: "gw", Password: "pw"})
+		b := testBroker(t, Options{Listen: "0.0.0.0:0", Username: "gw", Password: "pw"})
 		if b.Addr() == "" {
 			t.Fatal("no address")
 		}
@@ -93,7 +94,7 @@ func TestBrokerAuth(t *testing.T) {
 }
 
 func TestBrokerRetainedNeverExpires(t *testing.T) {
-	b := testBroker(t, BrokerOptions{})
+	b := testBroker(t, Options{})
 	if got := b.srv.Options.Capabilities.MaximumMessageExpiryInterval; got != 0 {
 		t.Fatalf("MaximumMessageExpiryInterval = %d, want 0 (no expiry)", got)
 	}
@@ -137,8 +138,8 @@ func TestBrokerEventHook(t *testing.T) {
 	}
 	subs := make(chan submitted, 16)
 	stopping := make(chan struct{})
-	b := testBroker(t, BrokerOptions{Events: &EventSink{
-		Filters: []string{"dpu/+/events"},
+	b := testBroker(t, Options{Events: &EventSink{
+		Matches: matchesEvents,
 		Submit: func(topic string, payload []byte, ack func()) bool {
 			subs <- submitted{topic, string(payload), ack}
 			return true
@@ -224,8 +225,8 @@ func TestBrokerEventHook(t *testing.T) {
 // client, so the order on the wire is what is checked.
 func TestBrokerPubackOrder(t *testing.T) {
 	acks := make(chan func(), 16)
-	b := testBroker(t, BrokerOptions{Events: &EventSink{
-		Filters:  []string{"dpu/+/events"},
+	b := testBroker(t, Options{Events: &EventSink{
+		Matches:  matchesEvents,
 		Submit:   func(_ string, _ []byte, ack func()) bool { acks <- ack; return true },
 		Stopping: make(chan struct{}),
 	}})
@@ -284,4 +285,10 @@ func TestBrokerPubackOrder(t *testing.T) {
 			t.Fatalf("got packet % x, want PUBACK %d", p, want)
 		}
 	}
+}
+
+// matchesEvents matches dpu/+/events, the default events filter.
+func matchesEvents(topic string) bool {
+	l := strings.Split(topic, "/")
+	return len(l) == 3 && l[0] == "dpu" && l[2] == "events"
 }

@@ -1,8 +1,8 @@
-package gateway
+package ingest
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,7 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/occupancyd/occupancyd/gateway/config"
+	"github.com/occupancyd/occupancyd/gateway/tracker"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -80,52 +80,6 @@ func TestDPUSegment(t *testing.T) {
 	}
 }
 
-func TestRejectionJSON(t *testing.T) {
-	t.Run("fields", func(t *testing.T) {
-		b := RejectionJSON("dpu/1/events", occupancy.Rejection{Reason: occupancy.ReasonBadJSON, Detail: "unexpected end", Index: -1}, []byte(`{"ts":`))
-		var got map[string]any
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatalf("not JSON: %v: %s", err, b)
-		}
-		want := map[string]any{"topic": "dpu/1/events", "reason": "bad_json", "payload": `{"ts":`, "detail": "unexpected end"}
-		for k, v := range want {
-			if got[k] != v {
-				t.Errorf("%s = %v, want %v", k, got[k], v)
-			}
-		}
-		if _, ok := got["index"]; ok {
-			t.Errorf("index present for a whole-message rejection: %s", b)
-		}
-	})
-	t.Run("batch element has index", func(t *testing.T) {
-		b := RejectionJSON("t", occupancy.Rejection{Reason: occupancy.ReasonBadDirection, Index: 2}, []byte(`[]`))
-		var got struct{ Index *int }
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatal(err)
-		}
-		if got.Index == nil || *got.Index != 2 {
-			t.Errorf("index = %v, want 2", got.Index)
-		}
-	})
-	t.Run("payload cut to 1 KiB", func(t *testing.T) {
-		big := bytes.Repeat([]byte("x"), 2<<20)
-		b := RejectionJSON("t", occupancy.Rejection{Reason: occupancy.ReasonTooLarge, Index: -1}, big)
-		var got struct{ Payload string }
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatal(err)
-		}
-		if len(got.Payload) != 1024 {
-			t.Errorf("payload length = %d, want 1024", len(got.Payload))
-		}
-	})
-	t.Run("binary payload stays valid JSON", func(t *testing.T) {
-		b := RejectionJSON("t", occupancy.Rejection{Reason: occupancy.ReasonBadJSON, Index: -1}, []byte{0xff, 0xfe, 'a', 0})
-		if !json.Valid(b) {
-			t.Fatalf("not valid JSON: %q", b)
-		}
-	})
-}
-
 func TestRateLog(t *testing.T) {
 	var buf bytes.Buffer
 	r := newRateLog(zerolog.New(&buf), time.Hour)
@@ -148,72 +102,6 @@ func TestRateLog(t *testing.T) {
 	r.log(f, "rejected input")
 	if got := strings.Count(buf.String(), "\n"); got != 3 {
 		t.Errorf("lines = %d, want 3", got)
-	}
-}
-
-func TestDiscoveryConfig(t *testing.T) {
-	b, err := DiscoveryConfig("gw1", "occupancy", "occupancyd/gw1/status",
-		occupancy.Occupancy{Space: "room-a", Name: "Room A", Occupancy: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got map[string]any
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{
-		"name":                  "Room A",
-		"unique_id":             "gw1_room-a",
-		"state_topic":           "occupancy/room-a",
-		"value_template":        "{{ value_json.occupancy }}",
-		"json_attributes_topic": "occupancy/room-a",
-		"unit_of_measurement":   "people",
-		"state_class":           "measurement",
-		"availability_topic":    "occupancyd/gw1/status",
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s = %v, want %q", k, got[k], v)
-		}
-	}
-	dev, ok := got["device"].(map[string]any)
-	if !ok {
-		t.Fatalf("device block missing: %s", b)
-	}
-	if ids, _ := dev["identifiers"].([]any); len(ids) != 1 || ids[0] != "occupancyd_gw1" {
-		t.Errorf("device.identifiers = %v, want [occupancyd_gw1]", dev["identifiers"])
-	}
-	if topic := discoveryTopic("homeassistant", "gw1", "room-a"); topic != "homeassistant/sensor/gw1_room-a/occupancy/config" {
-		t.Errorf("discovery topic = %q", topic)
-	}
-}
-
-func TestTopologyEqual(t *testing.T) {
-	a := occupancy.TopologyConfig{Spaces: []occupancy.SpaceConfig{{ID: "a", Name: "A"}}}
-	b := occupancy.TopologyConfig{Spaces: []occupancy.SpaceConfig{{ID: "a", Name: "A"}}, Doorways: []occupancy.DoorwayConfig{}}
-	if !TopologyEqual(a, b) {
-		t.Error("nil and empty doorways should be equal")
-	}
-	b.Spaces[0].Capacity = 4
-	if TopologyEqual(a, b) {
-		t.Error("a capacity change should differ")
-	}
-}
-
-func TestRestartKeys(t *testing.T) {
-	a := config.DefaultConfig()
-	b := a
-	b.Engine.Tick = 2 * time.Second
-	b.Log.Level = "debug"
-	b.Topology.Spaces = []occupancy.SpaceConfig{{ID: "x", Name: "X"}}
-	if got := restartKeys(a, b); len(got) != 0 {
-		t.Errorf("reloadable changes reported as needing a restart: %v", got)
-	}
-	b.MQTT.OutputPrefix = "occ"
-	b.HTTP.Listen = "127.0.0.1:9"
-	got := restartKeys(a, b)
-	if strings.Join(got, ",") != "mqtt.output_prefix,http" {
-		t.Errorf("restartKeys = %v, want [mqtt.output_prefix http]", got)
 	}
 }
 
@@ -248,12 +136,12 @@ func TestBatchIndexes(t *testing.T) {
 	}
 }
 
-// TestIngesterQueue: submit never waits for the workers (a paho handler returns at
+// TestPipelineQueue: submit never waits for the workers (a paho handler returns at
 // once however large the backlog the broker pushes), the pump hands every message
 // to the workers' channel exactly once and in arrival order, and after stop submit
 // refuses (the message stays unacknowledged for the broker to redeliver).
-func TestIngesterQueue(t *testing.T) {
-	in := newIngester(&Gateway{}, 1, 2) // a channel of 2: the backlog is in the queue
+func TestPipelineQueue(t *testing.T) {
+	in := newTestPipeline(t, 1, 2) // a channel of 2: the backlog is in the queue
 	pumped := make(chan struct{})
 	go func() {
 		defer close(pumped)
@@ -264,7 +152,7 @@ func TestIngesterQueue(t *testing.T) {
 	go func() {
 		defer close(submitted)
 		for i := 0; i < n; i++ {
-			if !in.submit(inMsg{received: int64(i)}) {
+			if !in.Submit(Message{Received: int64(i)}) {
 				t.Errorf("submit %d refused before stop", i)
 				return
 			}
@@ -278,8 +166,8 @@ func TestIngesterQueue(t *testing.T) {
 	for i := 0; i < n; i++ {
 		select {
 		case m := <-in.ch:
-			if m.received != int64(i) {
-				t.Fatalf("message %d: got %d, want arrival order", i, m.received)
+			if m.Received != int64(i) {
+				t.Fatalf("message %d: got %d, want arrival order", i, m.Received)
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatalf("message %d never reached the workers", i)
@@ -287,11 +175,11 @@ func TestIngesterQueue(t *testing.T) {
 	}
 	select {
 	case m := <-in.ch:
-		t.Fatalf("extra message %d", m.received)
+		t.Fatalf("extra message %d", m.Received)
 	case <-time.After(50 * time.Millisecond):
 	}
 	in.stopOnce.Do(func() { close(in.stopping) })
-	if in.submit(inMsg{received: -1}) {
+	if in.Submit(Message{Received: -1}) {
 		t.Error("submit accepted a message after stop")
 	}
 	select {
@@ -302,28 +190,27 @@ func TestIngesterQueue(t *testing.T) {
 }
 
 // TestEmbeddedBacklogBound: the embedded broker's hand-over waits once
-// maxEmbeddedBacklog messages are waiting for the workers (so a flooding client is
+// MaxEmbeddedBacklog messages are waiting for the workers (so a flooding client is
 // read no faster than the workers take), and goes on as soon as a worker takes one.
 func TestEmbeddedBacklogBound(t *testing.T) {
-	g := &Gateway{now: time.Now}
-	g.ing = newIngester(g, 1, 2)
-	defer g.ing.stopOnce.Do(func() { close(g.ing.stopping) })
-	for i := 0; i < maxEmbeddedBacklog; i++ {
-		if !g.submitEmbedded("dpu/a/events", nil, func() {}) {
+	p := newTestPipeline(t, 1, 2)
+	defer p.stopOnce.Do(func() { close(p.stopping) })
+	for i := 0; i < MaxEmbeddedBacklog; i++ {
+		if !p.SubmitEmbedded("dpu/a/events", nil, func() {}) {
 			t.Fatalf("submit %d refused", i)
 		}
 	}
 	done := make(chan bool, 1)
-	go func() { done <- g.submitEmbedded("dpu/a/events", nil, func() {}) }()
+	go func() { done <- p.SubmitEmbedded("dpu/a/events", nil, func() {}) }()
 	select {
 	case <-done:
-		t.Fatalf("submit past %d waiting messages returned at once", maxEmbeddedBacklog)
+		t.Fatalf("submit past %d waiting messages returned at once", MaxEmbeddedBacklog)
 	case <-time.After(100 * time.Millisecond):
 	}
-	go g.ing.pump()
+	go p.pump()
 	taken := 0
 	for taken == 0 {
-		taken = len(g.ing.fill(nil)) // what a worker does (up to a batch of 2)
+		taken = len(p.fill(nil)) // what a worker does (up to a batch of 2)
 		if taken == 0 {
 			time.Sleep(time.Millisecond)
 		}
@@ -336,7 +223,25 @@ func TestEmbeddedBacklogBound(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("submit still waiting after a worker took a message")
 	}
-	if got, want := g.ing.backlog(), maxEmbeddedBacklog+1-taken; got != want {
+	if got, want := p.backlog(), MaxEmbeddedBacklog+1-taken; got != want {
 		t.Errorf("backlog: got %d, want %d", got, want)
 	}
+}
+
+// nopTracker stores nothing; the queue tests never reach it.
+type nopTracker struct{}
+
+func (nopTracker) Ingest(context.Context, []occupancy.Event) ([]tracker.Result, error) {
+	return nil, errors.New("not stored")
+}
+func (nopTracker) CountRejected(string) {}
+
+func newTestPipeline(t *testing.T, workers, batch int) *Pipeline {
+	t.Helper()
+	p, err := New(Options{Tracker: nopTracker{}, Rejects: NewRecorder(nil, zerolog.Nop()), Filters: []string{"dpu/+/events"},
+		Workers: workers, BatchMessages: batch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -1,4 +1,9 @@
-package gateway
+// Package broker is the embedded MQTT broker (mochi-mqtt) that runs when
+// mqtt.broker is empty: listening (loopback unless users are configured), the
+// username/password check, retained messages that never expire, and the event hook
+// that takes event messages straight to the ingest pipeline and sends each PUBACK
+// only once the events are durable. It knows the pipeline only as an EventSink.
+package broker
 
 import (
 	"bytes"
@@ -18,8 +23,8 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// BrokerOptions configure the embedded MQTT broker.
-type BrokerOptions struct {
+// Options configure the embedded MQTT broker.
+type Options struct {
 	Listen   string // host:port; loopback unless Username and Password are set
 	Username string // with Password: every client must present them
 	Password string
@@ -30,9 +35,11 @@ type BrokerOptions struct {
 	Events *EventSink
 }
 
-// EventSink is where the embedded broker hands event messages.
+// EventSink is where the embedded broker hands event messages (the ingest
+// pipeline: Matches, SubmitEmbedded, Stopping).
 type EventSink struct {
-	Filters []string
+	// Matches reports whether a topic is an events topic.
+	Matches func(topic string) bool
 	// Submit queues one message for storage and returns false when the gateway is
 	// stopping (the message is not taken); ack is called once it is durable (or
 	// rejected and recorded).
@@ -60,10 +67,10 @@ func isLoopback(listen string) (bool, error) {
 	return config.IsLoopbackHost(host), nil
 }
 
-// StartBroker starts the embedded broker and returns once it listens. Retained
+// Start starts the embedded broker and returns once it listens. Retained
 // messages never expire (retained occupancy must outlive any idle period), client
 // inflight and write queues are raised so a connected gateway is not dropped from.
-func StartBroker(o BrokerOptions) (*Broker, error) {
+func Start(o Options) (*Broker, error) {
 	if o.Listen == "" {
 		o.Listen = "127.0.0.1:1883"
 	}
@@ -264,7 +271,7 @@ func (h *eventHook) order(cl *mochi.Client) *pubackOrder {
 func (h *eventHook) OnDisconnect(cl *mochi.Client, _ error, _ bool) { h.orders.Delete(cl) }
 
 func (h *eventHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || !h.matches(pk.TopicName) {
+	if cl.Net.Inline || !h.sink.Matches(pk.TopicName) {
 		return pk, nil
 	}
 	payload := bytes.Clone(pk.Payload)
@@ -301,13 +308,6 @@ func (h *eventHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Pack
 			}
 		}
 	}
-}
-
-// matches reports whether topic is on an events filter; one whose DPU segment is
-// not a valid id is too (the ingest rejects it as bad_topic, with a record).
-func (h *eventHook) matches(topic string) bool {
-	_, err := dpuFromTopic(h.sink.Filters, topic)
-	return !errors.Is(err, errNoFilter)
 }
 
 // slogBridge forwards mochi's slog records at warn and above to zerolog.

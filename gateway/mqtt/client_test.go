@@ -1,4 +1,4 @@
-package gateway
+package mqtt
 
 import (
 	"context"
@@ -15,13 +15,17 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/gateway/broker"
 	"github.com/occupancyd/occupancyd/gateway/config"
+	"github.com/occupancyd/occupancyd/gateway/ingest"
+	"github.com/occupancyd/occupancyd/gateway/tracker"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
-// These tests run the Gateway on real parts: a Badger store in t.TempDir(), the
-// occupancy engine, the embedded mochi broker and paho clients. A store wrapper
-// injects write failures where a test needs them.
+// These tests run the client on real parts: a Badger store in t.TempDir(), the
+// tracker and the ingest pipeline over it, the embedded mochi broker and paho
+// clients, wired as cmd/occupancyd wires them. A store wrapper injects write
+// failures where a test needs them.
 
 var testTopology = occupancy.TopologyConfig{
 	Spaces: []occupancy.SpaceConfig{
@@ -54,12 +58,16 @@ func (f *failingStore) Append(ctx context.Context, evs []occupancy.Event, parked
 type testEnv struct {
 	t      *testing.T
 	dir    string
-	broker *Broker
+	broker *broker.Broker
 	url    string
 }
 
 func newTestEnv(t *testing.T) *testEnv {
-	b := testBroker(t, BrokerOptions{})
+	b, err := broker.Start(broker.Options{Listen: "127.0.0.1:0", Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
 	return &testEnv{t: t, dir: t.TempDir(), broker: b, url: "tcp://" + b.Addr()}
 }
 
@@ -76,54 +84,76 @@ func (e *testEnv) config() config.Config {
 
 // client connects a paho client to the test broker; it disconnects when the test ends.
 func (e *testEnv) client(id string) paho.Client {
-	c, err := connectTo(e.broker.Addr(), id, "", "")
-	if err != nil {
-		e.t.Fatal(err)
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(e.url).SetClientID(id).SetConnectTimeout(5 * time.Second))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		e.t.Fatalf("connect %s: %v", id, tok.Error())
 	}
 	e.t.Cleanup(func() { c.Disconnect(10) })
 	return c
 }
 
-// open opens the store and engine the way Main does.
-func (e *testEnv) open(cfg config.Config) (*buffer.Store, *occupancy.Engine) {
-	t := e.t
+// open opens the store.
+func (e *testEnv) open(cfg config.Config) *buffer.Store {
 	st, err := buffer.Open(buffer.Options{Dir: cfg.Storage.Dir, Logger: zerolog.Nop(), MinFreeBytes: -1})
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	vs, err := st.Versions()
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UnixMilli()
-	if len(vs) == 0 {
-		if err := st.PutVersion(occupancy.Version{At: now - 1000, Topology: cfg.Topology}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	eng, err := occupancy.Open(cfg.EngineOptions(), st, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, eng
+	return st
 }
 
-func (e *testEnv) start(cfg config.Config, st Store, eng Engine, ticks chan time.Time) *Gateway {
+// gateway is the tracker, the pipeline and the client, wired as Main wires them.
+type gateway struct {
+	tr     *tracker.Tracker
+	pipe   *ingest.Pipeline
+	client *Client
+	stop   context.CancelFunc
+	ran    chan struct{}
+}
+
+func (e *testEnv) start(cfg config.Config, st tracker.Store, ticks chan time.Time) *gateway {
 	t := e.t
-	g, err := New(Options{Config: cfg, Store: st, Engine: eng, Logger: zerolog.Nop(), Ticks: ticks})
+	topo := cfg.Topology
+	tr, err := tracker.Open(tracker.Options{Store: st, Engine: cfg.EngineOptions(), Topology: &topo,
+		MaxFutureSkew: cfg.Engine.MaxFutureSkew, Tick: cfg.Engine.Tick, Ticks: ticks, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Start(context.Background()); err != nil {
+	rec := ingest.NewRecorder(nil, zerolog.Nop())
+	pipe, err := ingest.New(ingest.Options{Tracker: tr, Rejects: rec, Filters: cfg.MQTT.EventsTopic,
+		MaxFutureSkew: cfg.Engine.MaxFutureSkew, MaxPayload: cfg.MQTT.MaxPayload, Logger: zerolog.Nop()})
+	if err != nil {
 		t.Fatal(err)
 	}
+	c, err := New(Options{Broker: cfg.MQTT.Broker, MQTT: cfg.MQTT, GatewayID: cfg.Gateway.ID,
+		Tracker: tr, Events: pipe, Rejected: rec.Outgoing(), Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &gateway{tr: tr, pipe: pipe, client: c, stop: cancel, ran: make(chan struct{})}
+	pipe.Start()
+	go func() {
+		defer close(g.ran)
+		tr.Run(ctx)
+	}()
+	c.Start()
 	waitFor(t, 10*time.Second, "ready", func() string {
-		if err := g.Ready(); err != nil {
+		if err := c.Ready(); err != nil {
 			return err.Error()
 		}
 		return ""
 	})
 	return g
+}
+
+// Close stops the gateway as Main does: intake, the tick loop, a final tick, the
+// client.
+func (g *gateway) Close(ctx context.Context) error {
+	g.pipe.Stop(ctx)
+	g.stop()
+	<-g.ran
+	_, _ = g.tr.Tick()
+	return g.client.Close(ctx)
 }
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() string) {
@@ -141,13 +171,13 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() string
 	}
 }
 
-func occupancyOf(g *Gateway, space string) int64 {
-	o, _ := g.Space(space)
+func occupancyOf(g *gateway, space string) int64 {
+	o, _ := g.tr.Space(space)
 	return o.Occupancy
 }
 
 // waitOccupancy waits until space's occupancy in g is want.
-func waitOccupancy(t *testing.T, within time.Duration, what string, g *Gateway, space string, want int64) {
+func waitOccupancy(t *testing.T, within time.Duration, what string, g *gateway, space string, want int64) {
 	t.Helper()
 	waitFor(t, within, what, func() string {
 		if got := occupancyOf(g, space); got != want {
@@ -163,10 +193,10 @@ func waitOccupancy(t *testing.T, within time.Duration, what string, g *Gateway, 
 func TestGatewayStoreFailureIsNotAcked(t *testing.T) {
 	env := newTestEnv(t)
 	cfg := env.config()
-	st, eng := env.open(cfg)
+	st := env.open(cfg)
 	fs := &failingStore{Store: st}
 	fs.fail.Store(true)
-	g1 := env.start(cfg, fs, eng, nil)
+	g1 := env.start(cfg, fs, nil)
 
 	pub := env.client("pub")
 	payload := fmt.Sprintf(`{"id":"1","ts":%d,"direction":1}`, time.Now().UnixMilli())
@@ -191,9 +221,9 @@ func TestGatewayStoreFailureIsNotAcked(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	st2, eng2 := env.open(cfg)
+	st2 := env.open(cfg)
 	defer st2.Close()
-	g2 := env.start(cfg, st2, eng2, nil)
+	g2 := env.start(cfg, st2, nil)
 	defer g2.Close(context.Background())
 	waitOccupancy(t, 10*time.Second, "redelivered event counted", g2, "f1", 1)
 }
@@ -202,11 +232,11 @@ func TestGatewayStoreFailureIsNotAcked(t *testing.T) {
 func TestGatewayTransientStoreFailure(t *testing.T) {
 	env := newTestEnv(t)
 	cfg := env.config()
-	st, eng := env.open(cfg)
+	st := env.open(cfg)
 	defer st.Close()
 	fs := &failingStore{Store: st}
 	fs.fail.Store(true)
-	g := env.start(cfg, fs, eng, nil)
+	g := env.start(cfg, fs, nil)
 	defer g.Close(context.Background())
 	pub := env.client("pub")
 	payload := fmt.Sprintf(`{"ts":%d,"direction":1}`, time.Now().UnixMilli())
@@ -226,10 +256,10 @@ func TestGatewayTransientStoreFailure(t *testing.T) {
 func TestGatewayTickCoalesces(t *testing.T) {
 	env := newTestEnv(t)
 	cfg := env.config()
-	st, eng := env.open(cfg)
+	st := env.open(cfg)
 	defer st.Close()
 	ticks := make(chan time.Time)
-	g := env.start(cfg, st, eng, ticks)
+	g := env.start(cfg, st, ticks)
 	defer g.Close(context.Background())
 
 	var counts atomic.Int64
@@ -271,61 +301,25 @@ func TestGatewayTickCoalesces(t *testing.T) {
 	}
 }
 
-// Reset: stored then applied; before the horizon or with a negative value it is a bad
-// reset; an unknown space is ErrUnknownSpace.
-func TestGatewayReset(t *testing.T) {
-	env := newTestEnv(t)
-	cfg := env.config()
-	st, eng := env.open(cfg)
-	defer st.Close()
-	g := env.start(cfg, st, eng, nil)
-	defer g.Close(context.Background())
-	now := time.Now().UnixMilli()
-	if err := g.Reset(occupancy.Reset{Space: "r1", TS: now, Occupancy: 3}); err != nil {
-		t.Fatalf("Reset: %v", err)
-	}
-	if got := occupancyOf(g, "r1"); got != 3 {
-		t.Errorf("r1 after reset to 3 = %d", got)
-	}
-	if err := g.Reset(occupancy.Reset{Space: "r1", TS: now - 3600_000}); !errors.Is(err, ErrBadReset) {
-		t.Errorf("reset before the horizon = %v, want ErrBadReset", err)
-	}
-	if err := g.Reset(occupancy.Reset{Space: "r1", Occupancy: -1}); !errors.Is(err, ErrBadReset) {
-		t.Errorf("negative reset = %v, want ErrBadReset", err)
-	}
-	if err := g.Reset(occupancy.Reset{Space: "nope"}); !errors.Is(err, occupancy.ErrUnknownSpace) {
-		t.Errorf("reset of an unknown space = %v, want ErrUnknownSpace", err)
-	}
-}
-
-// Reload: engine.tick takes effect at once, a capacity change is a new topology
-// version (published), other changes are reported as needing a restart.
+// Reload: engine.tick takes effect at once, and a capacity change is a new topology
+// version whose capacity is published.
 func TestGatewayReloadTickAndCapacity(t *testing.T) {
 	env := newTestEnv(t)
 	cfg := env.config()
 	cfg.Engine.Tick = time.Hour // no tick would come
-	st, eng := env.open(cfg)
+	st := env.open(cfg)
 	defer st.Close()
-	g := env.start(cfg, st, eng, nil)
+	g := env.start(cfg, st, nil)
 	defer g.Close(context.Background())
 	var last atomic.Value
 	sub := env.client("sub")
 	sub.Subscribe("occupancy/r1", 1, func(_ paho.Client, m paho.Message) { last.Store(string(m.Payload())) }).Wait()
 
-	next := cfg
-	next.Engine.Tick = 20 * time.Millisecond
-	next.MQTT.OutputPrefix = "elsewhere"
-	next.Topology.Spaces = append([]occupancy.SpaceConfig(nil), cfg.Topology.Spaces...)
-	next.Topology.Spaces[2].Capacity = 9
-	restart, err := g.Reload(next)
-	if err != nil {
-		t.Fatalf("Reload: %v", err)
-	}
-	if fmt.Sprint(restart) != "[mqtt.output_prefix]" {
-		t.Errorf("needs restart = %v, want [mqtt.output_prefix]", restart)
-	}
-	if got := g.Config().MQTT.OutputPrefix; got != "occupancy" {
-		t.Errorf("output prefix after reload = %q, want the old one until a restart", got)
+	next := append([]occupancy.SpaceConfig(nil), cfg.Topology.Spaces...)
+	next[2].Capacity = 9
+	g.tr.SetTick(20 * time.Millisecond)
+	if _, added, err := g.tr.AddVersion(occupancy.TopologyConfig{Spaces: next, Doorways: cfg.Topology.Doorways, DPUs: cfg.Topology.DPUs}); err != nil || !added {
+		t.Fatalf("AddVersion: added %v, %v", added, err)
 	}
 	waitFor(t, 5*time.Second, "the new capacity published by the faster tick", func() string {
 		v, _ := last.Load().(string)
@@ -334,41 +328,6 @@ func TestGatewayReloadTickAndCapacity(t *testing.T) {
 		}
 		return ""
 	})
-}
-
-// An event for a DPU no version knows is parked (not rejected), and counts once a
-// reload adds the DPU: its first mapping covers the earlier time.
-func TestGatewayParkedThenMapped(t *testing.T) {
-	env := newTestEnv(t)
-	cfg := env.config()
-	st, eng := env.open(cfg)
-	defer st.Close()
-	g := env.start(cfg, st, eng, nil)
-	defer g.Close(context.Background())
-	pub := env.client("pub")
-	ts := time.Now().UnixMilli()
-	pub.Publish("dpu/d9/events", 1, false, fmt.Sprintf(`{"id":"1","ts":%d,"direction":1}`, ts)).Wait()
-	waitFor(t, 5*time.Second, "parked", func() string {
-		if n := st.ParkedCount(); n != 1 {
-			return fmt.Sprintf("parked = %d", n)
-		}
-		return ""
-	})
-	if got := occupancyOf(g, "r1"); got != 0 {
-		t.Fatalf("r1 = %d before d9 is configured, want 0", got)
-	}
-	next := cfg
-	next.Topology.Doorways = append(append([]occupancy.DoorwayConfig(nil), cfg.Topology.Doorways...), occupancy.DoorwayConfig{ID: "new", Name: "New"})
-	next.Topology.DPUs = append(append([]occupancy.DPUConfig(nil), cfg.Topology.DPUs...), occupancy.DPUConfig{ID: "d9", Doorway: "new", PlusSpace: "r1", MinusSpace: "f1"})
-	if _, err := g.Reload(next); err != nil {
-		t.Fatalf("Reload: %v", err)
-	}
-	if got := occupancyOf(g, "r1"); got != 1 {
-		t.Errorf("r1 = %d after d9 is configured, want 1", got)
-	}
-	if v, err := g.At("r1", ts); err != nil || v != 1 {
-		t.Errorf("r1 at the parked event's ts = %d, %v; want 1 (the first mapping covers earlier time)", v, err)
-	}
 }
 
 // More spaces than QoS 1 publishes may be in flight: every space still reaches the
@@ -382,7 +341,7 @@ func TestGatewayManySpacesPublished(t *testing.T) {
 		tc.Spaces = append(tc.Spaces, occupancy.SpaceConfig{ID: fmt.Sprintf("room-%d", i), Name: fmt.Sprintf("Room %d", i), Parent: "site"})
 	}
 	cfg.Topology = tc
-	st, eng := env.open(cfg)
+	st := env.open(cfg)
 	defer st.Close()
 	var got sync.Map
 	var count atomic.Int64
@@ -392,7 +351,7 @@ func TestGatewayManySpacesPublished(t *testing.T) {
 			count.Add(1)
 		}
 	}).Wait()
-	g := env.start(cfg, st, eng, nil)
+	g := env.start(cfg, st, nil)
 	defer g.Close(context.Background())
 	waitFor(t, 20*time.Second, "every space published", func() string {
 		if c := count.Load(); c != n+1 {

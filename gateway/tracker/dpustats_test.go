@@ -1,4 +1,4 @@
-package gateway
+package tracker
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/occupancyd/occupancyd/gateway/payload"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -204,7 +205,7 @@ func TestDPUStatsRandomizedAgainstModel(t *testing.T) {
 			}
 			for i, m := range models {
 				got := snap[i]
-				want := DPUStat{DPU: m.dpu, LastEvent: formatMS(m.lastTS), ClockSkewMS: m.skew,
+				want := DPUStat{DPU: m.dpu, LastEvent: payload.FormatMS(m.lastTS), ClockSkewMS: m.skew,
 					Accepted: m.accepted, Gaps: m.gaps, Restarts: m.restarts}
 				if got != want {
 					t.Errorf("DPU %s:\n got %+v\nwant %+v", m.dpu, got, want)

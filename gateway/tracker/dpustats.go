@@ -1,4 +1,4 @@
-package gateway
+package tracker
 
 import (
 	"math"
@@ -6,8 +6,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
+	"github.com/occupancyd/occupancyd/gateway/payload"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -173,7 +173,7 @@ func (s *DPUStats) Snapshot(known []string) []DPUStat {
 			continue
 		}
 		if r.hasTS {
-			r.st.LastEvent = formatMS(r.lastTS)
+			r.st.LastEvent = payload.FormatMS(r.lastTS)
 		}
 		out = append(out, r.st)
 	}
@@ -285,10 +285,3 @@ func (r *seqRun) addHoles(lo, hi int64) {
 	}
 	m.holes = ins
 }
-
-// formatMS renders Unix ms as RFC 3339 with milliseconds in UTC.
-func formatMS(ms int64) string {
-	return time.UnixMilli(ms).UTC().Format(timeLayoutMS)
-}
-
-const timeLayoutMS = "2006-01-02T15:04:05.000Z"

@@ -1,0 +1,228 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/gateway/tracker"
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+// msgWork is one message through the pipeline.
+type msgWork struct {
+	msg        Message
+	dpu        string
+	events     []occupancy.Event
+	index      []int // position of each event in the message (-1: a message of one)
+	rejections []occupancy.Rejection
+	accepted   int // stored for the first time (parked included)
+	duplicates int
+}
+
+// decode finds the DPU and decodes the payload with the receive-time checks.
+func (p *Pipeline) decode(m Message) msgWork {
+	w := msgWork{msg: m, dpu: m.DPU}
+	if w.dpu == "" {
+		dpu, err := dpuFromTopic(p.opts.Filters, m.Topic)
+		if err != nil {
+			w.rejections = []occupancy.Rejection{{Reason: occupancy.ReasonBadTopic, Detail: err.Error(), Index: -1}}
+			return w
+		}
+		w.dpu = dpu
+	}
+	lim := occupancy.Limits{
+		Now:           m.Received,
+		MaxFutureSkew: p.opts.MaxFutureSkew.Milliseconds(),
+		MaxPayload:    p.opts.MaxPayload,
+	}
+	if p.opts.Retention > 0 {
+		lim.Oldest = m.Received - p.opts.Retention.Milliseconds()
+	}
+	evs, rejs := occupancy.DecodePayload(w.dpu, m.Payload, lim)
+	for j := range evs {
+		evs[j].Received = m.Received
+	}
+	w.events, w.rejections = evs, rejs
+	w.index = batchIndexes(len(evs), rejs)
+	return w
+}
+
+// batchIndexes gives each decoded event its position in the message: the positions
+// not taken by the decoder's rejections, in order; -1 for a message of one element.
+func batchIndexes(nEvents int, rejs []occupancy.Rejection) []int {
+	idx := make([]int, 0, nEvents)
+	if nEvents+len(rejs) <= 1 {
+		return append(idx, -1)[:nEvents]
+	}
+	taken := map[int]bool{}
+	for _, r := range rejs {
+		taken[r.Index] = true
+	}
+	for p := 0; len(idx) < nEvents; p++ {
+		if !taken[p] {
+			idx = append(idx, p)
+		}
+	}
+	return idx
+}
+
+// store hands the events of every message to one tracker.Ingest — so they share a
+// group commit — and sorts the results back to their messages. An error means none
+// of the events is known to be durable. With busy (the workers), a failing store is tried again
+// with backoff until it recovers or the pipeline stops: a message is acknowledged
+// only once its events are durable, and an MQTT 3.1.1 broker redelivers an
+// unacknowledged message only on reconnect.
+// busy, when retrying, is renewed at every answer of the store (BusySince).
+func (p *Pipeline) store(ctx context.Context, work []msgWork, busy *atomic.Int64) error {
+	var all []occupancy.Event
+	var owner []int // message of each event
+	for i := range work {
+		all = append(all, work[i].events...)
+		for range work[i].events {
+			owner = append(owner, i)
+		}
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	var res []tracker.Result
+	var err error
+	if busy != nil {
+		res, err = p.ingestRetry(ctx, all, busy)
+	} else {
+		res, err = p.tr.Ingest(ctx, all)
+	}
+	if err != nil {
+		return err
+	}
+	at := 0
+	for j, r := range res {
+		w := &work[owner[j]]
+		if j > 0 && owner[j] != owner[j-1] {
+			at = 0
+		}
+		switch r.Outcome {
+		case tracker.Rejected:
+			rj := r.Rejection
+			rj.Index = w.index[at]
+			w.rejections = append(w.rejections, rj)
+		case tracker.Duplicate:
+			w.duplicates++
+		default:
+			w.accepted++
+		}
+		at++
+	}
+	return nil
+}
+
+// ingestRetry is tracker.Ingest, retried with backoff while the store fails.
+func (p *Pipeline) ingestRetry(ctx context.Context, evs []occupancy.Event, busy *atomic.Int64) ([]tracker.Result, error) {
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		res, err := p.tr.Ingest(ctx, evs)
+		if err == nil {
+			return res, nil
+		}
+		if errors.Is(err, buffer.ErrClosed) || ctx.Err() != nil {
+			return nil, err
+		}
+		busy.Store(time.Now().UnixNano())
+		p.retry.log(func(e *zerolog.Event) *zerolog.Event {
+			return e.Err(err).Int("events", len(evs)).Int("attempt", attempt)
+		}, "store events failed; retrying (not acknowledged)")
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-p.stopping:
+			if attempt >= 3 {
+				return nil, err
+			}
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// record counts a message's events and records its rejections.
+func (p *Pipeline) record(w *msgWork) {
+	for _, r := range w.rejections {
+		p.metrics.Rejected(r.Reason)
+		if w.dpu != "" {
+			p.tr.CountRejected(w.dpu)
+		}
+		p.rejects.Reject(Rejected{Message: w.msg, DPU: w.dpu, Rejection: r})
+	}
+}
+
+// process takes a batch of queued messages through decode -> tracker.Ingest ->
+// rejections recorded, and returns the acknowledgements of the messages whose
+// events are durable (or that had none to store).
+func (p *Pipeline) process(msgs []Message, busy *atomic.Int64) []func() {
+	start := time.Now()
+	work := make([]msgWork, len(msgs))
+	for i, m := range msgs {
+		work[i] = p.decode(m)
+		p.metrics.EventsReceived.Add(float64(len(work[i].events) + len(work[i].rejections)))
+	}
+	err := p.store(p.ctx, work, busy)
+	if err != nil {
+		p.log.Error().Err(err).Int("messages", len(work)).
+			Msg("store events failed; not acknowledged, the broker redelivers them")
+	}
+	acks := make([]func(), 0, len(work))
+	for i := range work {
+		w := &work[i]
+		if err != nil && len(w.events) > 0 {
+			continue
+		}
+		p.record(w)
+		if w.msg.Ack != nil {
+			acks = append(acks, w.msg.Ack)
+		}
+	}
+	p.metrics.IngestBatch.Observe(time.Since(start).Seconds())
+	return acks
+}
+
+// Result is what a synchronous Ingest did with one message.
+type Result struct {
+	Accepted   int // events stored for the first time (parked ones included)
+	Duplicates int // events stored already
+	// Rejected are the rejected events (Index: the position in a JSON array; -1:
+	// the whole message, or its one event), in no particular order.
+	Rejected []occupancy.Rejection
+}
+
+// Ingest takes one message synchronously, for HTTP push: decoded, stored durably
+// and applied, its rejections recorded (m.Topic names the source in the rejected
+// topic and the dead letter; set m.DPU, the topic is not parsed); it returns once
+// the events are durable — the promise of a PUBACK. An error means nothing may be
+// acknowledged (answer 503: the sender retries, and a retry counts once). m.Ack is
+// not called.
+func (p *Pipeline) Ingest(ctx context.Context, m Message) (Result, error) {
+	select {
+	case <-p.stopping:
+		return Result{}, ErrStopping
+	default:
+	}
+	if m.Received == 0 {
+		m.Received = p.Now()
+	}
+	w := []msgWork{p.decode(m)}
+	p.metrics.EventsReceived.Add(float64(len(w[0].events) + len(w[0].rejections)))
+	if err := p.store(ctx, w, nil); err != nil {
+		return Result{}, fmt.Errorf("store events: %w", err)
+	}
+	p.record(&w[0])
+	return Result{Accepted: w[0].accepted, Duplicates: w[0].duplicates, Rejected: w[0].rejections}, nil
+}
+
+// ErrStopping is Ingest's answer once Stop was called.
+var ErrStopping = errors.New("ingest: stopping")

@@ -1,0 +1,68 @@
+package tracker
+
+import (
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+// Spaces returns every space's current occupancy, in topology order.
+func (t *Tracker) Spaces() []occupancy.Occupancy {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.eng.Spaces()
+}
+
+// Space returns one space's current occupancy.
+func (t *Tracker) Space(id string) (occupancy.Occupancy, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.eng.Current(id)
+}
+
+// At returns the occupancy of space id at instant ts (Unix ms). A settled instant is
+// read from the store without holding the engine (see the package comment).
+func (t *Tracker) At(id string, ts int64) (int64, error) {
+	t.rewriteMu.RLock()
+	defer t.rewriteMu.RUnlock()
+	t.mu.Lock()
+	q, err := t.eng.PrepareAt(id, ts)
+	t.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return q.Run(t.store)
+}
+
+// Counts returns the buckets of space id over [start, end) (Unix ms). The settled
+// rows are read from the store without holding the engine, so a long query never
+// stalls ingest or the tick.
+func (t *Tracker) Counts(id string, start, end, interval int64) ([]occupancy.Bucket, error) {
+	t.rewriteMu.RLock()
+	defer t.rewriteMu.RUnlock()
+	t.mu.Lock()
+	q, err := t.eng.PrepareCounts(id, start, end, interval)
+	t.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return q.Run(t.store)
+}
+
+// Horizon is the settled horizon (Unix ms).
+func (t *Tracker) Horizon() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.eng.Horizon()
+}
+
+// DPUs returns the per-DPU statistics: every DPU of the topology in force (never
+// seen ones with zero counters) and every DPU seen, sorted by id.
+func (t *Tracker) DPUs() []DPUStat {
+	t.mu.Lock()
+	dpus := t.eng.Topology().Config().DPUs
+	t.mu.Unlock()
+	known := make([]string, len(dpus))
+	for i, d := range dpus {
+		known[i] = d.ID
+	}
+	return t.stats.Snapshot(known)
+}
