@@ -321,7 +321,7 @@ func (m *Client) onHAStatus(_ paho.Client, msg paho.Message) {
 	defer msg.Ack()
 	if strings.TrimSpace(string(msg.Payload())) == "online" {
 		m.log.Info().Msg("home assistant online: sending discovery")
-		m.publishDiscoveryAll()
+		m.publishDiscoveryAll(m.closed)
 	}
 }
 
@@ -467,7 +467,7 @@ func (m *Client) close(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			m.flush()
+			m.flush(m.closed)
 		}()
 		select {
 		case <-done:
