@@ -5,11 +5,12 @@ GO      ?= go
 # `occupancyd version` turns into a semantic version (0.1.0 on the tag,
 # 0.1.1-dev.3+abc1234 three commits later, 0.0.0-dev+abc1234 before any tag).
 VERSION ?= $(shell git describe --tags --long --always --dirty --match 'v[0-9]*' 2>/dev/null || echo dev)
+FUZZTIME ?= 60s
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 
-.PHONY: run test build bench lint
+.PHONY: run test build bench lint fuzz
 
 run:
 	$(GO) run ./cmd/occupancyd run --config configs/demo.yaml
@@ -31,6 +32,10 @@ BENCH_PHASES ?= throughput,campus,100k
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./occupancy/ ./buffer/
 	$(GO) run ./cmd/dpusim bench --phases $(BENCH_PHASES)
+
+# Every fuzz target for FUZZTIME each (FUZZ=regexp picks targets); prints execs/s.
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./.ci/fuzz
 
 lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; \
