@@ -1,16 +1,16 @@
 # occupancyd: `make run` starts the demo building, `make test` runs every test.
 
 GO      ?= go
+FUZZTIME ?= 60s
 # The version stamp: `git describe` of the last vMAJOR.MINOR.PATCH tag, which
 # `occupancyd version` turns into a semantic version (0.1.0 on the tag,
 # 0.1.1-dev.3+abc1234 three commits later, 0.0.0-dev+abc1234 before any tag).
 VERSION ?= $(shell git describe --tags --long --always --dirty --match 'v[0-9]*' 2>/dev/null || echo dev)
-FUZZTIME ?= 60s
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 
-.PHONY: run test build bench lint fuzz
+.PHONY: run test build bench lint fuzz chaos
 
 run:
 	$(GO) run ./cmd/occupancyd run --config configs/demo.yaml
@@ -32,6 +32,11 @@ BENCH_PHASES ?= throughput,campus,100k
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./occupancy/ ./buffer/
 	$(GO) run ./cmd/dpusim bench --phases $(BENCH_PHASES)
+
+# The long chaos run: kill -9, broker restarts and a full disk under load, then every
+# event checked (make test runs a short version). OCCUPANCYD_CHAOS_SEED=N repeats a run.
+chaos:
+	OCCUPANCYD_CHAOS=long $(GO) test -run '^TestChaos$$' -count=1 -v -timeout 30m ./cmd/occupancyd/
 
 # Every fuzz target for FUZZTIME each (FUZZ=regexp picks targets); prints execs/s.
 fuzz:

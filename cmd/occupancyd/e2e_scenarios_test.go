@@ -321,6 +321,13 @@ func startChild(t *testing.T, path string, logs *syncBuf) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestE2EChildProcess$")
 	cmd.Env = append(os.Environ(), childEnv+"="+path)
+	return startCmd(t, cmd, logs)
+}
+
+// startCmd starts cmd with its output in logs; the test's cleanup kills it if it
+// still runs.
+func startCmd(t *testing.T, cmd *exec.Cmd, logs *syncBuf) *child {
+	t.Helper()
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

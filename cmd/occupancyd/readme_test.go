@@ -336,7 +336,7 @@ func TestREADMETour(t *testing.T) {
 	}
 
 	// The other commands the README names.
-	for _, target := range []string{"test", "lint", "bench"} {
+	for _, target := range []string{"test", "lint", "bench", "chaos", "fuzz"} {
 		if out, err := exec.Command("make", "-C", clone, "-n", target).CombinedOutput(); err != nil {
 			t.Errorf("make -n %s: %v\n%s", target, err, out)
 		}
