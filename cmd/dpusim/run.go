@@ -83,6 +83,7 @@ func (h *delayed) Pop() any {
 type publisher struct {
 	clients []mqtt.Client
 	toks    []chan mqtt.Token
+	abandon chan struct{} // closed: stop waiting for acknowledgements
 	sent    atomic.Int64
 	acked   atomic.Int64
 	failed  atomic.Int64
@@ -95,7 +96,7 @@ type publisher struct {
 const maxInflightPerConn = 20000
 
 func newPublisher(broker string, n int, idPrefix string) (*publisher, error) {
-	p := &publisher{}
+	p := &publisher{abandon: make(chan struct{})}
 	for i := 0; i < n; i++ {
 		o := mqtt.NewClientOptions().AddBroker(broker).
 			SetClientID(fmt.Sprintf("%s-%d", idPrefix, i)).
@@ -107,7 +108,7 @@ func newPublisher(broker string, n int, idPrefix string) (*publisher, error) {
 		c := mqtt.NewClient(o)
 		t := c.Connect()
 		if !t.WaitTimeout(15*time.Second) || t.Error() != nil {
-			p.close()
+			p.close(true)
 			err := t.Error()
 			if err == nil {
 				err = errors.New("timed out")
@@ -121,7 +122,11 @@ func newPublisher(broker string, n int, idPrefix string) (*publisher, error) {
 		go func() {
 			defer p.wg.Done()
 			for tok := range ch {
-				tok.Wait()
+				select {
+				case <-tok.Done():
+				case <-p.abandon: // the run was cancelled: the broker may never ack
+					return
+				}
 				if err := tok.Error(); err != nil {
 					p.failed.Add(1)
 					p.errMu.Lock()
@@ -147,7 +152,12 @@ func (p *publisher) publish(conn int, topic string, payload []byte) {
 
 func (p *publisher) outstanding() int64 { return p.sent.Load() - p.acked.Load() }
 
-func (p *publisher) close() {
+// close waits for the outstanding acknowledgements, or for none when abandon is
+// set (a cancelled run), and disconnects.
+func (p *publisher) close(abandon bool) {
+	if abandon {
+		close(p.abandon)
+	}
 	for _, ch := range p.toks {
 		close(ch)
 	}
@@ -222,7 +232,7 @@ func Run(ctx context.Context, o RunOptions, out, logw io.Writer) (*RunResult, er
 		return nil, fmt.Errorf("run: %w", err)
 	}
 	res, err := drive(ctx, o, sim, pub, logw)
-	pub.close()
+	pub.close(ctx.Err() != nil)
 	if err != nil {
 		return res, err
 	}
