@@ -52,8 +52,8 @@ func (r Result) Stored() bool { return r.Outcome != Rejected }
 // commits), then applies the new ones, and returns one Result per event. An error
 // means nothing may be acknowledged: the store did not confirm the write (the
 // caller retries, or lets the sender redeliver). Events before the settled horizon
-// are late: rejected under late_events drop, else stored, applied as a correction
-// and committed before Ingest returns. An event of a DPU no topology version maps
+// are late: rejected under late_events drop, else stored with a late mark and
+// applied as a correction, which the next tick commits. An event of a DPU no topology version maps
 // is parked, or rejected as unknown_dpu once storage.max_parked are parked.
 func (t *Tracker) Ingest(ctx context.Context, evs []occupancy.Event) ([]Result, error) {
 	return t.ingest(ctx, evs, false)
@@ -185,8 +185,18 @@ func (t *Tracker) ingest(ctx context.Context, in []occupancy.Event, backfill boo
 		return res, nil
 	}
 	t.metrics.EventsLate.Add(float64(ar.Late))
-	if ar.Late > 0 {
-		// The corrections are committed before the events may be acknowledged.
+	// Every event stored late carries a late mark until the commit of its
+	// correction, and the engine corrects for the marked ones again at start, so
+	// the append alone makes it safe to acknowledge them. An event the engine found
+	// late that was not marked (the horizon passed it between the check above and
+	// Apply) has no mark: its correction is committed before Ingest returns.
+	marked := 0
+	for _, e := range fresh {
+		if e.Late {
+			marked++
+		}
+	}
+	if ar.Late > marked {
 		if _, err := t.Tick(); err != nil {
 			return nil, err
 		}

@@ -17,10 +17,13 @@
 // that excludes them from the engine (occupancy/query.go).
 //
 // Durability. Ingest returns only once the events are durable (buffer.Append, a
-// synced group commit) and applied; a batch with late events is committed (Tick)
-// before Ingest returns, because a late event's correction lives only in the engine
-// until then and a rebuild does not replay events before the horizon. Its caller
-// acknowledges after Ingest returned without error, never before.
+// synced group commit) and applied. A late event's correction lives only in the
+// engine until the next tick commits it, and a rebuild does not replay events
+// before the horizon, so the store keeps a late mark with every event stored late
+// (written in the same append) until that commit, and the engine corrects for the
+// marked events again at start. An event that became late after the check, and so
+// has no mark, is committed (Tick) before Ingest returns. The caller acknowledges
+// after Ingest returned without error, never before.
 package tracker
 
 import (
