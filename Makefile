@@ -30,7 +30,7 @@ build:
 BENCH_PHASES ?= throughput,campus,100k
 
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./occupancy/ ./buffer/
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./occupancy/ ./buffer/ ./gateway/tracker/
 	$(GO) run ./cmd/dpusim bench --phases $(BENCH_PHASES)
 
 # The long chaos run: kill -9, broker restarts and a full disk under load, then every
