@@ -85,8 +85,8 @@ func imports(t *testing.T) map[string][]string {
 
 // TestLayers proves the dependencies point one way (ARCHITECTURE.md): occupancy
 // imports nothing of ours, buffer only occupancy, a gateway package only occupancy,
-// buffer and the gateway packages of lower layers, and nothing but cmd/ imports cmd/
-// or the outermost layer.
+// buffer and the gateway packages of lower layers, systemd (the embedded unit file)
+// nothing, and nothing imports cmd/.
 func TestLayers(t *testing.T) {
 	all := imports(t)
 	if len(all) < 10 {
@@ -102,6 +102,10 @@ func TestLayers(t *testing.T) {
 		case pkg == "occupancy" || strings.HasPrefix(pkg, "occupancy/"):
 			if len(deps) > 0 {
 				t.Errorf("%s imports %v: occupancy/ imports nothing of occupancyd", pkg, deps)
+			}
+		case pkg == "systemd":
+			if len(deps) > 0 {
+				t.Errorf("systemd (the unit file, embedded) imports %v", deps)
 			}
 		case pkg == "buffer" || strings.HasPrefix(pkg, "buffer/"):
 			for _, dep := range deps {
@@ -129,7 +133,7 @@ func TestLayers(t *testing.T) {
 			}
 		case strings.HasPrefix(pkg, "cmd/"):
 		default:
-			t.Errorf("package %s is outside the layout (cmd, gateway, occupancy, buffer)", pkg)
+			t.Errorf("package %s is outside the layout (cmd, gateway, occupancy, buffer, systemd)", pkg)
 		}
 	}
 	for pkg := range layers {
