@@ -10,7 +10,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 
-.PHONY: run test build bench lint fuzz chaos
+.PHONY: run test build bench lint fuzz chaos package package-test
 
 run:
 	$(GO) run ./cmd/occupancyd run --config configs/demo.yaml
@@ -23,6 +23,24 @@ build:
 	mkdir -p bin
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/occupancyd ./cmd/occupancyd
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/dpusim ./cmd/dpusim
+
+# make package builds dist/occupancyd_<version>_<arch>.deb and
+# dist/occupancyd-<version>-1.<arch>.rpm for linux/PKG_ARCH (default: this machine's)
+# with cmd/mkpackage (nFPM, a module of its own so the daemon's build never compiles
+# it). The version is the binary's own (occupancyd version --short).
+PKG_ARCH ?= $(shell $(GO) env GOARCH)
+
+package:
+	mkdir -p bin/linux-$(PKG_ARCH) dist
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(PKG_ARCH) $(GO) build -trimpath -ldflags "$(LDFLAGS)" \
+		-o bin/linux-$(PKG_ARCH)/occupancyd ./cmd/occupancyd
+	cd cmd/mkpackage && $(GO) run . --root ../.. --out ../../dist --arch $(PKG_ARCH) \
+		--binary ../../bin/linux-$(PKG_ARCH)/occupancyd \
+		--version "$$(cd ../.. && $(GO) run -ldflags "$(LDFLAGS)" ./cmd/occupancyd version --short)"
+
+# make package-test runs cmd/mkpackage's own tests (the package contents).
+package-test:
+	cd cmd/mkpackage && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # make bench runs everything (about 15 minutes): the Go benchmarks, then dpusim bench's
 # three phases (throughput ratio, campus latency, 100,000 DPUs for 5 minutes).
@@ -46,3 +64,4 @@ lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd cmd/mkpackage && $(GO) vet ./...
