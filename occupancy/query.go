@@ -1,6 +1,9 @@
 package occupancy
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Queries, split at the settled horizon.
 //
@@ -72,11 +75,11 @@ func (e *Engine) At(space string, t int64) (int64, error) {
 // entries already folded into per-bucket aggregates. Run reads the settled rows and
 // merges.
 type CountsQuery struct {
-	space                string
-	start, end, interval int64
-	h                    int64
-	carry                AtQuery   // value just before start
-	pend                 []pendAgg // pending entries by bucket, in bucket order
+	space  string
+	bounds []int64 // bucket i is [bounds[i], bounds[i+1])
+	h      int64
+	carry  AtQuery   // value just before the first bucket
+	pend   []pendAgg // pending entries by bucket, in bucket order
 }
 
 // pendAgg is what the pending entries of one bucket contribute: the value after the
@@ -93,29 +96,69 @@ func (q *CountsQuery) Horizon() int64 { return q.h }
 // PrepareCounts prepares the buckets [start+i*interval, start+(i+1)*interval) up to
 // end of space (see Counts).
 func (e *Engine) PrepareCounts(space string, start, end, interval int64) (*CountsQuery, error) {
+	if interval <= 0 {
+		return nil, fmt.Errorf("counts: %w: interval must be > 0, got %d", ErrBadQuery, interval)
+	}
+	if end <= start {
+		return nil, fmt.Errorf("counts: %w: end must be after start", ErrBadQuery)
+	}
+	nb := (end - start + interval - 1) / interval
+	if nb > MaxBuckets {
+		return nil, fmt.Errorf("counts: %w: %d buckets exceed the limit of %d", ErrBadQuery, nb, MaxBuckets)
+	}
+	bounds := make([]int64, nb+1)
+	for i := range bounds {
+		bounds[i] = min(start+int64(i)*interval, end)
+	}
+	return e.PrepareBuckets(space, bounds)
+}
+
+// PrepareCalendarCounts prepares a counts query as DESIGN 3 gives it: the calendar
+// buckets of interval (ms) in the space's time zone that overlap [start, end) and
+// begin at or before now (CalendarBounds). Its buckets may be none.
+func (e *Engine) PrepareCalendarCounts(space string, start, end, interval, now int64) (*CountsQuery, error) {
+	bounds, err := CalendarBounds(e.Location(space), start, end, interval, now, MaxBuckets)
+	if err != nil {
+		return nil, fmt.Errorf("counts: %w", err)
+	}
+	return e.PrepareBuckets(space, bounds)
+}
+
+// Location is the time zone of space in the latest version that knows it (UTC for
+// an unknown space).
+func (e *Engine) Location(space string) *time.Location {
+	for i := len(e.versions) - 1; i >= 0; i-- {
+		if loc, ok := e.versions[i].topo.Location(space); ok {
+			return loc
+		}
+	}
+	return time.UTC
+}
+
+// PrepareBuckets prepares the buckets [bounds[i], bounds[i+1]) of space; bounds
+// must increase. With fewer than two bounds there are no buckets.
+func (e *Engine) PrepareBuckets(space string, bounds []int64) (*CountsQuery, error) {
 	g, ok := e.gidx[space]
 	if !ok {
 		return nil, fmt.Errorf("counts: %q: %w", space, ErrUnknownSpace)
 	}
-	if interval <= 0 {
-		return nil, fmt.Errorf("counts: interval must be > 0, got %d", interval)
+	q := &CountsQuery{space: space, bounds: bounds, h: e.h}
+	if len(bounds) < 2 {
+		return q, nil
 	}
-	if end <= start {
-		return nil, fmt.Errorf("counts: end must be after start")
-	}
-	nb := (end - start + interval - 1) / interval
-	if nb > MaxBuckets {
-		return nil, fmt.Errorf("counts: %d buckets exceed the limit of %d", nb, MaxBuckets)
-	}
+	start, end := bounds[0], bounds[len(bounds)-1]
 	carry, err := e.PrepareAt(space, start-1)
 	if err != nil {
 		return nil, fmt.Errorf("counts: %w", err)
 	}
-	q := &CountsQuery{space: space, start: start, end: end, interval: interval, h: e.h, carry: carry}
+	q.carry = carry
 	if end > e.h {
 		var a *pendAgg
+		b := 0
 		e.gs[g].pl.each(max(start, e.h), end, e.opts.ClampNegative, func(en *entry, v int64, in, out int32) {
-			b := int((en.ts - start) / interval)
+			for en.ts >= bounds[b+1] {
+				b++
+			}
 			if a == nil || a.bucket != b {
 				q.pend = append(q.pend, pendAgg{bucket: b, min: v, max: v})
 				a = &q.pend[len(q.pend)-1]
@@ -136,14 +179,16 @@ func (e *Engine) PrepareCounts(space string, start, end, interval int64) (*Count
 // A bucket's Occupancy is the value after its last entry (the value at its start if
 // it has none); Min and Max span the value carried in and every value inside.
 func (q *CountsQuery) Run(rows RowReader) ([]Bucket, error) {
+	if len(q.bounds) < 2 {
+		return []Bucket{}, nil
+	}
 	x, err := q.carry.Run(rows)
 	if err != nil {
 		return nil, fmt.Errorf("counts: %w", err)
 	}
-	bs := make([]Bucket, (q.end-q.start+q.interval-1)/q.interval)
+	bs := make([]Bucket, len(q.bounds)-1)
 	for i := range bs {
-		s := q.start + int64(i)*q.interval
-		bs[i] = Bucket{Start: s, End: min(s+q.interval, q.end)}
+		bs[i] = Bucket{Start: q.bounds[i], End: q.bounds[i+1]}
 	}
 	cur := 0
 	bs[0].Occupancy, bs[0].Min, bs[0].Max = x, x, x
@@ -155,12 +200,17 @@ func (q *CountsQuery) Run(rows RowReader) ([]Bucket, error) {
 		}
 		return &bs[cur]
 	}
-	if q.start < q.h {
+	start, end := q.bounds[0], q.bounds[len(q.bounds)-1]
+	if start < q.h {
 		b := &bs[cur]
-		err := rows.Rows(q.space, q.start, min(q.end, q.h), func(r Row) error {
+		err := rows.Rows(q.space, start, min(end, q.h), func(r Row) error {
 			// This loop runs once per settled row: the bucket changes rarely.
 			if r.TS >= b.End {
-				b = advance(int((r.TS - q.start) / q.interval))
+				i := cur
+				for r.TS >= bs[i].End {
+					i++
+				}
+				b = advance(i)
 			}
 			v := r.Occupancy
 			b.Occupancy = v
@@ -197,6 +247,15 @@ func (q *CountsQuery) Run(rows RowReader) ([]Bucket, error) {
 // it has none); Min and Max span the value carried in and every value inside.
 func (e *Engine) Counts(space string, start, end, interval int64) ([]Bucket, error) {
 	q, err := e.PrepareCounts(space, start, end, interval)
+	if err != nil {
+		return nil, err
+	}
+	return q.Run(e.store)
+}
+
+// CalendarCounts answers PrepareCalendarCounts.
+func (e *Engine) CalendarCounts(space string, start, end, interval, now int64) ([]Bucket, error) {
+	q, err := e.PrepareCalendarCounts(space, start, end, interval, now)
 	if err != nil {
 		return nil, err
 	}

@@ -91,6 +91,19 @@ func (m *refModel) inForce(ts int64) TopologyConfig {
 	return c
 }
 
+// refTimeZone is the time_zone of space id or of its nearest ancestor that has
+// one ("" = UTC).
+func refTimeZone(c TopologyConfig, id string) string {
+	for _, a := range refParentChain(c, id) {
+		for _, s := range c.Spaces {
+			if s.ID == a && s.TimeZone != "" {
+				return s.TimeZone
+			}
+		}
+	}
+	return ""
+}
+
 func refDescendants(c TopologyConfig, id string) []string {
 	var out []string
 	for _, s := range c.Spaces {
@@ -199,7 +212,7 @@ func (m *refModel) timelines() map[string][]refEntry {
 			}
 			// Scan from the first horizon so that a version boundary inside a
 			// repeated hour does not fire the reset twice; keep this segment's.
-			for _, ts := range refDailyInstants(s.DailyReset, s.TimeZone, m.h0, hi) {
+			for _, ts := range refDailyInstants(s.DailyReset, refTimeZone(v.Topology, s.ID), m.h0, hi) {
 				if ts < lo {
 					continue
 				}

@@ -241,7 +241,7 @@ func Compile(c TopologyConfig) (*Topology, error) {
 		if s.Parent != "" {
 			cs.parent = t.spaceIdx[s.Parent]
 		}
-		cs.loc, _ = loadLocation(s.TimeZone)
+		cs.loc = time.UTC // or inherited, below
 		if s.DailyReset != "" {
 			cs.resetMin, _ = parseHHMM(s.DailyReset)
 		}
@@ -251,6 +251,13 @@ func Compile(c TopologyConfig) (*Topology, error) {
 		for cur := i; cur >= 0; cur = t.spaces[cur].parent {
 			t.spaces[i].chain = append(t.spaces[i].chain, cur)
 			t.spaces[cur].desc = append(t.spaces[cur].desc, i)
+		}
+		// No time_zone: the nearest ancestor's, UTC at the top (DESIGN 1).
+		for _, a := range t.spaces[i].chain {
+			if tz := t.spaces[a].cfg.TimeZone; tz != "" {
+				t.spaces[i].loc, _ = loadLocation(tz)
+				break
+			}
 		}
 	}
 	for _, d := range c.DPUs {
