@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"reflect"
 	"sort"
 	"strconv"
 	"testing"
@@ -100,7 +101,10 @@ type hscenario struct {
 func genHistory(rng *rand.Rand, withResets bool) hscenario {
 	settle := []int64{60_000, 2 * 60_000, 5 * 60_000}[rng.Intn(3)]
 	sc := hscenario{settle: settle, step: settle / 10}
-	sc.t0 = time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC).UnixMilli() + rng.Int63n(86_400_000)
+	// Around a DST change of Europe/Berlin or America/New_York, or on an ordinary day.
+	days := []time.Time{time.Date(2026, 3, 29, 0, 0, 0, 0, time.UTC), time.Date(2026, 10, 25, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 11, 1, 5, 0, 0, 0, time.UTC), time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC)}
+	sc.t0 = days[rng.Intn(len(days))].UnixMilli() + rng.Int63n(3*3_600_000)
 	sc.end = sc.t0 + int64(20+rng.Intn(40))*60_000
 	sc.cfg = refmodel.Config{SettleAfter: settle, Clamp: rng.Intn(4) != 0}
 	n, m := 2+rng.Intn(7), 1+rng.Intn(6)
@@ -162,6 +166,25 @@ func genHistory(rng *rand.Rand, withResets bool) hscenario {
 		sort.Slice(sc.resets, func(i, j int) bool { return sc.resets[i].TS < sc.resets[j].TS })
 	}
 	return sc
+}
+
+// location is the time zone of space id: its own, else its nearest ancestor's,
+// UTC at the top.
+func (sc *hscenario) location(id string) *time.Location {
+	parent, zone := map[string]string{}, map[string]string{}
+	for _, s := range sc.topo.Spaces {
+		parent[s.ID], zone[s.ID] = s.Parent, s.TimeZone
+	}
+	for ; id != ""; id = parent[id] {
+		if zone[id] != "" {
+			loc, err := time.LoadLocation(zone[id])
+			if err != nil {
+				panic(err)
+			}
+			return loc
+		}
+	}
+	return time.UTC
 }
 
 // hrun is the engine and its store, fed as the gateway feeds them, and the model.
@@ -289,6 +312,24 @@ func (r *hrun) check(now int64) {
 			}
 			end := start + iv*int64(1+rng.Intn(40)) + rng.Int63n(2)*iv/3
 			r.compareCounts(now, id, start, end, iv)
+		}
+		// Calendar buckets in the space's time zone (its own or inherited), up to now.
+		iv := []int64{60_000, 15 * 60_000, 3_600_000, 86_400_000}[rng.Intn(4)]
+		start := first + rng.Int63n(now-first)
+		end := start + 1 + rng.Int63n(3*3_600_000)
+		loc := sc.location(id)
+		got, err := r.eng.CalendarCounts(id, start, end, iv, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []occupancy.Bucket
+		for _, w := range m.Counts(id, refmodel.CalendarBounds(loc, start, end, iv, now)) {
+			want = append(want, occupancy.Bucket{Start: w.Start, End: w.End, Occupancy: w.Occupancy, Min: w.Min, Max: w.Max, Entrances: w.Entrances, Exits: w.Exits})
+		}
+		if len(got) != 0 || len(want) != 0 {
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("now %s: calendar counts(%s in %s, %s, %s, %d):\n got %+v\nwant %+v", fmtT(now), id, loc, fmtT(start), fmtT(end), iv, got, want)
+			}
 		}
 		// Every crossing the true timeline counts is counted exactly once.
 		all, err := r.eng.Counts(id, first, now+sc.settle, now+sc.settle-first)

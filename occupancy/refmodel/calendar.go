@@ -19,7 +19,9 @@ func CalendarBounds(loc *time.Location, start, end, interval, now int64) []int64
 	y, m, d := time.UnixMilli(start).In(loc).Date()
 	first := time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 	var all []int64
-	last := min(end, now+1) // buckets begin before this; the days after its are not needed
+	// Buckets begin before min(end, now+1), and the first one at or before start: no
+	// later day is needed.
+	last := max(min(end, now+1), start+1)
 	if interval >= day {
 		n := int(interval / day)
 		for k := 0; ; k++ {
@@ -39,8 +41,15 @@ func CalendarBounds(loc *time.Location, start, end, interval, now int64) []int64
 			all = append(all, ds)
 			offs := offsets(loc, ds)
 			wallMid := date.UnixMilli()
-			for w := wallMid; w < wallMid+day; w += interval {
-				for _, o := range offs {
+			// Only wall times whose instants can matter: boundaries are at most an
+			// interval apart, so none before start - interval or after last +
+			// interval is needed.
+			for _, o := range offs {
+				w := wallMid
+				if lo := start - interval + o; lo > w {
+					w += (lo - w) / interval * interval
+				}
+				for ; w < wallMid+day && w-o <= last+interval; w += interval {
 					t := w - o
 					lt := time.UnixMilli(t).In(loc)
 					_, off := lt.Zone()
