@@ -35,8 +35,12 @@ type Querier interface {
 	Spaces() []occupancy.Occupancy
 	Space(id string) (occupancy.Occupancy, bool)
 	At(id string, t int64) (int64, error) // wraps occupancy.ErrUnknownSpace -> 404
+	// Counts returns the calendar buckets of interval ms in the space's time zone that
+	// overlap [start, end) and begin by now (occupancy.CalendarBounds; a query it
+	// cannot answer as asked wraps occupancy.ErrBadQuery -> 400).
 	Counts(id string, start, end, interval int64) ([]occupancy.Bucket, error)
-	Reset(r occupancy.Reset) error // stores then applies; tracker.ErrBadReset-wrapped -> 400
+	Location(id string) *time.Location // the space's time zone (inherited, UTC at the top)
+	Reset(r occupancy.Reset) error     // stores then applies; tracker.ErrBadReset-wrapped -> 400
 	DPUs() []tracker.DPUStat
 }
 
@@ -292,15 +296,19 @@ type bucketDoc struct {
 func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	q := r.URL.Query()
-	var start, end int64
+	if _, ok := s.q.Space(id); !ok {
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
+		return
+	}
+	// start and end default to today in the space's time zone.
+	start, end := occupancy.Today(s.q.Location(id), s.now().UnixMilli())
 	for _, p := range []struct {
 		name string
 		dst  *int64
 	}{{"start", &start}, {"end", &end}} {
 		v := q.Get(p.name)
 		if v == "" {
-			WriteError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %s is required (RFC 3339, e.g. 2026-11-27T10:00:00Z)", p.name))
-			return
+			continue
 		}
 		t, err := parseInstant(v)
 		if err != nil {
@@ -311,9 +319,9 @@ func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 	}
 	interval := DefaultInterval
 	if v := q.Get("interval"); v != "" {
-		d, err := time.ParseDuration(v)
+		d, err := occupancy.ParseInterval(v)
 		if err != nil {
-			WriteError(w, http.StatusBadRequest, fmt.Sprintf("query parameter interval: %q is not a duration (e.g. 15m, 1h)", v))
+			WriteError(w, http.StatusBadRequest, fmt.Sprintf("query parameter interval: %q is not a duration (e.g. 15m, 1h, 1d)", v))
 			return
 		}
 		if d < time.Millisecond {
@@ -328,16 +336,17 @@ func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 	}
 	iv := interval.Milliseconds()
 	// Overflow-safe ceil((end-start)/iv); end-start fits: both come from parsed times.
+	// The calendar buckets overlapping [start, end) may be one or two more (and a DST
+	// day's an hour's worth): checked on the answer too.
 	span := uint64(end) - uint64(start)
 	if n := (span + uint64(iv) - 1) / uint64(iv); n > MaxBuckets {
 		WriteError(w, http.StatusBadRequest, fmt.Sprintf("%d buckets asked for, at most %d: use a larger interval or a shorter range", n, MaxBuckets))
 		return
 	}
-	if _, ok := s.q.Space(id); !ok {
-		WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
-		return
-	}
 	bs, err := s.q.Counts(id, start, end, iv)
+	if err == nil && len(bs) > MaxBuckets {
+		err = fmt.Errorf("%w: %d buckets, at most %d: use a larger interval or a shorter range", occupancy.ErrBadQuery, len(bs), MaxBuckets)
+	}
 	if err != nil {
 		s.queryError(w, id, err)
 		return
@@ -440,7 +449,7 @@ func (s *Server) queryError(w http.ResponseWriter, id string, err error) {
 	switch {
 	case errors.Is(err, occupancy.ErrUnknownSpace):
 		WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", id))
-	case errors.Is(err, tracker.ErrBadReset):
+	case errors.Is(err, tracker.ErrBadReset), errors.Is(err, occupancy.ErrBadQuery):
 		WriteError(w, http.StatusBadRequest, err.Error())
 	default:
 		s.log.Error().Err(err).Str("space", id).Msg("http query failed")

@@ -38,6 +38,7 @@ type fakeQuerier struct {
 	dpus     []tracker.DPUStat
 	failAll  error
 	panicky  bool
+	loc      *time.Location // every space's time zone (nil: UTC)
 }
 
 func newFakeQuerier() *fakeQuerier {
@@ -95,6 +96,15 @@ func (f *fakeQuerier) Counts(id string, start, end, interval int64) ([]occupancy
 		bs = append(bs, occupancy.Bucket{Start: s, End: min(s+interval, end), Occupancy: 2, Min: 1, Max: 3, Entrances: 4, Exits: 5})
 	}
 	return bs, nil
+}
+
+func (f *fakeQuerier) Location(string) *time.Location {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.loc == nil {
+		return time.UTC
+	}
+	return f.loc
 }
 
 func (f *fakeQuerier) Reset(r occupancy.Reset) error {
@@ -249,8 +259,9 @@ func TestHTTPReadRoutes(t *testing.T) {
 			  {"start":"2026-11-27T09:20:00.000Z","end":"2026-11-27T09:40:00.000Z","occupancy":2,"min":1,"max":3,"entrances":4,"exits":5}]`, ""},
 		{"counts default interval", "/v1/spaces/hq/counts?start=2026-11-27T09:00:00Z&end=2026-11-27T09:15:00Z", 200,
 			`[{"start":"2026-11-27T09:00:00.000Z","end":"2026-11-27T09:15:00.000Z","occupancy":2,"min":1,"max":3,"entrances":4,"exits":5}]`, ""},
-		{"counts missing start", "/v1/spaces/hq/counts?end=2026-11-27T09:15:00Z", 400, "", "query parameter start is required"},
-		{"counts missing end", "/v1/spaces/hq/counts?start=2026-11-27T09:15:00Z", 400, "", "query parameter end is required"},
+		{"counts interval of days", "/v1/spaces/hq/counts?start=2026-11-27T00:00:00Z&end=2026-11-29T00:00:00Z&interval=1d", 200,
+			`[{"start":"2026-11-27T00:00:00.000Z","end":"2026-11-28T00:00:00.000Z","occupancy":2,"min":1,"max":3,"entrances":4,"exits":5},
+			  {"start":"2026-11-28T00:00:00.000Z","end":"2026-11-29T00:00:00.000Z","occupancy":2,"min":1,"max":3,"entrances":4,"exits":5}]`, ""},
 		{"counts bad end", "/v1/spaces/hq/counts?start=2026-11-27T09:15:00Z&end=soon", 400, "", "query parameter end"},
 		{"counts end before start", "/v1/spaces/hq/counts?start=2026-11-27T09:15:00Z&end=2026-11-27T09:00:00Z", 400, "", "must be after start"},
 		{"counts end equals start", "/v1/spaces/hq/counts?start=2026-11-27T09:15:00Z&end=2026-11-27T09:15:00Z", 400, "", "must be after start"},
@@ -294,6 +305,30 @@ func TestHTTPReadRoutes(t *testing.T) {
 		want := [][3]int64{
 			{1_795_770_000_000, 1_795_772_400_000, 1_200_000},
 			{1_795_770_000_000, 1_795_770_900_000, 900_000},
+			{1_795_737_600_000, 1_795_910_400_000, 86_400_000},
+		}
+		if !reflect.DeepEqual(q.counts, want) {
+			t.Errorf("Counts calls = %v, want %v", q.counts, want)
+		}
+	})
+	t.Run("counts default to today in the space's time zone", func(t *testing.T) {
+		q.mu.Lock()
+		q.counts, q.loc = nil, time.FixedZone("CET", 3600)
+		q.mu.Unlock()
+		defer func() { q.mu.Lock(); q.loc = nil; q.mu.Unlock() }()
+		// The server's clock reads 2026-11-18T11:06:40.042Z: today in CET is
+		// [2026-11-17T23:00Z, 2026-11-18T23:00Z).
+		for _, p := range []string{"", "?start=2026-11-18T06:00:00Z", "?end=2026-11-18T12:00:00Z"} {
+			if r := do(t, "GET", base+"/v1/spaces/hq/counts"+p, "", ""); r.status != 200 {
+				t.Fatalf("counts%s: status %d: %s", p, r.status, r.body)
+			}
+		}
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		want := [][3]int64{
+			{1_794_956_400_000, 1_795_042_800_000, 900_000},
+			{1_794_981_600_000, 1_795_042_800_000, 900_000},
+			{1_794_956_400_000, 1_795_003_200_000, 900_000},
 		}
 		if !reflect.DeepEqual(q.counts, want) {
 			t.Errorf("Counts calls = %v, want %v", q.counts, want)

@@ -1,6 +1,8 @@
 package tracker
 
 import (
+	"time"
+
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -32,19 +34,28 @@ func (t *Tracker) At(id string, ts int64) (int64, error) {
 	return q.Run(t.store)
 }
 
-// Counts returns the buckets of space id over [start, end) (Unix ms). The settled
-// rows are read from the store without holding the engine, so a long query never
-// stalls ingest or the tick.
+// Counts returns the calendar buckets of interval ms of space id (DESIGN 3
+// Queries): in the space's time zone, every bucket that overlaps [start, end) (Unix
+// ms) and begins by now (occupancy.CalendarBounds; a query it refuses wraps
+// occupancy.ErrBadQuery). The settled rows are read from the store without holding
+// the engine, so a long query never stalls ingest or the tick.
 func (t *Tracker) Counts(id string, start, end, interval int64) ([]occupancy.Bucket, error) {
 	t.rewriteMu.RLock()
 	defer t.rewriteMu.RUnlock()
 	t.mu.Lock()
-	q, err := t.eng.PrepareCounts(id, start, end, interval)
+	q, err := t.eng.PrepareCalendarCounts(id, start, end, interval, t.nowMS())
 	t.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
 	return q.Run(t.store)
+}
+
+// Location is the time zone of space id (its own or inherited, UTC at the top).
+func (t *Tracker) Location(id string) *time.Location {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.eng.Location(id)
 }
 
 // Horizon is the settled horizon (Unix ms).
