@@ -4,6 +4,11 @@
 // through the small Store interface declared here, which buffer/ implements.
 package occupancy
 
+import (
+	"fmt"
+	"time"
+)
+
 // This file fixes the types other packages (buffer/, gateway/, cmd/) depend on.
 // Implementations live in the other files of the package.
 
@@ -121,6 +126,26 @@ type DPUConfig struct {
 	Doorway    string `yaml:"doorway" json:"doorway"`
 	PlusSpace  string `yaml:"plus_space" json:"plus_space"`
 	MinusSpace string `yaml:"minus_space" json:"minus_space"`
+	// QuietAfter overrides health.dpu_quiet_after for this DPU (0 = the default).
+	QuietAfter Duration `yaml:"quiet_after,omitempty" json:"quiet_after,omitempty"`
+	// IngestTokenFile holds the DPU's own bearer token for HTTP push ingest; the
+	// gateway reads it (this package does no I/O).
+	IngestTokenFile string `yaml:"ingest_token_file,omitempty" json:"ingest_token_file,omitempty"`
+}
+
+// Duration is a time.Duration written as text in configuration files ("90s", "2h"),
+// in YAML and JSON alike.
+type Duration time.Duration
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	x, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf(`want a duration such as "90s", "5m" or "2h", got %q`, b)
+	}
+	*d = Duration(x)
+	return nil
 }
 
 // Problem is one validation problem with its key path relative to `topology`,

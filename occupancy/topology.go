@@ -155,6 +155,9 @@ func (c TopologyConfig) Validate() []Problem {
 		case d.PlusSpace == d.MinusSpace:
 			add(at("dpus", i, ".minus_space"), "same as plus_space %q", d.PlusSpace)
 		}
+		if d.QuietAfter < 0 {
+			add(at("dpus", i, ".quiet_after"), "must be > 0, got %s", time.Duration(d.QuietAfter))
+		}
 	}
 	return ps
 }

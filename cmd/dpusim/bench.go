@@ -376,6 +376,12 @@ func phaseSetup(o BenchOptions, ph BenchPhase, mosq, dir string, res *PhaseResul
 	topo.Broker, topo.HTTPListen = brokerURL, httpAddr
 	topo.StorageDir = filepath.Join(dir, "occupancyd-data")
 	topo.GatewayID, topo.SettleAfter, topo.LogLevel, topo.Probe = "bench", o.SettleAfter, "warn", true
+	// The topology in its own file, as large campuses have it; absolute, as it is
+	// written from here and read from the config's directory.
+	if topo.TopologyFile, err = filepath.Abs(filepath.Join(dir, "campus.json")); err != nil {
+		broker.stop(5 * time.Second)
+		return nil, "", run, err
+	}
 	cfgPath := filepath.Join(dir, "campus.yaml")
 	f, err := os.Create(cfgPath)
 	if err == nil {

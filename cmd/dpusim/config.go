@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -24,7 +26,11 @@ type simConfig struct {
 	Engine struct {
 		SettleAfter time.Duration `yaml:"settle_after"`
 	} `yaml:"engine"`
-	Topology occupancy.TopologyConfig `yaml:"topology"`
+	Inline struct {
+		File                     string `yaml:"file"`
+		occupancy.TopologyConfig `yaml:",inline"`
+	} `yaml:"topology"`
+	Topology occupancy.TopologyConfig `yaml:"-"` // inline, or read from topology.file
 
 	filters []string
 }
@@ -55,6 +61,16 @@ func parseSimConfig(b []byte, path string) (*simConfig, error) {
 		}
 	default:
 		return nil, fmt.Errorf("parse config %s: mqtt.events_topic: want a topic filter or a list of them", path)
+	}
+	c.Topology = c.Inline.TopologyConfig
+	if f := c.Inline.File; f != "" {
+		if !filepath.IsAbs(f) {
+			f = filepath.Join(filepath.Dir(path), f)
+		}
+		var err error
+		if c.Topology, err = config.LoadTopology(f); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
 	}
 	if len(c.Topology.DPUs) == 0 {
 		return nil, fmt.Errorf("config %s: topology.dpus is empty: nothing to simulate", path)

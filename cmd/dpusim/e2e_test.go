@@ -544,12 +544,13 @@ func TestVerifyReportsDifferences(t *testing.T) {
 }
 
 // TestGateway100k starts occupancyd with the 100,000-DPU campus (2,000 sites x 50
-// DPUs) and checks that it becomes ready and serves all 68,000 spaces. How long the
-// load takes is measured by `dpusim bench` (start to ready) and BenchmarkParseConfig100k,
-// not here.
+// DPUs, the topology in its own file as large campuses have it) and checks that it
+// becomes ready and serves all 68,000 spaces. How long the load takes is measured by
+// `dpusim bench` (start to ready) and BenchmarkParseConfig100k, not here.
 func TestGateway100k(t *testing.T) {
 	o := DefaultTopoOptions()
 	o.Sites, o.DPUsPerSite, o.GatewayID, o.HomeAssistant = 2000, 50, "campus100k", false
+	o.TopologyFile = filepath.Join(t.TempDir(), "campus.json")
 	g := startGateway(t, o)
 	got, err := fetchSpaces(t.Context(), []string{g.base})
 	if err != nil {

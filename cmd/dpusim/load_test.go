@@ -2,6 +2,10 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,10 +41,17 @@ func TestGeneratedConfigsLoad(t *testing.T) {
 			if err != nil {
 				t.Fatalf("config.ParseConfig: %v", err)
 			}
-			// The daemon reads it without yaml.v3 (19 MB at 100,000 DPUs: 1.6 s
-			// through yaml.v3, 0.1 s through the fast path).
-			if !config.FastConfig(buf.Bytes()) {
-				t.Errorf("config.FastConfig: false, want the config loader's fast path to take it")
+			// The same campus with the topology in its own file (--topology-file) is
+			// the same configuration.
+			dir := t.TempDir()
+			o.TopologyFile = "campus.json"
+			fileCfg := loadWithTopologyFile(t, dir, o)
+			if fileCfg.TopologyFile != "campus.json" {
+				t.Errorf("TopologyFile: got %q, want campus.json", fileCfg.TopologyFile)
+			}
+			fileCfg.TopologyFile = ""
+			if !reflect.DeepEqual(fileCfg, cfg) {
+				t.Errorf("with --topology-file:\n got %+v\nwant %+v", fileCfg, cfg)
 			}
 			if err := cfg.Validate(); err != nil {
 				t.Fatalf("Validate: %v", err)
@@ -68,6 +79,35 @@ func TestGeneratedConfigsLoad(t *testing.T) {
 	}
 }
 
+// loadWithTopologyFile writes the config of o (o.TopologyFile relative) and its
+// topology file into dir, as `dpusim topology --topology-file` run in dir does, and
+// loads it with the daemon's loader, and with the simulator's.
+func loadWithTopologyFile(t *testing.T, dir string, o TopoOptions) config.Config {
+	t.Helper()
+	t.Chdir(dir) // WriteConfig writes the topology file where dpusim runs
+	var buf bytes.Buffer
+	if err := WriteConfig(&buf, o); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "campus.yaml")
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir()) // read from elsewhere: relative to the config's directory
+	cfg, err := config.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("config.LoadConfig: %v", err)
+	}
+	sc, err := loadSimConfig(path)
+	if err != nil {
+		t.Fatalf("loadSimConfig: %v", err)
+	}
+	if !reflect.DeepEqual(sc.Topology, cfg.Topology) {
+		t.Errorf("dpusim read another topology than occupancyd")
+	}
+	return cfg
+}
+
 var big100k []byte
 
 func config100k(b *testing.B) []byte {
@@ -83,14 +123,34 @@ func config100k(b *testing.B) []byte {
 	return big100k
 }
 
-// BenchmarkParseConfig100k is the daemon's config load of the 100,000-DPU campus.
+// BenchmarkParseConfig100k is the daemon's config load of the 100,000-DPU campus:
+// with the topology inline (19 MB of YAML) and in its own file (dpusim topology
+// --topology-file: 1 KB of YAML and 14 MB of JSON), from the files.
 func BenchmarkParseConfig100k(b *testing.B) {
-	data := config100k(b)
-	b.SetBytes(int64(len(data)))
-	for b.Loop() {
-		if _, err := config.ParseConfig(data); err != nil {
-			b.Fatal(err)
-		}
+	dir := b.TempDir()
+	inline := filepath.Join(dir, "inline.yaml")
+	if err := os.WriteFile(inline, config100k(b), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	o := DefaultTopoOptions()
+	o.Sites, o.DPUsPerSite, o.TopologyFile = 2000, 50, filepath.Join(dir, "campus.json")
+	var buf bytes.Buffer
+	if err := WriteConfig(&buf, o); err != nil {
+		b.Fatal(err)
+	}
+	file := filepath.Join(dir, "file.yaml")
+	if err := os.WriteFile(file, buf.Bytes(), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	for _, path := range []string{inline, file} {
+		b.Run(strings.TrimSuffix(filepath.Base(path), ".yaml"), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := config.LoadConfig(path); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

@@ -18,7 +18,8 @@ import (
 const usage = `dpusim: a DPU simulator and load generator for occupancyd
 
 Usage:
-  dpusim topology --sites N --dpus-per-site M [--seed S] [--site-topics] [--shard K/N] [...]
+  dpusim topology --sites N --dpus-per-site M [--seed S] [--site-topics] [--shard K/N]
+                  [--topology-file FILE] [...]
   dpusim run --config FILE [--broker URL] [--rate EVENTS_PER_S] [--duration D]
              [--reorder FRACTION] [--max-delay D] [--duplicates FRACTION]
              [--late FRACTION] [--bad FRACTION] [--connections N] [--seed S]
@@ -38,6 +39,10 @@ topology writes a complete occupancyd config (YAML) for a synthetic campus to st
                     mqtt.events_topic listing <site>/dpu/+/events for each (implies
                     site topics); shards of one --sites/--seed are disjoint and their
                     union is the full campus
+  --topology-file FILE writes the topology to FILE as JSON and the config refers to
+  it (topology: {file: FILE}), for large campuses: a 100,000-DPU config loads in a
+  fraction of the time. occupancyd reads a relative FILE from the config file's
+  directory: write both to one directory (--topology-file campus.json > campus.yaml).
   Also: --gateway-id, --broker, --embedded-listen, --http-listen, --storage-dir,
   --settle-after, --tick, --log-level, --homeassistant, --probe.
 
@@ -151,6 +156,7 @@ func topologyCommand(args []string, stdout, stderr io.Writer) error {
 	o := DefaultTopoOptions()
 	fs := newFlagSet("topology", stderr)
 	shard := topoFlags(fs, &o)
+	fs.StringVar(&o.TopologyFile, "topology-file", "", "write the topology to this file as JSON and refer to it from the config\n(named as given: write the config to the same directory, e.g. --topology-file campus.json > campus.yaml)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -38,6 +40,10 @@ type TopoOptions struct {
 	Tick           time.Duration
 	LogLevel       string
 	HomeAssistant  bool
+	// TopologyFile, when set, is where the topology goes as JSON; the config refers
+	// to it as written (topology: {file: ...}), and occupancyd reads a relative path
+	// from the config file's directory.
+	TopologyFile string
 }
 
 // DefaultTopoOptions are the flag defaults.
@@ -234,7 +240,8 @@ func (o TopoOptions) EventsTopics(sites []Site) []string {
 	return []string{"dpu/+/events"}
 }
 
-// WriteConfig writes a complete occupancyd config (DESIGN 7) for the options.
+// WriteConfig writes a complete occupancyd config (DESIGN 7) for the options, and
+// the topology file o.TopologyFile if set.
 func WriteConfig(w io.Writer, o TopoOptions) error {
 	if err := o.check(); err != nil {
 		return err
@@ -278,6 +285,13 @@ func WriteConfig(w io.Writer, o TopoOptions) error {
 		shortDuration(o.SettleAfter), shortDuration(o.Tick))
 	p("http: {listen: %s}\n", q(o.HTTPListen))
 	p("log: {level: %s, format: console}\n", q(o.LogLevel))
+	if o.TopologyFile != "" {
+		p("topology: {file: %s}\n", q(o.TopologyFile))
+		if err := writeTopologyFile(o.TopologyFile, sites); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
 	p("topology:\n  spaces:\n")
 	for _, s := range sites {
 		for _, sp := range s.Spaces {
@@ -312,6 +326,52 @@ func WriteConfig(w io.Writer, o TopoOptions) error {
 		}
 	}
 	return bw.Flush()
+}
+
+// writeTopologyFile writes the sites' topology to path as JSON (occupancyd's
+// topology.file), one space, doorway or DPU a line.
+func writeTopologyFile(path string, sites []Site) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("topology file: %w", err)
+	}
+	bw := bufio.NewWriterSize(f, 1<<16)
+	sep := ""
+	put := func(v any) {
+		b, _ := json.Marshal(v) // plain structs of strings and integers
+		bw.WriteString(sep)
+		bw.Write(b)
+		sep = ",\n  "
+	}
+	bw.WriteString("{\"spaces\": [\n  ")
+	for _, s := range sites {
+		for _, v := range s.Spaces {
+			put(v)
+		}
+	}
+	bw.WriteString("\n],\n\"doorways\": [\n  ")
+	sep = ""
+	for _, s := range sites {
+		for _, v := range s.Doorways {
+			put(v)
+		}
+	}
+	bw.WriteString("\n],\n\"dpus\": [\n  ")
+	sep = ""
+	for _, s := range sites {
+		for _, v := range s.DPUs {
+			put(v)
+		}
+	}
+	bw.WriteString("\n]}\n")
+	err = bw.Flush()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("topology file: %w", err)
+	}
+	return nil
 }
 
 // plainSafe matches strings that YAML reads back as the same string when written

@@ -60,6 +60,9 @@ func configSummary(path string, cfg config.Config) string {
 		}
 	}
 	fmt.Fprintf(&b, "  gateway:   %s\n", cfg.Gateway.ID)
+	if cfg.TopologyFile != "" {
+		fmt.Fprintf(&b, "  topology:  %s\n", cfg.TopologyFile)
+	}
 	fmt.Fprintf(&b, "  spaces:    %d (%d top-level, %d with a capacity, %d with a daily reset)\n",
 		len(t.Spaces), roots, capacities, resets)
 	fmt.Fprintf(&b, "  doorways:  %d\n", len(t.Doorways))

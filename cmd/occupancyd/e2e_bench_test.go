@@ -211,15 +211,27 @@ func counterValue(c prometheus.Counter) float64 {
 }
 
 // BenchmarkStartToReady100k is issue 5's start: a campus of 2,000 sites x 50 DPUs
-// (100,000 DPUs, 66,000 spaces, 14 MB of YAML), from reading the config file to
-// /readyz 200 (embedded broker) — on a fresh store (the topology is stored as a new
+// (100,000 DPUs, 66,000 spaces), from reading the config file to /readyz 200
+// (embedded broker), with the topology in its own file (topology.file, 11 MB of JSON)
+// and inline (14 MB of YAML) — on a fresh store (the topology is stored as a new
 // version) and on a restart (it equals the stored one). Profile with
-// go test -run='^$' -bench=StartToReady100k -benchtime=3x -cpuprofile cpu.out ./cmd/occupancyd/
+// go test -run='^$' -bench=StartToReady100k/file -benchtime=3x -cpuprofile cpu.out ./cmd/occupancyd/
 func BenchmarkStartToReady100k(b *testing.B) {
+	for _, kind := range []string{"file", "inline"} {
+		b.Run(kind, func(b *testing.B) { benchStartToReady(b, kind == "file") })
+	}
+}
+
+func benchStartToReady(b *testing.B, file bool) {
 	dir := b.TempDir()
 	path := filepath.Join(dir, "campus.yaml")
-	writeConfig(b, path, e2eConfig{dir: filepath.Join(dir, "data"), settleAfter: "5m", tick: "1s",
-		topology: campusTopology(2000, 50).yaml()})
+	tp := campusTopology(2000, 50)
+	cfg := e2eConfig{dir: filepath.Join(dir, "data"), settleAfter: "5m", tick: "1s", topology: tp.yaml()}
+	if file {
+		writeTopologyFile(b, filepath.Join(dir, "campus.json"), tp.config())
+		cfg.topology = "topology: {file: campus.json}\n"
+	}
+	writeConfig(b, path, cfg)
 	start := func(b *testing.B) {
 		b.StartTimer()
 		m, err := newMainFromFile(path, io.Discard)

@@ -222,9 +222,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return client.Ready()
 	}
 	if cfg.HTTP.Listen != "" {
+		token, err := cfg.HTTPToken()
+		if err != nil {
+			return err
+		}
 		hs, err := httpapi.New(httpapi.Options{
 			Listen:  cfg.HTTP.Listen,
-			Token:   cfg.HTTP.Token,
+			Token:   token,
 			Querier: m.tracker,
 			Ready:   ready,
 			Metrics: m.metrics,
@@ -277,12 +281,13 @@ func (w watched) IngestBusySince() time.Time  { return w.pipe.BusySince() }
 // import alike.
 func storeOptions(cfg config.Config, log zerolog.Logger, now func() time.Time) buffer.Options {
 	return buffer.Options{
-		Dir:        cfg.Storage.Dir,
-		Retention:  cfg.Storage.Retention,
-		ArchiveDir: cfg.Storage.ArchiveDir,
-		MaxParked:  cfg.Storage.MaxParked,
-		Logger:     log,
-		Now:        now,
+		Dir:          cfg.Storage.Dir,
+		Retention:    cfg.Storage.Retention,
+		ArchiveDir:   cfg.Storage.ArchiveDir,
+		MaxParked:    cfg.Storage.MaxParked,
+		MinFreeBytes: cfg.Storage.MinFreeBytes(),
+		Logger:       log,
+		Now:          now,
 	}
 }
 

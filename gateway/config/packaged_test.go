@@ -73,7 +73,7 @@ func checkKeys(typ reflect.Type, n *yaml.Node, path string, missing *[]string) {
 		}
 		ft := f.Type
 		switch {
-		case reflect.PointerTo(ft).Implements(unmarshalerType):
+		case reflect.PointerTo(ft).Implements(nodeDecoderType):
 			// decoded by its own rules (e.g. events_topic): a leaf here
 		case ft.Kind() == reflect.Struct && ft.PkgPath() != "time":
 			checkKeys(ft, v, key, missing)
