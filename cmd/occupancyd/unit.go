@@ -23,6 +23,15 @@ func packagedUnit() string {
 	return ""
 }
 
+// topologyFile is where topology.file is: a relative path is from the config's
+// directory.
+func topologyFile(configPath, file string) string {
+	if file == "" || filepath.IsAbs(file) {
+		return file
+	}
+	return filepath.Join(filepath.Dir(configPath), file)
+}
+
 // hiddenDirs are the directories the hardened unit hides from the service:
 // ProtectHome=yes (/home, /root, /run/user) and PrivateTmp=yes (/tmp, /var/tmp).
 var hiddenDirs = []string{"/home", "/root", "/run/user", "/tmp", "/var/tmp"}
@@ -42,6 +51,8 @@ func systemdUnit(exe, configPath string, cfg config.Config) (unit string, notes 
 		{"mqtt.tls.ca_file", cfg.MQTT.TLS.CAFile, "/etc/occupancyd"},
 		{"mqtt.tls.cert_file", cfg.MQTT.TLS.CertFile, "/etc/occupancyd"},
 		{"mqtt.tls.key_file", cfg.MQTT.TLS.KeyFile, "/etc/occupancyd"},
+		{"http.token_file", cfg.HTTP.TokenFile, "/etc/occupancyd"},
+		{"topology.file", topologyFile(configPath, cfg.TopologyFile), "/etc/occupancyd"},
 	}
 	for i, f := range files {
 		if f.path == "" {

@@ -161,6 +161,16 @@ func TestInstallUnit(t *testing.T) {
 			c.MQTT.PasswordFile = "/home/ops/pw"
 			return c
 		}(), "mqtt.password_file /home/ops/pw is in /home"},
+		{"token file in /tmp", systemdBinary, systemdConfig, func() config.Config {
+			c := packaged
+			c.HTTP.TokenFile = "/tmp/token"
+			return c
+		}(), "http.token_file /tmp/token is in /tmp"},
+		{"topology file in a home", systemdBinary, systemdConfig, func() config.Config {
+			c := packaged
+			c.TopologyFile = "../../home/ops/campus.json"
+			return c
+		}(), "topology.file /home/ops/campus.json is in /home"},
 		{"relative config", systemdBinary, "occupancyd.yaml", packaged, "want an absolute path"},
 		{"a dollar", "/opt/$x/occupancyd", systemdConfig, packaged, "cannot go into a unit"},
 	} {
