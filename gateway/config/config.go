@@ -217,18 +217,6 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 	return nil
 }
 
-func (b ByteSize) MarshalText() ([]byte, error) {
-	for _, u := range []struct {
-		name string
-		size int64
-	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if b != 0 && int64(b)%u.size == 0 {
-			return []byte(strconv.FormatInt(int64(b)/u.size, 10) + u.name), nil
-		}
-	}
-	return []byte(strconv.FormatInt(int64(b), 10)), nil
-}
-
 // Problem is one configuration problem: the key path (e.g. `mqtt.max_payload`,
 // `topology.dpus[3].plus_space`), what is wrong, and the line of the key in the file
 // when known (0 otherwise). A problem inside topology.file names that File; its Path

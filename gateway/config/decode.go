@@ -342,7 +342,7 @@ func (d *decoder) lineOf(path string) int {
 	}
 	for _, seg := range strings.Split(path, ".") {
 		key, rest, _ := strings.Cut(seg, "[")
-		k, v := lookupKey(n, key, 0)
+		k, v := lookupKey(deref(n), key)
 		if k == nil {
 			return line
 		}
@@ -362,29 +362,12 @@ func (d *decoder) lineOf(path string) int {
 	return line
 }
 
-// lookupKey returns the key and value nodes of key in mapping n, merge keys included;
-// nil if absent.
-func lookupKey(n *yaml.Node, key string, depth int) (k, v *yaml.Node) {
-	if n = deref(n); n.Kind != yaml.MappingNode || depth > 10 {
-		return nil, nil
-	}
-	var merges []*yaml.Node
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if kn := n.Content[i]; kn.Value == "<<" && kn.Tag == "!!merge" {
-			merges = append(merges, n.Content[i+1])
-		} else if kn.Value == key {
-			return kn, n.Content[i+1]
-		}
-	}
-	for _, m := range merges {
-		list := []*yaml.Node{m}
-		if m = deref(m); m.Kind == yaml.SequenceNode {
-			list = m.Content
-		}
-		for _, c := range list {
-			if k, v := lookupKey(c, key, depth+1); k != nil {
-				return k, v
-			}
+// lookupKey returns the key and value nodes of key in mapping n; nil if absent (or
+// only merged in: the mapping's line is near enough).
+func lookupKey(n *yaml.Node, key string) (k, v *yaml.Node) {
+	for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i], n.Content[i+1]
 		}
 	}
 	return nil, nil

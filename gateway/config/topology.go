@@ -92,7 +92,6 @@ func (tf *topologyFile) decode() {
 		tf.fail(dec, err)
 		return
 	}
-	seen := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -103,9 +102,6 @@ func (tf *topologyFile) decode() {
 		off := dec.InputOffset()
 		ok := true
 		switch {
-		case seen[key]:
-			tf.problem(key, off, "listed twice")
-			ok = skipValue(dec) == nil
 		case key == "spaces":
 			ok = decodeList(tf, dec, key, &tf.topology.Spaces)
 		case key == "doorways":
@@ -119,7 +115,6 @@ func (tf *topologyFile) decode() {
 		if !ok {
 			return
 		}
-		seen[key] = true
 	}
 	if _, err := dec.Token(); err != nil { // '}'
 		tf.fail(dec, err)
@@ -140,7 +135,8 @@ func decodeList[T any](tf *topologyFile, dec *json.Decoder, key string, out *[]T
 		return true // null: none
 	case tok != json.Delim('['):
 		tf.problem(key, off, "want a list, got %s", jsonKind(bytes.TrimLeft(tf.data[off:], separators)))
-		return skipRest(dec, tok) == nil
+		tf.broken = true // read no further
+		return false
 	}
 	for i := 0; dec.More(); i++ {
 		off := dec.InputOffset()
@@ -200,43 +196,17 @@ func skipValue(dec *json.Decoder) error {
 	return dec.Decode(&raw)
 }
 
-// skipRest reads past the rest of a value whose first token was tok.
-func skipRest(dec *json.Decoder, tok json.Token) error {
-	for depth := 0; ; {
-		switch tok {
-		case json.Delim('{'), json.Delim('['):
-			depth++
-		case json.Delim('}'), json.Delim(']'):
-			depth--
-		}
-		if depth == 0 {
-			return nil
-		}
-		var err error
-		if tok, err = dec.Token(); err != nil {
-			return err
-		}
-	}
-}
-
 // jsonKind names the kind of the JSON value that raw starts with.
 func jsonKind(raw []byte) string {
-	switch {
-	case len(raw) == 0:
+	if len(raw) == 0 {
 		return "nothing"
-	case raw[0] == '{':
-		return "an object"
-	case raw[0] == '[':
-		return "a list"
-	case raw[0] == '"':
-		return "a string"
-	case raw[0] == 't' || raw[0] == 'f':
-		return "true or false"
-	case raw[0] == 'n':
-		return "null"
+	} else if k, ok := jsonKinds[raw[0]]; ok {
+		return k
 	}
 	return "a number"
 }
+
+var jsonKinds = map[byte]string{'{': "an object", '[': "a list", '"': "a string", 't': "true or false", 'f': "true or false", 'n': "null"}
 
 // jsonFields maps the json key of each field of a struct type to its index.
 func jsonFields(t reflect.Type) map[string]int {
