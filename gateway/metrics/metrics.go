@@ -30,8 +30,15 @@ type Metrics struct {
 	PendingEntries  prometheus.Gauge       // occupancyd_pending_entries
 	SettleLag       prometheus.Gauge       // occupancyd_settle_lag_seconds (now - horizon)
 	MQTTConnected   prometheus.Gauge       // occupancyd_mqtt_connected (0/1)
-	SpaceOccupancy  *SpaceGauges           // occupancyd_space_occupancy{space}
-	Registry        *prometheus.Registry   // served at /metrics (plus Go/process collectors)
+	// The output connection (gateway/mqtt Output).
+	MQTTOutputConnected  prometheus.Gauge     // occupancyd_mqtt_output_connected (0/1)
+	PublishLag           prometheus.Gauge     // occupancyd_publish_lag_seconds
+	PublishPending       prometheus.Gauge     // occupancyd_publish_pending_spaces
+	PublishBacklog       prometheus.Gauge     // occupancyd_publish_backlog
+	PublishInFlight      prometheus.Gauge     // occupancyd_publish_inflight
+	RejectedNotPublished prometheus.Counter   // occupancyd_rejected_unpublished_total
+	SpaceOccupancy       *SpaceGauges         // occupancyd_space_occupancy{space}
+	Registry             *prometheus.Registry // served at /metrics (plus Go/process collectors)
 }
 
 // rejectReasons are the reasons pre-initialised to 0 so that a dashboard sees every
@@ -101,7 +108,31 @@ func New() *Metrics {
 		}),
 		MQTTConnected: f.NewGauge(prometheus.GaugeOpts{
 			Name: "occupancyd_mqtt_connected",
-			Help: "1 while the MQTT client is connected, else 0.",
+			Help: "1 while the MQTT client is connected (the ingest connection), else 0.",
+		}),
+		MQTTOutputConnected: f.NewGauge(prometheus.GaugeOpts{
+			Name: "occupancyd_mqtt_output_connected",
+			Help: "1 while the MQTT output connection (client id <client_id>-pub) is connected, else 0.",
+		}),
+		PublishLag: f.NewGauge(prometheus.GaugeOpts{
+			Name: "occupancyd_publish_lag_seconds",
+			Help: "Age of the oldest occupancy change not yet published (0: none waiting).",
+		}),
+		PublishPending: f.NewGauge(prometheus.GaugeOpts{
+			Name: "occupancyd_publish_pending_spaces",
+			Help: "Spaces whose latest change is not published yet (at most one entry per space).",
+		}),
+		PublishBacklog: f.NewGauge(prometheus.GaugeOpts{
+			Name: "occupancyd_publish_backlog",
+			Help: "Republications waiting: every space after a (re)connect or a topology version, discovery configs, cleared topics, status.",
+		}),
+		PublishInFlight: f.NewGauge(prometheus.GaugeOpts{
+			Name: "occupancyd_publish_inflight",
+			Help: "QoS 1 publishes the broker has not acknowledged yet.",
+		}),
+		RejectedNotPublished: f.NewCounter(prometheus.CounterOpts{
+			Name: "occupancyd_rejected_unpublished_total",
+			Help: "Rejections not sent on the rejected topic because the output connection was down (still dead letters).",
 		}),
 		SpaceOccupancy: newSpaceGauges(),
 		Registry:       reg,

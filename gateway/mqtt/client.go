@@ -1,15 +1,21 @@
-// Package mqtt is the gateway's one MQTT client (paho), for the embedded broker and
-// an external one alike: connect with a persistent session (fixed client id, clean
-// session off) and manual acknowledgements, subscribe the events filters and hand
-// every event message to the ingest pipeline (which acknowledges once durable),
-// reconnect (the tracker's horizon holds still meanwhile), the retained status
-// (online, offline as last will and on a clean stop), and everything published:
-// the occupancy topics of the spaces the tracker's change feed reports, the Home
-// Assistant discovery configs, cleared topics of removed spaces and the rejected
-// topic.
+// Package mqtt is the gateway's MQTT side (paho), for the embedded broker and an
+// external one alike, on two connections:
 //
-// For now the occupancy topics go out once per engine tick (the feed is drained
-// when the tracker signals a tick), coalesced: one publish per changed space.
+//   - ingest (Client): a persistent session (fixed client id, clean session off)
+//     with manual acknowledgements; it subscribes the events filters and hands every
+//     event message to the ingest pipeline (which acknowledges once durable),
+//     reconnects (the tracker's horizon holds still meanwhile) and listens for Home
+//     Assistant's status;
+//   - output (Output, client id <client_id>-pub, clean session): everything
+//     published — the occupancy topics of the spaces the tracker's change feed
+//     reports, as soon as they change and at most once per publish_min_interval per
+//     space, every space at start and after every reconnect, the Home Assistant
+//     discovery configs, cleared topics of removed spaces, the status and the
+//     rejected topic. Output never holds up ingest (see output.go).
+//
+// Both connections read through a buffer and coalesce their writes (mqttconn), and
+// both carry the last will `offline` on the status topic; `online` is sent while
+// both are up, `offline` on a clean stop.
 package mqtt
 
 import (
@@ -31,6 +37,7 @@ import (
 	"github.com/occupancyd/occupancyd/gateway/ingest"
 	"github.com/occupancyd/occupancyd/gateway/metrics"
 	"github.com/occupancyd/occupancyd/gateway/mqttconn"
+	"github.com/occupancyd/occupancyd/gateway/payload"
 	"github.com/occupancyd/occupancyd/gateway/tracker"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
@@ -66,9 +73,17 @@ type Options struct {
 	// Rejected are the rejections to publish on the rejected topic (QoS 0, dropped
 	// while disconnected); nil: none.
 	Rejected <-chan ingest.Outgoing
-	Metrics  *metrics.Metrics // nil: a fresh set nobody reads
-	Logger   zerolog.Logger
+	// MinInterval overrides MQTT.PublishMinInterval (a space's topics at most this
+	// often); both 0: DefaultMinInterval.
+	MinInterval time.Duration
+	// Window: the most unacknowledged QoS 1 publishes of the output (0: 4096).
+	Window  int
+	Metrics *metrics.Metrics // nil: a fresh set nobody reads
+	Logger  zerolog.Logger
 }
+
+// DefaultMinInterval is mqtt.publish_min_interval's default.
+const DefaultMinInterval = 250 * time.Millisecond
 
 // names are the topics that follow from the config.
 type names struct {
@@ -103,14 +118,14 @@ func deriveNames(c config.MQTTConfig) names {
 	return n
 }
 
-// Client is the gateway's MQTT client.
+// Client is the gateway's MQTT client: the ingest connection, and the output.
 type Client struct {
 	opts    Options
 	names   names
 	tr      Tracker
-	feed    *tracker.Subscription
 	metrics *metrics.Metrics
 	log     zerolog.Logger
+	out     *Output
 
 	c       paho.Client
 	connTok paho.Token // the initial Connect; waited for before Disconnect (paho #550)
@@ -118,22 +133,11 @@ type Client struct {
 	connected  atomic.Bool
 	subscribed atomic.Bool
 
-	closed   chan struct{} // Close: the loops end
-	final    chan struct{} // the final flush: publishes no longer wait for slots
-	finalMu  sync.Once
-	loops    sync.WaitGroup
+	closed   chan struct{} // Close: resubscription attempts end
 	started  atomic.Bool
 	closeOne sync.Once
 
-	// QoS 1 publishes in flight are bounded: paho finds a free packet id by scanning
-	// the ids in use, so tens of thousands outstanding (every space of a campus each
-	// tick, while the broker is busy) made each publish O(n) and the gateway
-	// CPU-bound. A slot is freed when the broker acknowledges (or after a timeout).
-	slots   chan struct{}
-	pending chan paho.Token
-
 	subMu sync.Mutex // one (re)subscription at a time
-	pubMu sync.Mutex // one pass over the occupancy topics at a time
 }
 
 // ReadPasswordFile reads mqtt.password_file ("" = no password), trimming one
@@ -195,9 +199,6 @@ func New(o Options) (*Client, error) {
 		metrics: o.Metrics,
 		log:     o.Logger,
 		closed:  make(chan struct{}),
-		final:   make(chan struct{}),
-		slots:   make(chan struct{}, maxPublishInFlight),
-		pending: make(chan paho.Token, maxPublishInFlight),
 	}
 	names := m.names
 	po := paho.NewClientOptions()
@@ -259,29 +260,66 @@ func New(o Options) (*Client, error) {
 	if names.haEnabled {
 		m.c.AddRoute(names.haPrefix+"/status", m.onHAStatus)
 	}
+	minInterval := o.MinInterval
+	if minInterval <= 0 {
+		minInterval = o.MQTT.PublishMinInterval
+	}
+	if minInterval <= 0 {
+		minInterval = DefaultMinInterval
+	}
+	mt := m.metrics
+	oo := OutputOptions{
+		Broker:        o.Broker,
+		ClientID:      names.clientID + "-pub",
+		Username:      o.MQTT.Username,
+		Password:      password,
+		TLS:           tc,
+		StatusTopic:   names.statusTopic,
+		OutputPrefix:  names.outputPrefix,
+		MinInterval:   minInterval,
+		Window:        o.Window,
+		Subscribe:     func() Subscription { return o.Tracker.Subscribe() },
+		Spaces:        o.Tracker.Spaces,
+		Render:        payload.AppendOccupancyJSON,
+		Rejected:      o.Rejected,
+		RejectedTopic: names.rejectedTopic,
+		Metrics: OutputMetrics{
+			Publishes: mt.Publishes, Lag: mt.PublishLag, Dirty: mt.PublishPending,
+			Backlog: mt.PublishBacklog, InFlight: mt.PublishInFlight,
+			Connected: mt.MQTTOutputConnected, RejectDrops: mt.RejectedNotPublished,
+		},
+		Logger: m.log.With().Str("connection", "output").Logger(),
+	}
+	if names.haEnabled {
+		oo.Discovery = func(occ occupancy.Occupancy) []Message {
+			b, err := DiscoveryConfig(o.GatewayID, names.outputPrefix, names.statusTopic, occ)
+			if err != nil {
+				m.log.Error().Err(err).Str("space", occ.Space).Msg("render discovery config")
+				return nil
+			}
+			return []Message{{Topic: discoveryTopic(names.haPrefix, o.GatewayID, occ.Space), Payload: b}}
+		}
+		oo.Cleared = func(space string) []string {
+			return []string{discoveryTopic(names.haPrefix, o.GatewayID, space)}
+		}
+	}
+	if m.out, err = NewOutput(oo); err != nil {
+		return nil, err
+	}
 	m.log.Info().Str("broker", o.Broker).Str("client_id", names.clientID).
-		Strs("events_topic", names.filters).Msg("mqtt client configured")
+		Str("output_client_id", oo.ClientID).Strs("events_topic", names.filters).
+		Dur("publish_min_interval", minInterval).Msg("mqtt client configured")
 	return m, nil
 }
 
-// Start subscribes to the tracker's change feed, starts the publishing loops and
-// connects in the background (with retries); Ready says when it is connected and
-// subscribed.
+// Start starts the output (which subscribes to the tracker's change feed) and
+// connects both connections in the background (with retries); Ready says when the
+// ingest connection is connected and subscribed.
 func (m *Client) Start() {
 	if !m.started.CompareAndSwap(false, true) {
 		return
 	}
-	m.feed = m.tr.Subscribe()
-	go m.reap()
-	m.loops.Add(2)
-	go func() {
-		defer m.loops.Done()
-		m.publishLoop()
-	}()
-	go func() {
-		defer m.loops.Done()
-		m.rejectedLoop()
-	}()
+	m.out.Start()
 	tok := m.c.Connect()
 	m.connTok = tok
 	go func() {
@@ -321,7 +359,7 @@ func (m *Client) onHAStatus(_ paho.Client, msg paho.Message) {
 	defer msg.Ack()
 	if strings.TrimSpace(string(msg.Payload())) == "online" {
 		m.log.Info().Msg("home assistant online: sending discovery")
-		m.publishDiscoveryAll(m.closed)
+		m.out.ResendDiscovery()
 	}
 }
 
@@ -334,8 +372,7 @@ func (m *Client) onConnect(c paho.Client) {
 	if !m.subscribe(c) {
 		return
 	}
-	m.publish(m.names.statusTopic, 1, true, []byte("online"))
-	m.publishAll()
+	m.out.SetUpstream(true) // online, once the output connection is up too
 }
 
 // subscribe subscribes every events filter (and the HA status topic) with QoS 1 and
@@ -401,59 +438,15 @@ func (m *Client) subscribe(c paho.Client) bool {
 func (m *Client) onLost(_ paho.Client, err error) {
 	m.connected.Store(false)
 	m.subscribed.Store(false)
+	m.out.SetUpstream(false) // the broker sends this connection's will, offline
 	m.metrics.MQTTConnected.Set(0)
 	m.log.Warn().Err(err).Msg("lost the MQTT connection")
 }
 
-// maxPublishInFlight bounds the gateway's unacknowledged QoS 1 publishes.
-const maxPublishInFlight = 1024
-
-// publish sends one message without waiting for its acknowledgement; a QoS 1 publish
-// waits for a slot while maxPublishInFlight are unacknowledged.
-func (m *Client) publish(topic string, qos byte, retained bool, payload []byte) paho.Token {
-	m.metrics.Publishes.Inc()
-	if qos == 0 {
-		return m.c.Publish(topic, qos, retained, payload)
-	}
-	select {
-	case m.slots <- struct{}{}:
-	case <-m.closed: // stopping: the offline status goes out untracked
-		return m.c.Publish(topic, qos, retained, payload)
-	case <-m.final: // the final flush must not wait for a gone broker
-		return m.c.Publish(topic, qos, retained, payload)
-	}
-	tok := m.c.Publish(topic, qos, retained, payload)
-	m.pending <- tok // never blocks: as many places as slots
-	return tok
-}
-
-// reap frees a publish slot as each tracked publish completes, oldest first (the
-// broker acknowledges in order).
-func (m *Client) reap() {
-	for {
-		select {
-		case tok := <-m.pending:
-			select {
-			case <-tok.Done():
-			case <-time.After(10 * time.Second):
-			case <-m.closed:
-				return
-			}
-			<-m.slots
-		case <-m.closed:
-			return
-		}
-	}
-}
-
-// finalFlushBudget bounds the last publish of a stop: each publish can wait on a
-// broker that stopped reading (paho's write timeout).
-const finalFlushBudget = 5 * time.Second
-
-// Close publishes what changed since the last tick (within finalFlushBudget and
-// ctx: the caller runs the final tick first), then `offline` (retained), and
-// disconnects. Subscriptions stay with the persistent session so the broker queues
-// events while the gateway is stopped.
+// Close sends the last changes (the caller ran the final tick) and `offline`
+// (retained) on the output connection, within ctx (and at most 5 s), then
+// disconnects both. Subscriptions stay with the persistent session so the broker
+// queues events while the gateway is stopped.
 func (m *Client) Close(ctx context.Context) error {
 	var err error
 	m.closeOne.Do(func() { err = m.close(ctx) })
@@ -461,39 +454,8 @@ func (m *Client) Close(ctx context.Context) error {
 }
 
 func (m *Client) close(ctx context.Context) error {
-	if m.started.Load() {
-		m.finalMu.Do(func() { close(m.final) })
-		fctx, cancel := context.WithTimeout(ctx, finalFlushBudget)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			m.flush(m.closed)
-		}()
-		select {
-		case <-done:
-		case <-fctx.Done():
-			m.log.Warn().Msg("final publish: the broker did not take the last occupancy updates in time; stopping without them")
-		}
-		cancel()
-	}
+	err := m.out.Close(ctx)
 	close(m.closed)
-	m.loops.Wait()
-	if m.feed != nil {
-		m.feed.Close()
-	}
-	var err error
-	if m.c.IsConnectionOpen() {
-		tok := m.publish(m.names.statusTopic, 1, true, []byte("offline"))
-		wait := 2 * time.Second
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			wait = max(time.Until(dl), 0)
-		}
-		if !tok.WaitTimeout(wait) {
-			err = errors.New("mqtt: timed out publishing offline status")
-		} else if tok.Error() != nil {
-			err = fmt.Errorf("mqtt: publish offline status: %w", tok.Error())
-		}
-	}
 	// paho races when Disconnect overlaps the tail of its Connect goroutine (resume
 	// of the persistent session); let that finish first when it is about to.
 	if m.connTok != nil {

@@ -56,10 +56,12 @@ func (f *failingStore) Append(ctx context.Context, evs []occupancy.Event, parked
 }
 
 type testEnv struct {
-	t      *testing.T
-	dir    string
-	broker *broker.Broker
-	url    string
+	t           *testing.T
+	dir         string
+	broker      *broker.Broker
+	url         string
+	minInterval time.Duration // mqtt.publish_min_interval (0: the default)
+	window      int           // the output's in-flight window (0: the default)
 }
 
 func newTestEnv(t *testing.T) *testEnv {
@@ -125,7 +127,7 @@ func (e *testEnv) start(cfg config.Config, st tracker.Store, ticks chan time.Tim
 		t.Fatal(err)
 	}
 	c, err := New(Options{Broker: cfg.MQTT.Broker, MQTT: cfg.MQTT, GatewayID: cfg.Gateway.ID,
-		Tracker: tr, Events: pipe, Rejected: rec.Outgoing(), Logger: zerolog.Nop()})
+		Tracker: tr, Events: pipe, Rejected: rec.Outgoing(), MinInterval: e.minInterval, Window: e.window, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,53 +253,88 @@ func TestGatewayTransientStoreFailure(t *testing.T) {
 	waitOccupancy(t, 10*time.Second, "counted after the store recovers", g, "f1", 1)
 }
 
-// Ticks are coalesced: many events for one space between two ticks give one publish
-// of each of its topics; a tick without changes publishes nothing.
-func TestGatewayTickCoalesces(t *testing.T) {
+// Occupancy goes out when it changes, not on the tick (no tick runs here): a first
+// change at once, then at most once per publish_min_interval per space, the latest
+// value winning; a space that did not change is not published again.
+func TestGatewayPublishesOnChange(t *testing.T) {
 	env := newTestEnv(t)
+	env.minInterval = 400 * time.Millisecond
 	cfg := env.config()
 	st := env.open(cfg)
 	defer st.Close()
-	ticks := make(chan time.Time)
+	ticks := make(chan time.Time) // never fed: no engine tick
 	g := env.start(cfg, st, ticks)
 	defer g.Close(context.Background())
 
-	var counts atomic.Int64
-	var last atomic.Value
+	type sample struct {
+		v  string
+		at time.Time
+	}
+	var mu sync.Mutex
+	var got []sample
+	var f1 atomic.Int64
 	sub := env.client("sub")
 	sub.Subscribe("occupancy/r1/count", 1, func(_ paho.Client, m paho.Message) {
-		counts.Add(1)
-		last.Store(string(m.Payload()))
+		mu.Lock()
+		got = append(got, sample{string(m.Payload()), time.Now()})
+		mu.Unlock()
 	}).Wait()
+	sub.Subscribe("occupancy/f1/count", 1, func(_ paho.Client, m paho.Message) { f1.Add(1) }).Wait()
+	last := func() (string, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) == 0 {
+			return "", 0
+		}
+		return got[len(got)-1].v, len(got)
+	}
 	waitFor(t, 5*time.Second, "the retained value", func() string {
-		if counts.Load() < 1 {
-			return "nothing"
+		if v, _ := last(); v != "0" {
+			return fmt.Sprintf("r1/count = %q", v)
 		}
 		return ""
 	})
-	time.Sleep(100 * time.Millisecond)
-	base := counts.Load()
+	time.Sleep(env.minInterval) // the start's publication is past its interval
+	_, before := last()
+	f1Before := f1.Load()
 
 	pub := env.client("pub")
 	now := time.Now().UnixMilli()
-	for i := 0; i < 5; i++ {
-		pub.Publish("dpu/d2/events", 1, false, fmt.Sprintf(`{"id":%d,"ts":%d,"direction":1}`, i, now+int64(i))).Wait()
-	}
-	waitOccupancy(t, 5*time.Second, "applied", g, "r1", 5)
-	if got := counts.Load(); got != base {
-		t.Fatalf("published %d updates before any tick, want 0", got-base)
-	}
-	ticks <- time.Now()
-	waitFor(t, 5*time.Second, "one coalesced publish", func() string {
-		if v, _ := last.Load().(string); v != "5" {
-			return fmt.Sprintf("last /count = %q", v)
+	start := time.Now()
+	pub.Publish("dpu/d2/events", 1, false, fmt.Sprintf(`{"id":0,"ts":%d,"direction":1}`, now)).Wait()
+	waitFor(t, 2*time.Second, "the first change published without a tick", func() string {
+		if v, _ := last(); v != "1" {
+			return fmt.Sprintf("r1/count = %q", v)
 		}
 		return ""
 	})
-	ticks <- time.Now() // nothing changed: nothing published
-	time.Sleep(200 * time.Millisecond)
-	if got := counts.Load() - base; got != 1 {
-		t.Errorf("%d publishes of occupancy/r1/count for 5 events in one tick, want 1", got)
+	first := time.Since(start)
+	for i := 1; i < 8; i++ {
+		pub.Publish("dpu/d2/events", 1, false, fmt.Sprintf(`{"id":%d,"ts":%d,"direction":1}`, i, now+int64(i))).Wait()
+	}
+	waitFor(t, 5*time.Second, "the latest value", func() string {
+		if v, _ := last(); v != "8" {
+			return fmt.Sprintf("r1/count = %q", v)
+		}
+		return ""
+	})
+	time.Sleep(2 * env.minInterval)
+	mu.Lock()
+	burst := append([]sample(nil), got[before:]...)
+	mu.Unlock()
+	t.Logf("first change after %s; %d publishes of r1/count for 8 changes: %v", first.Round(time.Millisecond), len(burst), burst)
+	if len(burst) > 4 {
+		t.Errorf("%d publishes of occupancy/r1/count for 8 quick changes, want at most 4 (once per %s)", len(burst), env.minInterval)
+	}
+	for i := 1; i < len(burst); i++ {
+		// The broker's delivery jitters a little; sends are min_interval apart.
+		if d := burst[i].at.Sub(burst[i-1].at); d < env.minInterval-150*time.Millisecond {
+			t.Errorf("publishes %d and %d of r1 %s apart, want about %s or more", i-1, i, d, env.minInterval)
+		}
+	}
+	// d2 moves people from f1 into r1: f1 (the floor) does not change.
+	if n := f1.Load() - f1Before; n != 0 {
+		t.Errorf("f1/count published %d times, want 0 (it did not change)", n)
 	}
 }
 
@@ -321,7 +358,7 @@ func TestGatewayReloadTickAndCapacity(t *testing.T) {
 	if _, added, err := g.tr.AddVersion(occupancy.TopologyConfig{Spaces: next, Doorways: cfg.Topology.Doorways, DPUs: cfg.Topology.DPUs}); err != nil || !added {
 		t.Fatalf("AddVersion: added %v, %v", added, err)
 	}
-	waitFor(t, 5*time.Second, "the new capacity published by the faster tick", func() string {
+	waitFor(t, 5*time.Second, "the new capacity published", func() string {
 		v, _ := last.Load().(string)
 		if !strings.Contains(v, `"capacity":9`) {
 			return fmt.Sprintf("occupancy/r1 = %s", v)
@@ -334,8 +371,9 @@ func TestGatewayReloadTickAndCapacity(t *testing.T) {
 // broker at start (the publish slots are recycled as the broker acknowledges).
 func TestGatewayManySpacesPublished(t *testing.T) {
 	env := newTestEnv(t)
+	env.window = 256
 	cfg := env.config()
-	const n = 3 * maxPublishInFlight / 2
+	const n = 3 * 256 / 2
 	tc := occupancy.TopologyConfig{Spaces: []occupancy.SpaceConfig{{ID: "site", Name: "Site"}}}
 	for i := 0; i < n; i++ {
 		tc.Spaces = append(tc.Spaces, occupancy.SpaceConfig{ID: fmt.Sprintf("room-%d", i), Name: fmt.Sprintf("Room %d", i), Parent: "site"})

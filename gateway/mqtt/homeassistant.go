@@ -71,24 +71,3 @@ func DiscoveryConfig(gatewayID, outputPrefix, statusTopic string, o occupancy.Oc
 		},
 	})
 }
-
-// publishDiscoveryAll publishes (retained) the discovery config of every space when
-// Home Assistant discovery is enabled.
-func (m *Client) publishDiscoveryAll(stop <-chan struct{}) {
-	names := m.names
-	if !names.haEnabled {
-		return
-	}
-	id := m.opts.GatewayID
-	for _, o := range m.tr.Spaces() {
-		if stopped(stop) {
-			return
-		}
-		b, err := DiscoveryConfig(id, names.outputPrefix, names.statusTopic, o)
-		if err != nil {
-			m.log.Error().Err(err).Str("space", o.Space).Msg("render discovery config")
-			continue
-		}
-		m.publish(discoveryTopic(names.haPrefix, id, o.Space), 1, true, b)
-	}
-}

@@ -1,0 +1,267 @@
+package mqtt
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/rs/zerolog"
+
+	"github.com/occupancyd/occupancyd/gateway/broker"
+	"github.com/occupancyd/occupancyd/gateway/payload"
+	"github.com/occupancyd/occupancyd/occupancy"
+)
+
+// feedSet is a latest-wins change set, as the tracker's subscription is, for the
+// tests that drive the output's scheduling by hand.
+type feedSet struct {
+	mu      sync.Mutex
+	ch      chan struct{}
+	changed []occupancy.Occupancy
+	removed []string
+	topo    bool
+}
+
+func newFeedSet() *feedSet { return &feedSet{ch: make(chan struct{}, 1)} }
+
+func (f *feedSet) Changed() <-chan struct{} { return f.ch }
+func (f *feedSet) Close()                   {}
+func (f *feedSet) Drain() ([]occupancy.Occupancy, []string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, r, tp := f.changed, f.removed, f.topo
+	f.changed, f.removed, f.topo = nil, nil, false
+	return c, r, tp
+}
+
+func (f *feedSet) add(os ...occupancy.Occupancy) {
+	f.mu.Lock()
+	f.changed = append(f.changed, os...)
+	f.mu.Unlock()
+	select {
+	case f.ch <- struct{}{}:
+	default:
+	}
+}
+
+// arrivals records, in order, the topics a subscriber receives.
+type arrivals struct {
+	mu     sync.Mutex
+	topics []string
+	vals   map[string]string
+}
+
+func subscribeAll(t *testing.T, env *testEnv, id, filter string) *arrivals {
+	a := &arrivals{vals: map[string]string{}}
+	c := env.client(id)
+	if tok := c.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) {
+		a.mu.Lock()
+		a.topics = append(a.topics, m.Topic())
+		a.vals[m.Topic()] = string(m.Payload())
+		a.mu.Unlock()
+	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe %s: %v", filter, tok.Error())
+	}
+	return a
+}
+
+func (a *arrivals) snapshot() ([]string, map[string]string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	vals := make(map[string]string, len(a.vals))
+	for k, v := range a.vals {
+		vals[k] = v
+	}
+	return append([]string(nil), a.topics...), vals
+}
+
+// handOutput makes an Output driven by hand (drain, pump) on a connected client,
+// with a hand-fed change set; the min interval is an hour, the reaper runs.
+func handOutput(t *testing.T, env *testEnv, id string, window int, spaces func() []occupancy.Occupancy) (*Output, *feedSet) {
+	t.Helper()
+	p, err := NewOutput(OutputOptions{
+		Broker: env.url, ClientID: id, OutputPrefix: "occupancy", MinInterval: time.Hour, Window: window,
+		Subscribe: func() Subscription { return newFeedSet() }, Spaces: spaces,
+		Render: payload.AppendOccupancyJSON, Logger: zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed := newFeedSet()
+	p.sub, p.conn = feed, env.client(id)
+	go p.reap() // frees the window as the broker acknowledges
+	t.Cleanup(func() { close(p.runDone) })
+	return p, feed
+}
+
+// Which dirty space goes first: one never sent, then the one sent longest ago (a
+// quiet room before busy floors), and live changes take turns with the backlog (a
+// republication of every space), so neither starves the other. Driven by hand on
+// a real connection to a broker: a subscriber sees the sends in order.
+func TestOutputOrder(t *testing.T) {
+	env := newTestEnv(t)
+	arr := subscribeAll(t, env, "watch", "occupancy/+/count")
+	occ := func(id string, v int64) occupancy.Occupancy { return occupancy.Occupancy{Space: id, Occupancy: v} }
+	var all []occupancy.Occupancy
+	p, feed := handOutput(t, env, "out-order", 0, func() []occupancy.Occupancy { return all })
+	now := time.Now()
+	// busy1 and busy2 were sent 1 and 2 minutes ago, quiet an hour ago, fresh never.
+	for id, ago := range map[string]time.Duration{"busy1": time.Minute, "busy2": 2 * time.Minute, "quiet": time.Hour} {
+		p.space(occ(id, 0)).lastSent = now.Add(-ago)
+	}
+	p.o.MinInterval = time.Second // all of them may go again
+	feed.add(occ("busy1", 1), occ("busy2", 1), occ("quiet", 1), occ("fresh", 1))
+	p.drain()
+	p.pump()
+
+	// Then a backlog of three (a reconnect's republication) beside three live changes.
+	all = []occupancy.Occupancy{occ("b1", 5), occ("b2", 5), occ("b3", 5)}
+	p.queueAll()
+	for _, id := range []string{"l1", "l2", "l3"} {
+		p.space(occ(id, 0)).lastSent = now.Add(-time.Hour)
+	}
+	feed.add(occ("l1", 7), occ("l2", 7), occ("l3", 7))
+	p.drain()
+	p.pump()
+
+	// The backlog's turn comes first after live sends.
+	want := []string{"fresh", "quiet", "busy2", "busy1", "b1", "l1", "b2", "l2", "b3", "l3"}
+	waitFor(t, 5*time.Second, "every send", func() string {
+		if got, _ := arr.snapshot(); len(got) < len(want) {
+			return fmt.Sprintf("%d of %d", len(got), len(want))
+		}
+		return ""
+	})
+	got, vals := arr.snapshot()
+	for i := range got {
+		got[i] = strings.TrimSuffix(strings.TrimPrefix(got[i], "occupancy/"), "/count")
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("send order: got %v, want %v", got, want)
+	}
+	if v := vals["occupancy/b2/count"]; v != "5" {
+		t.Errorf("b2 republished as %q, want 5", v)
+	}
+	if n := p.live.Len(); n != 0 {
+		t.Errorf("%d spaces still dirty, want 0", n)
+	}
+}
+
+// Under more change than the window lets out, the dirty set holds one entry per
+// space with its latest value (nothing queues per change), and a space is sent at
+// most once per min interval.
+func TestOutputLatestWins(t *testing.T) {
+	env := newTestEnv(t)
+	arr := subscribeAll(t, env, "watch", "occupancy/+/count")
+	p, feed := handOutput(t, env, "out-latest", 8, func() []occupancy.Occupancy { return nil })
+	const spaces, rounds = 50, 40
+	for r := 1; r <= rounds; r++ {
+		for s := 0; s < spaces; s++ {
+			feed.add(occupancy.Occupancy{Space: fmt.Sprintf("s%02d", s), Occupancy: int64(r)})
+		}
+		p.drain()
+		if p.live.Len() > spaces {
+			t.Fatalf("round %d: %d dirty entries for %d spaces", r, p.live.Len(), spaces)
+		}
+	}
+	// Nothing was sent (no pump yet): one send each now, with the latest value.
+	for p.live.Len() > 0 {
+		p.pump()
+		select {
+		case <-p.freed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no acknowledgement")
+		}
+	}
+	waitFor(t, 5*time.Second, "every space", func() string {
+		if got, _ := arr.snapshot(); len(got) < spaces {
+			return fmt.Sprintf("%d of %d", len(got), spaces)
+		}
+		return ""
+	})
+	time.Sleep(100 * time.Millisecond)
+	got, vals := arr.snapshot()
+	if len(got) != spaces {
+		t.Errorf("%d sends for %d spaces changed %d times each, want one each", len(got), spaces, rounds)
+	}
+	for s := 0; s < spaces; s++ {
+		if v := vals[fmt.Sprintf("occupancy/s%02d/count", s)]; v != fmt.Sprint(rounds) {
+			t.Errorf("s%02d: got %q, want the latest, %d", s, v, rounds)
+		}
+	}
+	// A change now waits for its interval (an hour): not sent.
+	feed.add(occupancy.Occupancy{Space: "s00", Occupancy: 99})
+	p.drain()
+	if next := p.pump(); next < 59*time.Minute {
+		t.Errorf("next send in %s, want the rest of the hour", next)
+	}
+	if v := vals["occupancy/s00/count"]; v != fmt.Sprint(rounds) {
+		t.Errorf("s00 = %q", v)
+	}
+}
+
+// After the broker restarts (losing every retained message), the output connection
+// comes back and republishes every space, and `online`.
+func TestOutputRepublishesAfterReconnect(t *testing.T) {
+	b0, err := broker.Start(broker.Options{Listen: "127.0.0.1:0", Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := b0.Addr()
+	env := &testEnv{t: t, dir: t.TempDir(), broker: b0, url: "tcp://" + addr}
+	cfg := env.config()
+	st := env.open(cfg)
+	defer st.Close()
+	g := env.start(cfg, st, nil)
+	closed := false
+	defer func() {
+		if !closed {
+			g.Close(context.Background())
+		}
+	}()
+	waitFor(t, 5*time.Second, "the output connection", func() string {
+		if !g.client.out.Connected() {
+			return "not connected"
+		}
+		return ""
+	})
+	b0.Close() // every retained message is gone with it
+	b, err := broker.Start(broker.Options{Listen: addr, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Skipf("restart the broker on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { b.Close() })
+	env.broker = b
+	arr := subscribeAll(t, env, "watch-after", "#")
+	waitFor(t, 15*time.Second, "every space and the status on the new broker", func() string {
+		_, vals := arr.snapshot()
+		var missing []string
+		for _, s := range cfg.Topology.Spaces {
+			if _, ok := vals["occupancy/"+s.ID+"/count"]; !ok {
+				missing = append(missing, s.ID)
+			}
+		}
+		if v := vals[cfg.MQTT.StatusTopic]; v != "online" {
+			missing = append(missing, "status="+v)
+		}
+		if len(missing) > 0 {
+			return fmt.Sprint("missing ", missing)
+		}
+		return ""
+	})
+	// A clean stop says offline.
+	closed = true
+	if err := g.Close(context.Background()); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	waitFor(t, 5*time.Second, "offline", func() string {
+		if _, vals := arr.snapshot(); vals[cfg.MQTT.StatusTopic] != "offline" {
+			return "status " + vals[cfg.MQTT.StatusTopic]
+		}
+		return ""
+	})
+}
