@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/occupancyd/occupancyd/gateway/stream/streamtest"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -139,7 +139,9 @@ func building(t testing.TB, extra int) *source {
 	return s
 }
 
-type doc struct {
+type doc = streamtest.Occupancy
+
+type docJSON struct {
 	Space     string `json:"space"`
 	Name      string `json:"name"`
 	Occupancy int64  `json:"occupancy"`
@@ -147,7 +149,7 @@ type doc struct {
 }
 
 func render(b []byte, o occupancy.Occupancy) []byte {
-	j, _ := json.Marshal(doc{Space: o.Space, Name: o.Name, Occupancy: o.Occupancy, Capacity: o.Capacity})
+	j, _ := json.Marshal(docJSON{Space: o.Space, Name: o.Name, Occupancy: o.Occupancy, Capacity: o.Capacity})
 	return append(b, j...)
 }
 
@@ -175,103 +177,6 @@ func startHub(t *testing.T, src *source, opts Options) (*Hub, *httptest.Server) 
 	return h, srv
 }
 
-// ---- an SSE reader ----
-
-type event struct {
-	name string // "" for a comment
-	data string
-}
-
-// open connects and returns the events as they come; the channel closes when the
-// stream ends.
-func open(t *testing.T, url string) (<-chan event, func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		cancel()
-		t.Fatalf("GET %s = %d %s, want 200", url, resp.StatusCode, b)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Errorf("Content-Type %q, want text/event-stream", ct)
-	}
-	ch := make(chan event, 1<<16)
-	go func() {
-		defer close(ch)
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		var ev event
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if ev.name != "" {
-					ch <- ev
-				}
-				ev = event{}
-			case strings.HasPrefix(line, ":"):
-				ch <- event{data: strings.TrimSpace(line[1:])}
-			case strings.HasPrefix(line, "event: "):
-				ev.name = line[len("event: "):]
-			case strings.HasPrefix(line, "data: "):
-				ev.data = line[len("data: "):]
-			}
-		}
-	}()
-	return ch, cancel
-}
-
-// next returns the next occupancy event (skipping comments) or fails after d.
-func next(t *testing.T, ch <-chan event, d time.Duration) doc {
-	t.Helper()
-	timeout := time.After(d)
-	for {
-		select {
-		case ev, ok := <-ch:
-			if !ok {
-				t.Fatal("stream ended")
-			}
-			if ev.name == "" {
-				continue
-			}
-			if ev.name != "occupancy" {
-				t.Fatalf("event %q, want occupancy", ev.name)
-			}
-			var o doc
-			if err := json.Unmarshal([]byte(ev.data), &o); err != nil {
-				t.Fatalf("event data %q: %v", ev.data, err)
-			}
-			return o
-		case <-timeout:
-			t.Fatalf("no occupancy event within %v", d)
-		}
-	}
-}
-
-// quiet checks that no occupancy event arrives within d.
-func quiet(t *testing.T, ch <-chan event, d time.Duration) {
-	t.Helper()
-	timeout := time.After(d)
-	for {
-		select {
-		case ev := <-ch:
-			if ev.name != "" {
-				t.Fatalf("unexpected event %s %s", ev.name, ev.data)
-			}
-		case <-timeout:
-			return
-		}
-	}
-}
-
 // ---- tests ----
 
 func TestSnapshotThenChanges(t *testing.T) {
@@ -291,11 +196,10 @@ func TestSnapshotThenChanges(t *testing.T) {
 			src := building(t, 0)
 			src.set("lobby", 3) // a value before the client connects is in its snapshot
 			_, srv := startHub(t, src, Options{})
-			ch, stop := open(t, srv.URL+tc.query)
-			defer stop()
+			ch := streamtest.Open(t, srv.URL+tc.query)
 			var got []string
 			for range tc.want {
-				o := next(t, ch, 5*time.Second)
+				o := ch.Next(5 * time.Second)
 				got = append(got, o.Space)
 				if o.Space == "lobby" && o.Occupancy != 3 {
 					t.Errorf("snapshot lobby = %d, want 3", o.Occupancy)
@@ -314,12 +218,12 @@ func TestSnapshotThenChanges(t *testing.T) {
 				if !wanted[id] {
 					continue
 				}
-				o := next(t, ch, 5*time.Second)
+				o := ch.Next(5 * time.Second)
 				if o.Space != id || o.Occupancy != int64(10+i) {
 					t.Fatalf("change %d: got %s=%d, want %s=%d", i, o.Space, o.Occupancy, id, 10+i)
 				}
 			}
-			quiet(t, ch, 100*time.Millisecond)
+			ch.Quiet(100 * time.Millisecond)
 		})
 	}
 }
@@ -359,10 +263,9 @@ func TestCoalesced(t *testing.T) {
 	src := building(t, 0)
 	const interval = 200 * time.Millisecond
 	_, srv := startHub(t, src, Options{MinInterval: interval})
-	ch, stop := open(t, srv.URL+"?space=lobby,cafe")
-	defer stop()
-	next(t, ch, 5*time.Second)
-	next(t, ch, 5*time.Second)
+	ch := streamtest.Open(t, srv.URL+"?space=lobby,cafe")
+	ch.Next(5 * time.Second)
+	ch.Next(5 * time.Second)
 	start := time.Now()
 	for i := 1; i <= 60; i++ { // one change every 10 ms
 		src.set("lobby", int64(i))
@@ -380,7 +283,7 @@ func TestCoalesced(t *testing.T) {
 		return vs[len(vs)-1]
 	}
 	for last(got["lobby"]) != 60 || last(got["cafe"]) != 60 {
-		o := next(t, ch, 5*time.Second)
+		o := ch.Next(5 * time.Second)
 		got[o.Space] = append(got[o.Space], o.Occupancy)
 	}
 	// At most one drain per interval over the time the changes took, plus the first.
@@ -391,7 +294,7 @@ func TestCoalesced(t *testing.T) {
 	time.Sleep(interval + 50*time.Millisecond)
 	src.set("lobby", 7)
 	src.set("lobby", 60)
-	quiet(t, ch, 3*interval)
+	ch.Quiet(3 * interval)
 }
 
 // TestMatchesModel: random changes on random spaces while three clients with different
@@ -409,7 +312,7 @@ func TestMatchesModel(t *testing.T) {
 	queries := []string{"", "?under=f2", "?space=lobby,annex-r00003&under=f1"}
 	type view struct {
 		f    filter
-		ch   <-chan event
+		ch   *streamtest.Stream
 		seen map[string][]int64
 	}
 	var views []*view
@@ -419,8 +322,7 @@ func TestMatchesModel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ch, stop := open(t, srv.URL+q)
-		defer stop()
+		ch := streamtest.Open(t, srv.URL+q)
 		views = append(views, &view{f: f, ch: ch, seen: map[string][]int64{}})
 	}
 	// The snapshot: every value is 0.
@@ -461,7 +363,7 @@ func TestMatchesModel(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("client %q: no final value for %v", queries[qi], missing())
 			}
-			o := next(t, vw.ch, 10*time.Second)
+			o := vw.ch.Next(10 * time.Second)
 			vw.seen[o.Space] = append(vw.seen[o.Space], o.Occupancy)
 		}
 		for id, got := range vw.seen {
@@ -496,9 +398,9 @@ func isSubsequence(got, hist []int64) bool {
 func TestClientLimit(t *testing.T) {
 	src := building(t, 0)
 	hub, srv := startHub(t, src, Options{MaxClients: 2})
-	_, stop1 := open(t, srv.URL+"?space=hq")
-	ch2, stop2 := open(t, srv.URL+"?space=hq")
-	next(t, ch2, 5*time.Second)
+	ch1 := streamtest.Open(t, srv.URL+"?space=hq")
+	ch2 := streamtest.Open(t, srv.URL+"?space=hq")
+	ch2.Next(5 * time.Second)
 	resp, err := http.Get(srv.URL + "?space=hq")
 	if err != nil {
 		t.Fatal(err)
@@ -511,7 +413,7 @@ func TestClientLimit(t *testing.T) {
 	if got := hub.Clients(); got != 2 {
 		t.Errorf("Clients() = %d, want 2", got)
 	}
-	stop1()
+	ch1.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for hub.Clients() != 1 {
 		if time.Now().After(deadline) {
@@ -519,16 +421,16 @@ func TestClientLimit(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	ch3, stop3 := open(t, srv.URL+"?space=hq")
-	if o := next(t, ch3, 5*time.Second); o.Space != "hq" {
+	ch3 := streamtest.Open(t, srv.URL+"?space=hq")
+	if o := ch3.Next(5 * time.Second); o.Space != "hq" {
 		t.Errorf("a client after one left: got %s, want hq", o.Space)
 	}
 	if n := src.subscribers(); n != 1 {
 		t.Errorf("feed subscriptions with clients: %d, want 1 (the hub's)", n)
 	}
 	// The last client gone, the hub stops its subscription; the next one starts it.
-	stop2()
-	stop3()
+	ch2.Close()
+	ch3.Close()
 	for src.subscribers() != 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("feed subscriptions with no client: %d, want 0", src.subscribers())
@@ -536,13 +438,12 @@ func TestClientLimit(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	src.set("hq", 5) // while nobody listens
-	ch4, stop4 := open(t, srv.URL+"?space=hq")
-	defer stop4()
-	if o := next(t, ch4, 5*time.Second); o.Space != "hq" || o.Occupancy != 5 {
+	ch4 := streamtest.Open(t, srv.URL+"?space=hq")
+	if o := ch4.Next(5 * time.Second); o.Space != "hq" || o.Occupancy != 5 {
 		t.Errorf("a client after all left: got %s=%d, want hq=5", o.Space, o.Occupancy)
 	}
 	src.set("hq", 6)
-	if o := next(t, ch4, 5*time.Second); o.Space != "hq" || o.Occupancy != 6 {
+	if o := ch4.Next(5 * time.Second); o.Space != "hq" || o.Occupancy != 6 {
 		t.Errorf("a change after the hub restarted: got %s=%d, want hq=6", o.Space, o.Occupancy)
 	}
 }
@@ -550,17 +451,11 @@ func TestClientLimit(t *testing.T) {
 func TestHeartbeat(t *testing.T) {
 	src := building(t, 0)
 	_, srv := startHub(t, src, Options{Heartbeat: 50 * time.Millisecond})
-	ch, stop := open(t, srv.URL+"?space=hq")
-	defer stop()
-	timeout := time.After(5 * time.Second)
+	ch := streamtest.Open(t, srv.URL+"?space=hq")
+	deadline := time.Now().Add(5 * time.Second)
 	for {
-		select {
-		case ev := <-ch:
-			if ev.name == "" && ev.data == "heartbeat" {
-				return
-			}
-		case <-timeout:
-			t.Fatal("no heartbeat comment within 5s")
+		if ev := ch.Event(time.Until(deadline)); ev.Name == "" && ev.Data == "heartbeat" {
+			return
 		}
 	}
 }
@@ -582,13 +477,12 @@ func TestSlowClientDropped(t *testing.T) {
 	}
 	// ... and never reads.
 
-	ch, stop := open(t, srv.URL+"?space=lobby")
-	defer stop()
-	next(t, ch, 5*time.Second)
+	ch := streamtest.Open(t, srv.URL+"?space=lobby")
+	ch.Next(5 * time.Second)
 	start := time.Now()
 	for i := 1; i <= 40; i++ {
 		src.set("lobby", int64(i))
-		if o := next(t, ch, 5*time.Second); o.Occupancy != int64(i) {
+		if o := ch.Next(5 * time.Second); o.Occupancy != int64(i) {
 			t.Fatalf("reading client: lobby = %d, want %d", o.Occupancy, i)
 		}
 	}
