@@ -371,7 +371,7 @@ func TestMatchesModel(t *testing.T) {
 				t.Errorf("client %q got space %s it did not ask for", queries[qi], id)
 				continue
 			}
-			if !isSubsequence(got, history[id]) {
+			if !streamtest.InOrder(got, history[id]) {
 				t.Errorf("client %q, space %s: got %v, not an ordered subsequence of %v", queries[qi], id, got, history[id])
 			}
 			for i := 1; i < len(got); i++ {
@@ -382,17 +382,6 @@ func TestMatchesModel(t *testing.T) {
 			}
 		}
 	}
-}
-
-// isSubsequence reports whether got appears in hist in order.
-func isSubsequence(got, hist []int64) bool {
-	i := 0
-	for _, v := range hist {
-		if i < len(got) && got[i] == v {
-			i++
-		}
-	}
-	return i == len(got)
 }
 
 func TestClientLimit(t *testing.T) {

@@ -148,3 +148,15 @@ func (s *Stream) Quiet(d time.Duration) {
 		}
 	}
 }
+
+// InOrder reports whether the values a client saw (got) appear in the values a space
+// took (hist) in order: coalescing may skip values, never reorder them.
+func InOrder(got, hist []int64) bool {
+	i := 0
+	for _, v := range hist {
+		if i < len(got) && got[i] == v {
+			i++
+		}
+	}
+	return i == len(got)
+}
