@@ -9,8 +9,6 @@ package httpapi
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/gateway/metrics"
 	"github.com/occupancyd/occupancyd/gateway/payload"
 	"github.com/occupancyd/occupancyd/gateway/tracker"
@@ -42,6 +41,8 @@ type Querier interface {
 	Location(id string) *time.Location // the space's time zone (inherited, UTC at the top)
 	Reset(r occupancy.Reset) error     // stores then applies; tracker.ErrBadReset-wrapped -> 400
 	DPUs() []tracker.DPUStat
+	Topology() occupancy.TopologyConfig // the version in force (the tree, the DPUs' places)
+	Horizon() int64                     // settled_until of GET /v1/status
 }
 
 // MaxBuckets bounds the buckets one counts query may ask for.
@@ -58,8 +59,14 @@ type Options struct {
 	// address is an error at start.
 	Listen string
 	// Token is http.token: "" disables the write routes (403).
-	Token   string
-	Querier Querier
+	Token string
+	// OpenReads is http.open_reads: reads need no token. On a loopback Listen they
+	// need none anyway; elsewhere, with a Token, a read needs it, as a bearer token
+	// or the status page's session cookie (access.go).
+	OpenReads bool
+	Querier   Querier
+	// Page feeds the status page's routes (page.go).
+	Page PageSources
 	// Ready is nil when the gateway is ready (/readyz); nil func: always ready.
 	Ready   func() error
 	Metrics *metrics.Metrics // served at /metrics; nil: a fresh set
@@ -76,10 +83,14 @@ type Server struct {
 	ready   func() error
 	m       *metrics.Metrics
 	log     zerolog.Logger
-	tokenH  [sha256.Size]byte
-	hasTok  bool
+	access  *access
 	now     func() time.Time
 	metrics http.Handler
+
+	page      PageSources
+	trees     treeCache
+	rates     rateWindow
+	stopRates context.CancelFunc
 }
 
 // New listens on o.Listen at once and prepares the routes; Serve starts answering.
@@ -108,10 +119,9 @@ func New(o Options) (*Server, error) {
 		log:   o.Logger,
 		now:   o.Now,
 	}
-	if o.Token != "" {
-		s.tokenH = sha256.Sum256([]byte(o.Token))
-		s.hasTok = true
-	}
+	host, _, _ := net.SplitHostPort(o.Listen)
+	s.access = newAccess(o.Token, o.OpenReads || config.IsLoopbackHost(host))
+	s.page = o.Page
 	s.metrics = promhttp.HandlerFor(s.m.Registry, promhttp.HandlerOpts{
 		ErrorLog: promLogger{s.log},
 	})
@@ -125,6 +135,11 @@ func New(o Options) (*Server, error) {
 	s.HandleFunc("GET /v1/spaces/{id}/counts", s.counts)
 	s.HandleWrite("POST /v1/spaces/{id}/reset", http.HandlerFunc(s.reset))
 	s.HandleFunc("GET /v1/dpus", s.dpus)
+	s.HandleFunc("GET /v1/status", s.status)
+	s.HandleFunc("GET /v1/tree", s.tree)
+	s.HandleFunc("GET /v1/rejections", s.rejections)
+	s.HandleFunc("POST /v1/session", s.access.startSession)
+	s.HandleFunc("DELETE /v1/session", s.access.endSession)
 	s.srv = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -151,7 +166,7 @@ func (s *Server) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Re
 // configured and 401 without the right bearer token; h runs only when authorized.
 func (s *Server) HandleWrite(pattern string, h http.Handler) {
 	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.hasTok {
+		if !s.access.hasToken {
 			WriteError(w, http.StatusForbidden, "write routes are disabled: set http.token to enable them")
 			return
 		}
@@ -164,11 +179,19 @@ func (s *Server) HandleWrite(pattern string, h http.Handler) {
 	}))
 }
 
+// OnShutdown registers f to run when Shutdown begins: long-lived answers (the stream)
+// end there, as Shutdown waits for every request to finish.
+func (s *Server) OnShutdown(f func()) { s.srv.RegisterOnShutdown(f) }
+
 // Addr is the address the server listens on (the real port when listen had port 0).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve answers requests until Shutdown; it returns nil after Shutdown.
 func (s *Server) Serve() error {
+	ctx, stop := context.WithCancel(context.Background())
+	s.stopRates = stop
+	go s.runRates(ctx)
+	defer stop()
 	err := s.srv.Serve(s.ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -210,6 +233,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug().Str("method", r.Method).Str("path", r.URL.Path).Str("query", r.URL.RawQuery).
 			Str("remote", r.RemoteAddr).Int("status", sw.code()).Dur("took", time.Since(start)).Msg("http request")
 	}()
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !openRoute(r.Method, r.URL.Path) && !s.access.canRead(r) {
+		sw.Header().Set("WWW-Authenticate", `Bearer realm="occupancyd"`)
+		WriteError(sw, http.StatusUnauthorized, "reads on this address need the token (Authorization: Bearer <http.token>, or the status page's session)")
+		return
+	}
 	h, pattern := s.mux.Handler(r)
 	if pattern == "" {
 		// No route matched (404) or the path matched with another method (405, with
@@ -424,25 +452,9 @@ func (s *Server) reset(w http.ResponseWriter, r *http.Request) {
 	WriteRaw(w, http.StatusOK, payload.AppendOccupancyJSON(make([]byte, 0, 192), o))
 }
 
-func (s *Server) dpus(w http.ResponseWriter, _ *http.Request) {
-	ds := s.q.DPUs()
-	if ds == nil {
-		ds = []tracker.DPUStat{}
-	}
-	WriteJSON(w, http.StatusOK, ds)
-}
-
-// Authorized compares the bearer token in constant time (over hashes, so neither the
-// content nor the length of the configured token leaks through timing).
-func (s *Server) Authorized(r *http.Request) bool {
-	h := r.Header.Get("Authorization")
-	const prefix = "bearer "
-	if len(h) < len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
-		return false
-	}
-	got := sha256.Sum256([]byte(strings.TrimSpace(h[len(prefix):])))
-	return subtle.ConstantTimeCompare(got[:], s.tokenH[:]) == 1
-}
+// Authorized reports whether the request carries Authorization: Bearer <http.token>
+// (compared in constant time, access.go).
+func (s *Server) Authorized(r *http.Request) bool { return s.access.bearer(r) }
 
 // queryError maps a Querier error to a status.
 func (s *Server) queryError(w http.ResponseWriter, id string, err error) {

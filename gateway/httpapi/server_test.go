@@ -69,6 +69,31 @@ func (f *fakeQuerier) Space(id string) (occupancy.Occupancy, bool) {
 	return occupancy.Occupancy{}, false
 }
 
+func (f *fakeQuerier) Horizon() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.horizon
+}
+
+// Topology nests every space of the fake under hq, in Berlin's time.
+func (f *fakeQuerier) Topology() occupancy.TopologyConfig {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var tc occupancy.TopologyConfig
+	for _, o := range f.spaces {
+		sp := occupancy.SpaceConfig{ID: o.Space, Name: o.Name, Capacity: o.Capacity}
+		if o.Space == "hq" {
+			sp.TimeZone = "Europe/Berlin"
+		} else {
+			sp.Parent = "hq"
+		}
+		tc.Spaces = append(tc.Spaces, sp)
+	}
+	tc.DPUs = []occupancy.DPUConfig{{ID: "283", Doorway: "main", PlusSpace: "lobby"}}
+	tc.Doorways = []occupancy.DoorwayConfig{{ID: "main", Name: "Main entrance"}}
+	return tc
+}
+
 func (f *fakeQuerier) known(id string) bool { _, ok := f.Space(id); return ok }
 
 func (f *fakeQuerier) At(id string, t int64) (int64, error) {
@@ -145,12 +170,22 @@ func (f *fakeQuerier) Ready() error {
 // that Shutdown works and Serve returned nil.
 func startServer(t *testing.T, token string, q Querier, m *metrics.Metrics, log zerolog.Logger, now ...func() time.Time) *Server {
 	t.Helper()
-	o := Options{Listen: "127.0.0.1:0", Token: token, Querier: q, Metrics: m, Logger: log}
+	o := Options{Token: token, Querier: q, Metrics: m, Logger: log}
 	if r, ok := q.(interface{ Ready() error }); ok {
 		o.Ready = r.Ready
 	}
 	if len(now) > 0 {
 		o.Now = now[0]
+	}
+	return startServerWith(t, o)
+}
+
+// startServerWith serves o (on 127.0.0.1:0 unless o.Listen says otherwise) until the
+// test ends; Serve must return nil after Shutdown.
+func startServerWith(t *testing.T, o Options) *Server {
+	t.Helper()
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:0"
 	}
 	s, err := New(o)
 	if err != nil {
@@ -272,7 +307,7 @@ func TestHTTPReadRoutes(t *testing.T) {
 		{"counts huge range", "/v1/spaces/hq/counts?start=0001-01-01T00:00:00Z&end=9999-12-31T00:00:00Z&interval=1ms", 400, "", "at most 10000"},
 		{"counts unknown space", "/v1/spaces/nope/counts?start=2026-11-27T09:00:00Z&end=2026-11-27T10:00:00Z", 404, "", `unknown space "nope"`},
 		{"dpus", "/v1/dpus", 200,
-			`[{"dpu":"283","last_event":"2026-11-27T10:00:00.123Z","clock_skew_ms":-40,"accepted":12,"duplicates":0,"rejected":0,"parked":0,"gaps":1,"restarts":0}]`, ""},
+			`[{"dpu":"283","last_event":"2026-11-27T10:00:00.123Z","clock_skew_ms":-40,"accepted":12,"duplicates":0,"rejected":0,"parked":0,"gaps":1,"restarts":0,"doorway":"main","doorway_name":"Main entrance","plus_space":"lobby","minus_space":""}]`, ""},
 		{"unknown route", "/v2/nothing", 404, "", "no route GET /v2/nothing"},
 		{"trailing slash is no route", "/v1/spaces/lobby/occupancy/extra", 404, "", "no route"},
 	}

@@ -285,6 +285,10 @@ func (q *stack) Counts(id string, start, end, interval int64) ([]occupancy.Bucke
 func (q *stack) Location(id string) *time.Location { return q.get().Location(id) }
 func (q *stack) Reset(r occupancy.Reset) error     { return q.get().Reset(r) }
 func (q *stack) DPUs() []tracker.DPUStat           { return q.get().DPUs() }
+func (q *stack) Topology() occupancy.TopologyConfig {
+	return q.get().Topology()
+}
+func (q *stack) Horizon() int64 { return q.get().Horizon() }
 
 // open opens the tracker over st at the current clock.
 func (q *stack) open(t *testing.T, st *buffer.Store, opts occupancy.Options) {

@@ -333,6 +333,12 @@ func (m *Client) Start() {
 	}()
 }
 
+// State says whether the client is connected to the broker and subscribed to the
+// events topics (the status page shows both).
+func (m *Client) State() (connected, subscribed bool) {
+	return m.connected.Load(), m.subscribed.Load()
+}
+
 // Ready is nil once the client is connected and subscribed.
 func (m *Client) Ready() error {
 	switch {
