@@ -85,6 +85,8 @@ type Hub struct {
 	opts   Options
 	active atomic.Int64  // clients being served, for the limit
 	wake   chan struct{} // a subscription started: Run picks it up
+	done   chan struct{} // closed by Close: every stream ends
+	closer sync.Once
 
 	mu      sync.Mutex
 	clients map[*client]struct{}
@@ -114,8 +116,12 @@ func New(opts Options) (*Hub, error) {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
 	}
-	return &Hub{opts: opts, clients: map[*client]struct{}{}, wake: make(chan struct{}, 1)}, nil
+	return &Hub{opts: opts, clients: map[*client]struct{}{}, wake: make(chan struct{}, 1), done: make(chan struct{})}, nil
 }
+
+// Close ends every stream (a stopping server waits for its requests to end, and a
+// stream would not) and refuses new ones with 503.
+func (h *Hub) Close() { h.closer.Do(func() { close(h.done) }) }
 
 // Clients is the number of clients being served.
 func (h *Hub) Clients() int { return int(h.active.Load()) }
@@ -334,6 +340,13 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	select {
+	case <-h.done:
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusServiceUnavailable, "the gateway is stopping")
+		return
+	default:
+	}
 	if n := h.active.Add(1); n > int64(h.opts.MaxClients) {
 		h.active.Add(-1)
 		w.Header().Set("Retry-After", "10")
@@ -393,6 +406,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case <-r.Context().Done():
+			return
+		case <-h.done:
 			return
 		case <-c.signal:
 			err = h.write(out, c, c.take())

@@ -199,7 +199,7 @@ func TestSnapshotThenChanges(t *testing.T) {
 			ch := streamtest.Open(t, srv.URL+tc.query)
 			var got []string
 			for range tc.want {
-				o := ch.Next(5 * time.Second)
+				o := ch.Next(t, 5*time.Second)
 				got = append(got, o.Space)
 				if o.Space == "lobby" && o.Occupancy != 3 {
 					t.Errorf("snapshot lobby = %d, want 3", o.Occupancy)
@@ -218,12 +218,12 @@ func TestSnapshotThenChanges(t *testing.T) {
 				if !wanted[id] {
 					continue
 				}
-				o := ch.Next(5 * time.Second)
+				o := ch.Next(t, 5*time.Second)
 				if o.Space != id || o.Occupancy != int64(10+i) {
 					t.Fatalf("change %d: got %s=%d, want %s=%d", i, o.Space, o.Occupancy, id, 10+i)
 				}
 			}
-			ch.Quiet(100 * time.Millisecond)
+			ch.Quiet(t, 100*time.Millisecond)
 		})
 	}
 }
@@ -264,8 +264,8 @@ func TestCoalesced(t *testing.T) {
 	const interval = 200 * time.Millisecond
 	_, srv := startHub(t, src, Options{MinInterval: interval})
 	ch := streamtest.Open(t, srv.URL+"?space=lobby,cafe")
-	ch.Next(5 * time.Second)
-	ch.Next(5 * time.Second)
+	ch.Next(t, 5*time.Second)
+	ch.Next(t, 5*time.Second)
 	start := time.Now()
 	for i := 1; i <= 60; i++ { // one change every 10 ms
 		src.set("lobby", int64(i))
@@ -283,7 +283,7 @@ func TestCoalesced(t *testing.T) {
 		return vs[len(vs)-1]
 	}
 	for last(got["lobby"]) != 60 || last(got["cafe"]) != 60 {
-		o := ch.Next(5 * time.Second)
+		o := ch.Next(t, 5*time.Second)
 		got[o.Space] = append(got[o.Space], o.Occupancy)
 	}
 	// At most one drain per interval over the time the changes took, plus the first.
@@ -294,7 +294,7 @@ func TestCoalesced(t *testing.T) {
 	time.Sleep(interval + 50*time.Millisecond)
 	src.set("lobby", 7)
 	src.set("lobby", 60)
-	ch.Quiet(3 * interval)
+	ch.Quiet(t, 3*interval)
 }
 
 // TestMatchesModel: random changes on random spaces while three clients with different
@@ -363,7 +363,7 @@ func TestMatchesModel(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("client %q: no final value for %v", queries[qi], missing())
 			}
-			o := vw.ch.Next(10 * time.Second)
+			o := vw.ch.Next(t, 10*time.Second)
 			vw.seen[o.Space] = append(vw.seen[o.Space], o.Occupancy)
 		}
 		for id, got := range vw.seen {
@@ -389,7 +389,7 @@ func TestClientLimit(t *testing.T) {
 	hub, srv := startHub(t, src, Options{MaxClients: 2})
 	ch1 := streamtest.Open(t, srv.URL+"?space=hq")
 	ch2 := streamtest.Open(t, srv.URL+"?space=hq")
-	ch2.Next(5 * time.Second)
+	ch2.Next(t, 5*time.Second)
 	resp, err := http.Get(srv.URL + "?space=hq")
 	if err != nil {
 		t.Fatal(err)
@@ -411,7 +411,7 @@ func TestClientLimit(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	ch3 := streamtest.Open(t, srv.URL+"?space=hq")
-	if o := ch3.Next(5 * time.Second); o.Space != "hq" {
+	if o := ch3.Next(t, 5*time.Second); o.Space != "hq" {
 		t.Errorf("a client after one left: got %s, want hq", o.Space)
 	}
 	if n := src.subscribers(); n != 1 {
@@ -428,11 +428,11 @@ func TestClientLimit(t *testing.T) {
 	}
 	src.set("hq", 5) // while nobody listens
 	ch4 := streamtest.Open(t, srv.URL+"?space=hq")
-	if o := ch4.Next(5 * time.Second); o.Space != "hq" || o.Occupancy != 5 {
+	if o := ch4.Next(t, 5*time.Second); o.Space != "hq" || o.Occupancy != 5 {
 		t.Errorf("a client after all left: got %s=%d, want hq=5", o.Space, o.Occupancy)
 	}
 	src.set("hq", 6)
-	if o := ch4.Next(5 * time.Second); o.Space != "hq" || o.Occupancy != 6 {
+	if o := ch4.Next(t, 5*time.Second); o.Space != "hq" || o.Occupancy != 6 {
 		t.Errorf("a change after the hub restarted: got %s=%d, want hq=6", o.Space, o.Occupancy)
 	}
 }
@@ -443,7 +443,7 @@ func TestHeartbeat(t *testing.T) {
 	ch := streamtest.Open(t, srv.URL+"?space=hq")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if ev := ch.Event(time.Until(deadline)); ev.Name == "" && ev.Data == "heartbeat" {
+		if ev := ch.Event(t, time.Until(deadline)); ev.Name == "" && ev.Data == "heartbeat" {
 			return
 		}
 	}
@@ -467,11 +467,11 @@ func TestSlowClientDropped(t *testing.T) {
 	// ... and never reads.
 
 	ch := streamtest.Open(t, srv.URL+"?space=lobby")
-	ch.Next(5 * time.Second)
+	ch.Next(t, 5*time.Second)
 	start := time.Now()
 	for i := 1; i <= 40; i++ {
 		src.set("lobby", int64(i))
-		if o := ch.Next(5 * time.Second); o.Occupancy != int64(i) {
+		if o := ch.Next(t, 5*time.Second); o.Occupancy != int64(i) {
 			t.Fatalf("reading client: lobby = %d, want %d", o.Occupancy, i)
 		}
 	}
@@ -482,5 +482,23 @@ func TestSlowClientDropped(t *testing.T) {
 			t.Fatalf("the client that does not read is still served after 10s (%d clients)", hub.Clients())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestClose: Close ends the streams being served and refuses new ones.
+func TestClose(t *testing.T) {
+	src := building(t, 0)
+	hub, srv := startHub(t, src, Options{})
+	ch := streamtest.Open(t, srv.URL+"?space=hq")
+	ch.Next(t, 5*time.Second)
+	hub.Close()
+	ch.Ended(t, 5*time.Second)
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a client after Close: %d, want 503", resp.StatusCode)
 	}
 }

@@ -28,9 +28,9 @@ type Occupancy struct {
 	Capacity  int64  `json:"capacity"`
 }
 
-// Stream is an open stream.
+// Stream is an open stream. Its methods take the test they run in: a stream opened
+// by a test may be read by its subtests.
 type Stream struct {
-	t      testing.TB
 	events chan Event
 	cancel context.CancelFunc
 }
@@ -62,7 +62,7 @@ func Open(t testing.TB, url string, header ...string) *Stream {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Errorf("GET %s: Content-Type %q, want text/event-stream", url, ct)
 	}
-	s := &Stream{t: t, events: make(chan Event, 1<<16), cancel: cancel}
+	s := &Stream{events: make(chan Event, 1<<16), cancel: cancel}
 	go read(resp.Body, s.events)
 	t.Cleanup(s.Close)
 	return s
@@ -96,49 +96,66 @@ func read(body io.ReadCloser, out chan<- Event) {
 }
 
 // Event returns the next event or comment, or fails the test after d.
-func (s *Stream) Event(d time.Duration) Event {
-	s.t.Helper()
+func (s *Stream) Event(t testing.TB, d time.Duration) Event {
+	t.Helper()
 	select {
 	case ev, ok := <-s.events:
 		if !ok {
-			s.t.Fatal("the stream ended")
+			t.Fatal("the stream ended")
 		}
 		return ev
 	case <-time.After(d):
-		s.t.Fatalf("no event within %v", d)
+		t.Fatalf("no event within %v", d)
 	}
 	return Event{}
 }
 
 // Next returns the next occupancy event (comments skipped), or fails the test after d.
-func (s *Stream) Next(d time.Duration) Occupancy {
-	s.t.Helper()
+func (s *Stream) Next(t testing.TB, d time.Duration) Occupancy {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		ev := s.Event(time.Until(deadline))
+		ev := s.Event(t, time.Until(deadline))
 		if ev.Name == "" {
 			continue
 		}
 		if ev.Name != "occupancy" {
-			s.t.Fatalf("event %q, want occupancy", ev.Name)
+			t.Fatalf("event %q, want occupancy", ev.Name)
 		}
 		var o Occupancy
 		if err := json.Unmarshal([]byte(ev.Data), &o); err != nil {
-			s.t.Fatalf("event data %q: %v", ev.Data, err)
+			t.Fatalf("event data %q: %v", ev.Data, err)
 		}
 		return o
 	}
 }
 
+// Ended fails the test unless the server ends the stream within d (events before
+// the end are skipped).
+func (s *Stream) Ended(t testing.TB, d time.Duration) {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case _, ok := <-s.events:
+			if !ok {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("the stream did not end within %v", d)
+		}
+	}
+}
+
 // Quiet fails the test if an occupancy event arrives within d.
-func (s *Stream) Quiet(d time.Duration) {
-	s.t.Helper()
+func (s *Stream) Quiet(t testing.TB, d time.Duration) {
+	t.Helper()
 	timeout := time.After(d)
 	for {
 		select {
 		case ev, ok := <-s.events:
 			if ok && ev.Name != "" {
-				s.t.Fatalf("unexpected event %s %s", ev.Name, ev.Data)
+				t.Fatalf("unexpected event %s %s", ev.Name, ev.Data)
 			}
 			if !ok {
 				return
