@@ -101,8 +101,13 @@ func (p *Page) assetURL(name string) (string, error) {
 	return "/ui/" + name + "?v=" + a.hash, nil
 }
 
+// Mux is where the page registers its routes (*http.ServeMux, *httpapi.Server).
+type Mux interface {
+	HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request))
+}
+
 // Register adds GET / (the page) and GET /ui/{file} (its assets) to mux.
-func (p *Page) Register(mux *http.ServeMux) {
+func (p *Page) Register(mux Mux) {
 	mux.HandleFunc("GET /{$}", p.ServeIndex)
 	mux.HandleFunc("GET /ui/{file}", p.ServeAsset)
 }

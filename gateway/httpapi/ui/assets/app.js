@@ -14,6 +14,7 @@
   const POLL_LISTS = 15000;
   const POLL_CURVE = 60000;
   const SENSORS_ALL_UNDER = 300;  // up to this many DPUs the sensor list shows them all
+  const SMALL_BUILDING = 40;      // up to this many spaces the tree opens whole
 
   // ---------------------------------------------------------------- helpers
 
@@ -132,6 +133,7 @@
     buckets: null,
     timers: [],
     started: false,
+    lastTotals: null,   // events accepted and rejected at the last status
   };
 
   // A node is one space in the tree: its latest occupancy object plus tree state.
@@ -201,11 +203,20 @@
     $('f-size-sub').textContent = fmtInt(st.dpus) + ' sensors' + (quiet ? ' · ' + fmtInt(quiet) + ' quiet' : '');
     $('f-size-sub').className = 'sub' + (quiet ? ' warn-text' : '');
 
+    // New events or rejections: the sensor and rejection lists follow at once.
+    const ev2 = st.events || {};
+    if (state.lastTotals && (ev2.accepted_total !== state.lastTotals[0] || ev2.rejected_total !== state.lastTotals[1])) {
+      quietly(loadDPUs);
+      if (ev2.rejected_total !== state.lastTotals[1]) quietly(loadRejections);
+    }
+    state.lastTotals = [ev2.accepted_total, ev2.rejected_total];
+
     $('f-uptime').textContent = fmtDuration(st.uptime_s);
     const ver = 'occupancyd ' + (st.version || 'dev') + (st.commit ? ' (' + st.commit.slice(0, 12) + ')' : '');
     $('f-version').textContent = 'since ' + fmtTime(st.started);
     $('foot-version').textContent = ver;
     $('printed').textContent = 'Printed ' + new Date().toLocaleString();
+    $('signout').hidden = st.access !== 'token';
     connectStream(); // the stream's filter depends on the building's size
   }
 
@@ -305,8 +316,19 @@
     tree.replaceChildren(...ids.map((id) => rowFor(state.nodes.get(id))));
     if (ids.length < total) tree.append(moreButton('', ids.length, total, tree));
     $('tree-empty').hidden = total > 0;
-    // A small building opens its top level so the numbers that matter show at once.
-    if (total > 0 && total <= 3) for (const id of ids) { const n = state.nodes.get(id); if (n.children && n.children <= 12) await expand(n); }
+    // A small building opens whole, so every number shows at once; a large one opens
+    // a lone top level.
+    if (state.status && state.status.spaces <= SMALL_BUILDING) await expandAll(ids);
+    else if (total <= 3) for (const id of ids) { const n = state.nodes.get(id); if (n.children && n.children <= 12) await expand(n); }
+  }
+
+  async function expandAll(ids) {
+    for (const id of ids) {
+      const n = state.nodes.get(id);
+      if (!n.children) continue;
+      await expand(n);
+      await expandAll(n.kids);
+    }
   }
 
   async function expand(n) {
@@ -807,6 +829,11 @@
     $('gateway').hidden = false;
     for (const el of document.querySelectorAll('.columns, main > section.card')) if (el.id !== 'login') el.hidden = false;
     start();
+  });
+
+  $('signout').addEventListener('click', async () => {
+    try { await fetch('/v1/session', { method: 'DELETE', credentials: 'same-origin' }); } catch (_) { /* reload anyway */ }
+    location.reload();
   });
 
   function every(ms, fn) {
