@@ -25,6 +25,7 @@ import (
 	"github.com/occupancyd/occupancyd/gateway/metrics"
 	"github.com/occupancyd/occupancyd/gateway/mqtt"
 	"github.com/occupancyd/occupancyd/gateway/sdnotify"
+	"github.com/occupancyd/occupancyd/gateway/stream"
 	"github.com/occupancyd/occupancyd/gateway/tracker"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
@@ -221,21 +222,31 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 		return client.Ready()
 	}
+	var hub *stream.Hub
 	if cfg.HTTP.Listen != "" {
 		token, err := cfg.HTTPToken()
 		if err != nil {
 			return err
 		}
+		hub, err = newStreamHub(m.tracker, cfg, component("stream"))
+		if err != nil {
+			return err
+		}
 		hs, err := httpapi.New(httpapi.Options{
-			Listen:  cfg.HTTP.Listen,
-			Token:   token,
-			Querier: m.tracker,
-			Ready:   ready,
-			Metrics: m.metrics,
-			Logger:  component("http"),
+			Listen:    cfg.HTTP.Listen,
+			Token:     token,
+			OpenReads: cfg.HTTP.OpenReads,
+			Querier:   m.tracker,
+			Ready:     ready,
+			Metrics:   m.metrics,
+			Logger:    component("http"),
+			Page:      m.pageSources(cfg, started, hub),
 		})
 		if err != nil {
 			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+		}
+		if err := registerPage(hs, hub); err != nil {
+			return err
 		}
 		m.http = hs
 		m.httpDone = make(chan error, 1)
@@ -251,6 +262,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		defer m.runDone.Done()
 		m.tracker.Run(runCtx)
 	}()
+	if hub != nil {
+		m.runDone.Add(1)
+		go func() {
+			defer m.runDone.Done()
+			hub.Run(runCtx)
+		}()
+	}
 	go func() {
 		defer m.runDone.Done()
 		if err := store.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {

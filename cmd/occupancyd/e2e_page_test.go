@@ -1,0 +1,410 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"image/png"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/rs/zerolog"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/status-page.png, the reference screenshot the README shows")
+
+// afternoonZone is a fixed-offset zone (Etc/GMT-N) where it is now about 15:00, so
+// that a test day has a morning and a lunch behind it whenever the test runs.
+func afternoonZone(now time.Time) string {
+	n := (15 - now.UTC().Hour() + 48) % 24
+	if n > 14 {
+		n -= 24
+	}
+	switch {
+	case n > 0:
+		return fmt.Sprintf("Etc/GMT-%d", n)
+	case n < 0:
+		return fmt.Sprintf("Etc/GMT+%d", -n)
+	}
+	return "UTC"
+}
+
+// demoDay is a CSV (timestamp,direction,dpu_id) of a working day in the demo
+// building (configs/demo.yaml) from midnight in loc up to now: people arrive through
+// the main entrance, most go up to the open office, some have a meeting, many lunch in
+// the cafe, visitors come through the garden door, everyone leaves in the evening.
+// Every walk goes through doors that exist, in order, so no count goes below zero.
+func demoDay(loc *time.Location, now time.Time, seed uint64) string {
+	r := rand.New(rand.NewPCG(seed, seed))
+	y, m, d := now.In(loc).Date()
+	midnight := time.Date(y, m, d, 0, 0, 0, 0, loc)
+	at := func(h float64) time.Time { return midnight.Add(time.Duration(h * float64(time.Hour))) }
+	norm := func(mu, sd float64) time.Time { return at(mu + r.NormFloat64()*sd) }
+	mins := func(a, b int) time.Duration { return time.Duration(a+r.IntN(b-a+1)) * time.Minute }
+	type row struct {
+		t   time.Time
+		dpu string
+		dir int
+	}
+	var rows []row
+	walk := func(t time.Time, steps ...any) { // dpu, dir, dpu, dir, ... one minute apart
+		for i := 0; i+1 < len(steps); i += 2 {
+			if t.Before(now.Add(-time.Minute)) {
+				rows = append(rows, row{t, steps[i].(string), steps[i+1].(int)})
+			}
+			t = t.Add(time.Minute)
+		}
+	}
+	for range 56 {
+		arrive, leave := norm(8.6, 0.7), norm(17.2, 0.8)
+		switch k := r.IntN(10); {
+		case k == 0: // a visitor through the garden, to the cafe
+			t := norm(12.5, 1.5)
+			walk(t, "dpu-garden", 1)
+			walk(t.Add(mins(20, 70)), "dpu-garden", -1)
+		case k < 4: // works on the ground floor, in the cafe
+			walk(arrive, "dpu-main", 1, "dpu-cafe", 1)
+			walk(leave, "dpu-cafe", -1, "dpu-main", -1)
+		default: // the first floor
+			walk(arrive, "dpu-main", 1, "dpu-stairs", 1, "dpu-office", 1)
+			if r.IntN(2) == 0 {
+				room := []string{"dpu-meeting-a", "dpu-meeting-b"}[r.IntN(2)]
+				t := at(float64(9 + r.IntN(7)))
+				if t.After(arrive.Add(10*time.Minute)) && t.Add(2*time.Hour).Before(leave) {
+					walk(t, "dpu-office", -1, room, 1)
+					walk(t.Add(mins(30, 80)), room, -1, "dpu-office", 1)
+				}
+			}
+			if r.IntN(4) > 0 {
+				t := norm(12.4, 0.45)
+				if t.After(arrive.Add(10*time.Minute)) && t.Add(2*time.Hour).Before(leave) {
+					walk(t, "dpu-office", -1, "dpu-stairs", -1, "dpu-cafe", 1)
+					walk(t.Add(mins(25, 60)), "dpu-cafe", -1, "dpu-stairs", 1, "dpu-office", 1)
+				}
+			}
+			walk(leave, "dpu-office", -1, "dpu-stairs", -1, "dpu-main", -1)
+		}
+	}
+	slices.SortStableFunc(rows, func(a, b row) int { return a.t.Compare(b.t) })
+	var sb strings.Builder
+	sb.WriteString("timestamp,direction,dpu_id\n")
+	for i, x := range rows {
+		// A millisecond apart: no two crossings of one DPU share an instant.
+		fmt.Fprintf(&sb, "%s,%d,%s\n", x.t.Add(time.Duration(i)*time.Millisecond).UTC().Format("2006-01-02T15:04:05.000Z"), x.dir, x.dpu)
+	}
+	return sb.String()
+}
+
+// demoDaemon is the daemon on configs/demo.yaml with its storage, broker and HTTP on
+// fresh addresses; edit may change the YAML further.
+type demoDaemon struct {
+	*daemon
+	logs   *syncBuf
+	zone   string
+	config string
+}
+
+// startDemo writes the demo config (the time zone of hq set to one where it is
+// afternoon), imports a day of traffic when day is set, and starts Main.
+func startDemo(t *testing.T, day bool, edit func(string) string) *demoDaemon {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("..", "..", "configs", "demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	zone := afternoonZone(time.Now())
+	y := strings.NewReplacer(
+		"dir: ./data", "dir: "+filepath.Join(dir, "data"),
+		"listen: 127.0.0.1:8080", "listen: 127.0.0.1:0",
+		"listen: 127.0.0.1:1883", "listen: 127.0.0.1:0",
+		"Europe/Berlin", zone,
+	).Replace(string(src))
+	if edit != nil {
+		y = edit(y)
+	}
+	path := filepath.Join(dir, "demo.yaml")
+	if err := os.WriteFile(path, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if day {
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csv := filepath.Join(dir, "day.csv")
+		if err := os.WriteFile(csv, []byte(demoDay(loc, time.Now(), 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := importCommand([]string{"--config", path, "--progress", "0", csv}, &out, &out); err != nil {
+			t.Fatalf("import a day: %v\n%s", err, out.String())
+		}
+	}
+	logs := &syncBuf{}
+	dumpOnFailure(t, "occupancyd", logs)
+	m := NewMain()
+	m.ConfigPath = path
+	m.Logger = zerolog.New(logs).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatalf("Main.Run: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Errorf("Main.Close: %v", err)
+		}
+	})
+	d := &daemon{main: m, httpAddr: m.HTTPAddr(), brokerURL: "tcp://" + m.BrokerAddr()}
+	return &demoDaemon{daemon: d, logs: logs, zone: zone, config: y}
+}
+
+// pageCounts reads the numbers the page's tree shows, by space.
+func pageCounts(t *testing.T, b *browser) map[string]int64 {
+	t.Helper()
+	raw, err := evalJS[map[string]string](b, 5*time.Second, `Object.fromEntries([...document.querySelectorAll('#tree li[data-space]')]
+		.map(li => [li.dataset.space, li.querySelector(':scope > .row .count b').textContent]))`)
+	if err != nil {
+		t.Fatalf("read the tree: %v", err)
+	}
+	out := map[string]int64{}
+	for id, s := range raw {
+		n, err := strconv.ParseInt(regexp.MustCompile(`[^0-9-]`).ReplaceAllString(s, ""), 10, 64)
+		if err != nil {
+			t.Fatalf("space %s shows %q, not a number", id, s)
+		}
+		out[id] = n
+	}
+	return out
+}
+
+// TestE2EStatusPage drives the status page in a real browser against the real daemon
+// and its embedded broker: the page loads with no console errors, the demo tree shows
+// the daemon's counts, an event published over MQTT changes the lobby's number within
+// 2 s without a reload, opening a space draws the day's curve, and on a phone the page
+// fits the screen. It writes screenshots to the temp dir (the paths are logged); with
+// -update it rewrites testdata/status-page.png, which the README shows.
+func TestE2EStatusPage(t *testing.T) {
+	d := startDemo(t, true, nil)
+	waitReady(t, d.httpAddr, 10*time.Second)
+	base := "http://" + d.httpAddr + "/"
+
+	t.Run("desktop", func(t *testing.T) {
+		b := newBrowserEnv(t, 1280, 900, d.zone, false)
+		if err := b.run(30*time.Second, chromedp.Navigate(base), chromedp.WaitVisible(`#tree li[data-space="meeting-b"]`)); err != nil {
+			t.Fatalf("load the page: %v (console: %v)", err, b.consoleProblems())
+		}
+
+		// The tree shows every space of the demo with the daemon's count.
+		want := httpSpaces(t, d.httpAddr)
+		if len(want) != 8 {
+			t.Fatalf("GET /v1/spaces has %d spaces, want the demo's 8", len(want))
+		}
+		eventually(t, 5*time.Second, "the tree shows the daemon's counts", func() string {
+			return diffCounts(pageCounts(t, b), want)
+		})
+
+		// A person walks in: the lobby's number changes on the page, without a reload.
+		before := pageCounts(t, b)["lobby"]
+		if _, err := evalJS[bool](b, 5*time.Second, `window.__sameDocument = true`); err != nil {
+			t.Fatal(err)
+		}
+		c := mqttClient(t, d.brokerURL, "page-test")
+		start := time.Now()
+		publishAll(t, c, []e2eMessage{{topic: "dpu/dpu-main/events",
+			payload: fmt.Appendf(nil, `{"id": 90001, "ts": %d, "direction": 1}`, time.Now().UnixMilli())}})
+		expr := fmt.Sprintf(`document.querySelector('#tree li[data-space="lobby"] > .row .count b').textContent.replace(/[^0-9]/g, '') === '%d'`, before+1)
+		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(0)))
+		cancel()
+		if err != nil {
+			t.Fatalf("the lobby did not show %d within 2 s of the publish (%v): %v", before+1, pageCounts(t, b)["lobby"], err)
+		}
+		t.Logf("publish to the number on the page: %v", time.Since(start).Round(time.Millisecond))
+		if same, err := evalJS[bool](b, 5*time.Second, `window.__sameDocument === true`); err != nil || !same {
+			t.Errorf("the page was reloaded to show the change (%v)", err)
+		}
+
+		// Opening a space draws its day: the curve has points, today's figures are there.
+		if err := b.run(10*time.Second, chromedp.Click(`#tree li[data-space="open-office"] > .row`), chromedp.WaitVisible(`#chart polyline`)); err != nil {
+			t.Fatalf("open a space: %v", err)
+		}
+		points, err := evalJS[int](b, 5*time.Second, `document.querySelector('#chart polyline').getAttribute('points').trim().split(/\s+/).length`)
+		if err != nil || points < 2 {
+			t.Errorf("the curve has %d points (%v), want a day's worth", points, err)
+		}
+		name, _ := evalJS[string](b, 5*time.Second, `document.getElementById('d-name').textContent`)
+		entrances, _ := evalJS[string](b, 5*time.Second, `document.getElementById('d-in').textContent`)
+		if name != "Open office" || entrances == "" || entrances == "0" || entrances == "–" {
+			t.Errorf("detail shows %q with %q entrances, want Open office with today's imported entrances", name, entrances)
+		}
+		dpus, _ := evalJS[string](b, 5*time.Second, `document.getElementById('d-dpus').textContent`)
+		if !strings.Contains(dpus, "dpu-office") {
+			t.Errorf("the detail lists sensors %q, want dpu-office (the open office's doorway)", dpus)
+		}
+		// A message that is no event: the latest rejections show it with its reason,
+		// and the sensor list the event of before, without a reload.
+		publishAll(t, c, []e2eMessage{{topic: "dpu/dpu-main/events", payload: []byte(`{"ts": "now", "direction": 1}`)}})
+		ctx, cancel = context.WithTimeout(b.ctx, 15*time.Second)
+		_, err = chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('rejections').textContent.includes('bad_ts') &&
+			!document.querySelector('#dpus tr:nth-child(3) .c-last').textContent.includes('never')`,
+			chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(0)))
+		cancel()
+		if err != nil {
+			rej, _ := evalJS[string](b, 5*time.Second, `document.getElementById('rejections').textContent + ' | ' + document.getElementById('dpus').textContent`)
+			t.Errorf("the rejection and dpu-main's event do not show within 15 s: %v (%q)", err, rej)
+		}
+		// Let the stream settle before the picture.
+		_ = b.run(5*time.Second, chromedp.Sleep(700*time.Millisecond))
+		shot := screenshot(t, b, "status-page.png", true)
+		compareReference(t, shot, filepath.Join("testdata", "status-page.png"))
+		if p := b.consoleProblems(); len(p) > 0 {
+			t.Errorf("console errors on the page: %q", p)
+		}
+	})
+
+	t.Run("phone", func(t *testing.T) {
+		b := newBrowserEnv(t, 390, 844, d.zone, false)
+		if err := b.run(30*time.Second, chromedp.Navigate(base+"#space=lobby"), chromedp.WaitVisible(`#chart polyline`)); err != nil {
+			t.Fatalf("load the page with a space: %v (console: %v)", err, b.consoleProblems())
+		}
+		over, err := evalJS[int](b, 5*time.Second, `document.documentElement.scrollWidth - window.innerWidth`)
+		if err != nil || over > 0 {
+			t.Errorf("on a 390 px phone the page is %d px wider than the screen (%v)", over, err)
+		}
+		screenshot(t, b, "status-page-phone.png", false)
+		if p := b.consoleProblems(); len(p) > 0 {
+			t.Errorf("console errors on the page: %q", p)
+		}
+	})
+}
+
+// screenshot writes the page (full, or the viewport) to the temp dir and logs where.
+func screenshot(t *testing.T, b *browser, name string, full bool) []byte {
+	t.Helper()
+	shot := chromedp.CaptureScreenshot()
+	if full {
+		shot = chromedp.FullScreenshot(100)
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	img, err := chromedp.Run(ctx, shot)
+	cancel()
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	path := filepath.Join(os.TempDir(), "occupancyd-"+name)
+	if err := os.WriteFile(path, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+	return img
+}
+
+// compareReference compares a screenshot with the reference loosely: fonts and
+// anti-aliasing differ between machines, so only the width (the layout's) and the
+// height within a third (the same sections, no more, no fewer) count. -update
+// rewrites the reference.
+func compareReference(t *testing.T, shot []byte, ref string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(ref, shot, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("rewrote %s", ref)
+		return
+	}
+	want, err := os.ReadFile(ref)
+	if err != nil {
+		t.Fatalf("reference screenshot: %v (go test -run TestE2EStatusPage -update writes it)", err)
+	}
+	g, err1 := png.DecodeConfig(bytes.NewReader(shot))
+	w, err2 := png.DecodeConfig(bytes.NewReader(want))
+	if err1 != nil || err2 != nil {
+		t.Fatalf("decode screenshots: %v %v", err1, err2)
+	}
+	if g.Width != w.Width || g.Height*3 < w.Height*2 || g.Height*2 > w.Height*3 {
+		t.Errorf("screenshot %dx%d, reference %s %dx%d: same width and a height within a third expected", g.Width, g.Height, ref, w.Width, w.Height)
+	}
+}
+
+// TestE2EStatusPageToken: where reads need the token, the page asks for it once, the
+// server keeps it in an HttpOnly, SameSite=Strict cookie, and the token shows in no
+// URL and no log line.
+func TestE2EStatusPageToken(t *testing.T) {
+	const token = "page-test-token-7f3a9c"
+	d := startDemo(t, false, func(y string) string {
+		return strings.NewReplacer("listen: 127.0.0.1:0\n  token: \"\"", "listen: 0.0.0.0:0\n  token: "+token).Replace(y)
+	})
+	_, port, _ := strings.Cut(d.httpAddr, "]:")
+	if port == "" {
+		_, port, _ = strings.Cut(d.httpAddr, ":")
+	}
+	addr := "127.0.0.1:" + port
+	waitReady(t, addr, 10*time.Second)
+	base := "http://" + addr + "/"
+
+	// Without the token, reads answer 401; the page itself and the probes do not.
+	for path, want := range map[string]int{"/v1/spaces": 401, "/v1/stream": 401, "/v1/status": 401, "/v1/tree": 401, "/": 200, "/healthz": 200} {
+		if code := httpStatus(t, "http://"+addr+path); code != want {
+			t.Errorf("GET %s without the token = %d, want %d", path, code, want)
+		}
+	}
+
+	b := newBrowserEnv(t, 1280, 900, d.zone, false)
+	if err := b.run(30*time.Second, chromedp.Navigate(base), chromedp.WaitVisible(`#token`)); err != nil {
+		t.Fatalf("the page does not ask for the token: %v", err)
+	}
+	if err := b.run(10*time.Second, chromedp.SendKeys(`#token`, "a wrong one"), chromedp.Click(`#login-form button`), chromedp.WaitVisible(`#login-error`)); err != nil {
+		t.Fatalf("a wrong token: %v", err)
+	}
+	if err := b.run(10*time.Second, chromedp.SetValue(`#token`, token), chromedp.Click(`#login-form button`),
+		chromedp.WaitVisible(`#tree li[data-space="lobby"]`)); err != nil {
+		t.Fatalf("the right token does not open the page: %v", err)
+	}
+	// Once: a reload keeps the session.
+	if err := b.run(20*time.Second, chromedp.Reload(), chromedp.WaitVisible(`#tree li[data-space="lobby"]`)); err != nil {
+		t.Fatalf("after a reload the page asks again: %v", err)
+	}
+	loginShown, _ := evalJS[bool](b, 5*time.Second, `!document.getElementById('login').hidden`)
+	jsCookies, _ := evalJS[string](b, 5*time.Second, `document.cookie`)
+	href, _ := evalJS[string](b, 5*time.Second, `location.href`)
+	if loginShown || strings.Contains(jsCookies, "occupancyd_session") || strings.Contains(href, token) {
+		t.Errorf("after login: form shown %v, cookie visible to scripts %q, address %q", loginShown, jsCookies, href)
+	}
+	// The page is live with the cookie: the stream answered.
+	live, _ := evalJS[string](b, 5*time.Second, `document.getElementById('live-text').textContent`)
+	if live != "live" {
+		t.Errorf("stream indicator %q, want live", live)
+	}
+	if strings.Contains(d.logs.String(), token) {
+		t.Error("the token appears in the daemon's log")
+	}
+	// The only console errors are the answers 401 before the token was given.
+	for _, p := range b.consoleProblems() {
+		if !strings.Contains(p, "status of 401") {
+			t.Errorf("console error: %s", p)
+		}
+	}
+}
+
+func httpStatus(t *testing.T, url string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
