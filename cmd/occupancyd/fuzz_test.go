@@ -204,7 +204,7 @@ func manyBuckets(q url.Values) bool {
 	end, ok2 := instant(q.Get("end"))
 	iv := 15 * time.Minute
 	if v := q.Get("interval"); v != "" {
-		d, err := time.ParseDuration(v)
+		d, err := occupancy.ParseInterval(v)
 		if err != nil || d < time.Millisecond {
 			return false
 		}
@@ -240,12 +240,13 @@ func checkBuckets(t *testing.T, iv string, body []byte) {
 	}
 	want := 15 * time.Minute
 	if iv != "" {
-		d, err := time.ParseDuration(iv)
+		d, err := occupancy.ParseInterval(iv)
 		if err != nil {
 			t.Fatalf("counts answered 200 to interval %q: %v", iv, err)
 		}
 		want = d.Truncate(time.Millisecond)
 	}
+	const day = 24 * time.Hour
 	parse := func(s string) time.Time {
 		tm, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil {
@@ -255,11 +256,17 @@ func checkBuckets(t *testing.T, iv string, body []byte) {
 	}
 	for i, b := range bs {
 		start, end := parse(b.Start), parse(b.End)
-		// The test building's spaces are in UTC: every bucket is the interval long,
-		// but the first and the last may be cut short (by the query's range, by
-		// the ends of the time line in years 0001 and 9999).
-		if got := end.Sub(start); got <= 0 || got > want || (got != want && i > 0 && i < len(bs)-1) {
-			t.Fatalf("bucket %d of %d [%s, %s) is %v long, want %v", i, len(bs), b.Start, b.End, got, want)
+		// The test building's spaces are in UTC: buckets lie on the calendar
+		// (DESIGN 3), whole ones, each the interval long from midnight on, the day's
+		// last one cut at the next midnight where the interval does not divide it.
+		sinceMidnight := start.Sub(start.Truncate(day))
+		aligned := sinceMidnight%want == 0
+		if want >= day {
+			aligned = sinceMidnight == 0
+		}
+		got := end.Sub(start)
+		if !aligned || got <= 0 || got > want || (got != want && end.Sub(end.Truncate(day)) != 0) {
+			t.Fatalf("bucket %d of %d [%s, %s) is %v long, want %v on the calendar", i, len(bs), b.Start, b.End, got, want)
 		}
 		if i > 0 && b.Start != bs[i-1].End {
 			t.Fatalf("bucket %d starts at %s, the one before ends at %s", i, b.Start, bs[i-1].End)
