@@ -27,6 +27,7 @@ const (
 	ReasonBadTopic     Reason = "bad_topic"  // topic does not name a valid DPU id
 	ReasonBadReport    Reason = "bad_report" // a payload that does not map: a field missing or not a count
 	ReasonOverlap      Reason = "overlap"    // an interval report overlapping a stored one of its DPU
+	ReasonBadID        Reason = "bad_id"     // an event id that is not a string or integer of at most 128 bytes of valid UTF-8
 )
 
 // Event is one person crossing reported by a DPU, after decoding and validation.

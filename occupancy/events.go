@@ -9,9 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
-// MaxIDLen bounds an event id (bytes). Longer ids are rejected as bad_json.
+// MaxIDLen bounds an event id (bytes). Longer ids are rejected as bad_id.
 const MaxIDLen = 128
 
 // ValidID reports whether id matches [A-Za-z0-9_-]{1,64} (space, doorway and DPU ids).
@@ -153,7 +155,7 @@ func decodeOne(dpu string, b []byte, lim Limits) (Event, Rejection, bool) {
 	ev := Event{DPU: dpu, Received: lim.Now}
 	id, err := decodeID(raw.ID)
 	if err != nil {
-		return Event{}, Rejection{Reason: ReasonBadJSON, Detail: err.Error()}, false
+		return Event{}, Rejection{Reason: ReasonBadID, Detail: err.Error()}, false
 	}
 	ev.ID = id
 	dir, err := decodeDirection(raw.Direction)
@@ -188,27 +190,118 @@ func receiveChecks(ts int64, lim Limits) (Rejection, bool) {
 	return Rejection{}, true
 }
 
+// decodeID reads an event id (DESIGN 2): a JSON string, or an integer taken as its
+// decimal string, of at most MaxIDLen bytes of valid UTF-8; null or absent is none.
+// The string is decoded from its raw bytes: encoding/json would turn invalid UTF-8
+// and lone surrogate escapes into U+FFFD, so that different ids collided.
 func decodeID(raw json.RawMessage) (string, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return "", nil
 	}
-	switch raw[0] {
-	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+	var id string
+	switch c := raw[0]; {
+	case c == '"':
+		s, err := jsonStringBytes(raw)
+		if err != nil {
 			return "", fmt.Errorf("id: %w", err)
 		}
-		if len(s) > MaxIDLen {
-			return "", fmt.Errorf("id longer than %d bytes", MaxIDLen)
+		id = s
+	case c == '-' || c >= '0' && c <= '9':
+		for i, c := range []byte(raw) {
+			if !(c >= '0' && c <= '9' || c == '-' && i == 0) {
+				return "", fmt.Errorf("id must be a string or an integer, got %s", truncate(string(raw), 40))
+			}
 		}
-		return s, nil
+		id = string(raw)
 	default:
-		s := string(raw)
-		if _, err := strconv.ParseInt(s, 10, 64); err != nil {
-			return "", fmt.Errorf("id must be a string or an integer, got %s", truncate(s, 40))
-		}
-		return s, nil
+		return "", fmt.Errorf("id must be a string or an integer, got %s", truncate(string(raw), 40))
 	}
+	if len(id) > MaxIDLen {
+		return "", fmt.Errorf("id of %d bytes: at most %d", len(id), MaxIDLen)
+	}
+	return id, nil
+}
+
+// jsonStringBytes decodes a JSON string literal (already checked to be JSON) to its
+// bytes, refusing invalid UTF-8 and escapes of lone surrogates.
+func jsonStringBytes(raw []byte) (string, error) {
+	if len(raw) < 2 || raw[len(raw)-1] != '"' {
+		return "", errors.New("not a json string")
+	}
+	body := raw[1 : len(raw)-1]
+	if !utf8.Valid(body) {
+		return "", fmt.Errorf("not valid UTF-8: %q", truncate(string(body), 40))
+	}
+	if bytes.IndexByte(body, '\\') < 0 {
+		return string(body), nil // the common case: no escapes
+	}
+	out := make([]byte, 0, len(body))
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		if i+1 >= len(body) {
+			return "", errors.New("bad escape")
+		}
+		i++
+		switch body[i] {
+		case '"', '\\', '/':
+			out = append(out, body[i])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, n := hex4(body[i+1:])
+			if n < 0 {
+				return "", errors.New("bad \\u escape")
+			}
+			i += n
+			if utf16.IsSurrogate(r) {
+				lo, m := rune(-1), -1
+				if i+2 < len(body) && body[i+1] == '\\' && body[i+2] == 'u' {
+					lo, m = hex4(body[i+3:])
+				}
+				if r = utf16.DecodeRune(r, lo); m < 0 || r == utf8.RuneError {
+					return "", errors.New("an escaped lone surrogate is not valid UTF-8")
+				}
+				i += 2 + m
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			return "", errors.New("bad escape")
+		}
+	}
+	return string(out), nil
+}
+
+// hex4 reads 4 hex digits: the rune and how many bytes (4), or -1.
+func hex4(b []byte) (rune, int) {
+	if len(b) < 4 {
+		return 0, -1
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, -1
+		}
+	}
+	return r, 4
 }
 
 func decodeDirection(raw json.RawMessage) (int8, error) {
@@ -240,11 +333,7 @@ func decodeTS(raw json.RawMessage) (int64, error) {
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return 0, fmt.Errorf("ts: %w", err)
 		}
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			return 0, fmt.Errorf("ts %q is not RFC 3339", truncate(s, 60))
-		}
-		return t.UnixMilli(), nil
+		return parseRFC3339(s)
 	}
 	ms, err := strconv.ParseInt(string(raw), 10, 64)
 	if err != nil {
@@ -256,6 +345,32 @@ func decodeTS(raw json.RawMessage) (int64, error) {
 		return 0, fmt.Errorf("ts %d out of range", ms)
 	}
 	return ms, nil
+}
+
+// parseRFC3339 reads an RFC 3339 date-time as Unix ms: 'T' and 'Z' may be lower
+// case (RFC 3339 section 5.6), fractional seconds of any length, any offset of
+// 00:00 to 23:59 (Go's parser also takes +24:00 and +23:60).
+func parseRFC3339(s string) (int64, error) {
+	bad := func() (int64, error) { return 0, fmt.Errorf("ts %q is not RFC 3339", truncate(s, 60)) }
+	v := s
+	if len(v) > 10 && v[10] == 't' || strings.HasSuffix(v, "z") {
+		b := []byte(v)
+		if len(b) > 10 && b[10] == 't' {
+			b[10] = 'T'
+		}
+		if b[len(b)-1] == 'z' {
+			b[len(b)-1] = 'Z'
+		}
+		v = string(b)
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return bad()
+	}
+	if n := len(v); n > 6 && (v[n-6] == '+' || v[n-6] == '-') && (v[n-5] > '2' || v[n-5] == '2' && v[n-4] > '3' || v[n-2] > '5') {
+		return bad()
+	}
+	return t.UnixMilli(), nil
 }
 
 func truncate(s string, n int) string {

@@ -2,11 +2,13 @@ package occupancy
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var testNow = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC).UnixMilli()
@@ -24,6 +26,7 @@ func TestDecodePayload(t *testing.T) {
 		want    []Event
 		reasons []Reason // one per rejection, in order
 		indexes []int
+		big     bool // no max_payload
 	}{
 		{name: "object rfc3339", dpu: "283", payload: `{"id":"000123","ts":"2026-11-27T09:59:59Z","direction":1}`,
 			want: []Event{{DPU: "283", ID: "000123", TS: ts, Direction: 1, Received: testNow}}},
@@ -39,7 +42,30 @@ func TestDecodePayload(t *testing.T) {
 		{name: "not an object", dpu: "d", payload: `"hello"`, reasons: []Reason{ReasonBadJSON}, indexes: []int{-1}},
 		{name: "empty payload", dpu: "d", payload: ``, reasons: []Reason{ReasonBadJSON}, indexes: []int{-1}},
 		{name: "bad array", dpu: "d", payload: `[{"ts":1}`, reasons: []Reason{ReasonBadJSON}, indexes: []int{-1}},
-		{name: "float id", dpu: "d", payload: `{"id":1.5,"ts":1795773599000,"direction":1}`, reasons: []Reason{ReasonBadJSON}, indexes: []int{-1}},
+		{name: "float id", dpu: "d", payload: `{"id":1.5,"ts":1795773599000,"direction":1}`, reasons: []Reason{ReasonBadID}, indexes: []int{-1}},
+		{name: "exponent id", dpu: "d", payload: `{"id":1e3,"ts":1795773599000,"direction":1}`, reasons: []Reason{ReasonBadID}, indexes: []int{-1}},
+		{name: "object id", dpu: "d", payload: `{"id":{"n":1},"ts":1795773599000,"direction":1}`, reasons: []Reason{ReasonBadID}, indexes: []int{-1}},
+		{name: "boolean id", dpu: "d", payload: `{"id":true,"ts":1795773599000,"direction":1}`, reasons: []Reason{ReasonBadID}, indexes: []int{-1}},
+		{name: "invalid UTF-8 ids are rejected, not merged", dpu: "d", payload: "[{\"id\":\"x\xff\",\"ts\":1795773599000,\"direction\":1},{\"id\":\"x\xfe\",\"ts\":1795773599000,\"direction\":1}]",
+			reasons: []Reason{ReasonBadID, ReasonBadID}, indexes: []int{0, 1}},
+		{name: "escaped lone surrogate id", dpu: "d", payload: `[{"id":"x\ud800","ts":1795773599000,"direction":1},{"id":"x\udc00\u0041","ts":1795773599000,"direction":1},{"id":"\ud83d","ts":1795773599000,"direction":1}]`,
+			reasons: []Reason{ReasonBadID, ReasonBadID, ReasonBadID}, indexes: []int{0, 1, 2}},
+		{name: "escaped ids are their characters", dpu: "d", payload: `[{"id":"caf\u00e9\ud83d\ude00\n\"\/","ts":1795773599000,"direction":1},{"id":"x\ufffd","ts":1795773599000,"direction":1}]`,
+			want: []Event{{DPU: "d", ID: "café😀\n\"/", TS: ts, Direction: 1, Received: testNow}, {DPU: "d", ID: "x\ufffd", TS: ts, Direction: 1, Received: testNow}}},
+		{name: "128-byte ids", dpu: "d", big: true, payload: `[{"id":"` + strings.Repeat("é", 64) + `","ts":1795773599000,"direction":1},{"id":` + "1" + strings.Repeat("0", 127) + `,"ts":1795773599000,"direction":1}]`,
+			want: []Event{{DPU: "d", ID: strings.Repeat("é", 64), TS: ts, Direction: 1, Received: testNow}, {DPU: "d", ID: "1" + strings.Repeat("0", 127), TS: ts, Direction: 1, Received: testNow}}},
+		{name: "129-byte ids", dpu: "d", big: true, payload: `[{"id":"` + strings.Repeat("x", 129) + `","ts":1795773599000,"direction":1},{"id":"` + strings.Repeat("é", 64) + `x","ts":1795773599000,"direction":1},{"id":` + "1" + strings.Repeat("0", 128) + `,"ts":1795773599000,"direction":1},{"id":"` + strings.Repeat(`\u0041`, 129) + `","ts":1795773599000,"direction":1}]`,
+			reasons: []Reason{ReasonBadID, ReasonBadID, ReasonBadID, ReasonBadID}, indexes: []int{0, 1, 2, 3}},
+		{name: "an integer id beyond int64 is its decimal string", dpu: "d", payload: `{"id":-18446744073709551616,"ts":1795773599000,"direction":1}`,
+			want: []Event{{DPU: "d", ID: "-18446744073709551616", TS: ts, Direction: 1, Received: testNow}}},
+		{name: "lower case t and z", dpu: "d", payload: `{"ts":"2026-11-27t09:59:59.000z","direction":1}`,
+			want: []Event{{DPU: "d", TS: ts, Direction: 1, Received: testNow}}},
+		{name: "offset -00:00 and 23:59", dpu: "d", payload: `[{"ts":"2026-11-27T09:59:59-00:00","direction":1},{"ts":"2026-11-28T09:58:59+23:59","direction":1}]`,
+			want: []Event{{DPU: "d", TS: ts, Direction: 1, Received: testNow}, {DPU: "d", TS: ts, Direction: 1, Received: testNow}}},
+		{name: "offsets beyond 23:59", dpu: "d", payload: `[{"ts":"2026-11-28T09:59:59+24:00","direction":1},{"ts":"2026-11-28T09:59:59+23:60","direction":1}]`,
+			reasons: []Reason{ReasonBadTS, ReasonBadTS}, indexes: []int{0, 1}},
+		{name: "direction as numeric strings", dpu: "d", payload: `[{"ts":1795773599000,"direction":"1"},{"ts":1795773599000,"direction":" -1 "},{"ts":1795773599000,"direction":"+1"}]`,
+			want: []Event{{DPU: "d", TS: ts, Direction: 1, Received: testNow}, {DPU: "d", TS: ts, Direction: -1, Received: testNow}, {DPU: "d", TS: ts, Direction: 1, Received: testNow}}},
 		{name: "direction zero", dpu: "d", payload: `{"ts":1795773599000,"direction":0}`, reasons: []Reason{ReasonBadDirection}, indexes: []int{-1}},
 		{name: "direction missing", dpu: "d", payload: `{"ts":1795773599000}`, reasons: []Reason{ReasonBadDirection}, indexes: []int{-1}},
 		{name: "direction word", dpu: "d", payload: `{"ts":1795773599000,"direction":"in"}`, reasons: []Reason{ReasonBadDirection}, indexes: []int{-1}},
@@ -56,7 +82,11 @@ func TestDecodePayload(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, rejs := DecodePayload(tc.dpu, []byte(tc.payload), testLimits())
+			lim := testLimits()
+			if tc.big {
+				lim.MaxPayload = 0
+			}
+			got, rejs := DecodePayload(tc.dpu, []byte(tc.payload), lim)
 			if len(got) != len(tc.want) {
 				t.Fatalf("events: got %+v, want %+v (rejections %+v)", got, tc.want, rejs)
 			}
@@ -180,11 +210,71 @@ func FuzzDecodePayload(f *testing.F) {
 			if _, err := ParseKey(ev.Key()); err != nil && ev.ID != "" {
 				t.Fatalf("key of %+v does not parse: %v", ev, err)
 			}
+			if !utf8.ValidString(ev.ID) || len(ev.ID) > MaxIDLen {
+				t.Fatalf("event id %q: want at most %d bytes of valid UTF-8 (else bad_id)", ev.ID, MaxIDLen)
+			}
 		}
 		for _, r := range rejs {
 			if r.Reason == "" || r.Detail == "" {
 				t.Fatalf("rejection without reason or detail: %+v", r)
 			}
+		}
+	})
+}
+
+// FuzzEventID: an id is its bytes (DESIGN 2). Two events whose ids are the raw
+// bytes a and b (only '"', '\\' and control bytes escaped, everything else, invalid
+// UTF-8 included, as it is) decode to exactly those bytes when they are at most 128
+// bytes of valid UTF-8 and are rejected as bad_id otherwise: two different ids never
+// become one (encoding/json turned "x\xff" and "x\xfe" both into "x\ufffd").
+func FuzzEventID(f *testing.F) {
+	f.Add([]byte("x\xff"), []byte("x\xfe"))
+	f.Add([]byte("caf\xc3"), []byte("caf\xc3\xa9"))
+	f.Add([]byte("x\ufffd"), []byte("x\xed\xa0\x80")) // U+FFFD and an encoded surrogate
+	f.Add([]byte(strings.Repeat("é", 64)), []byte(strings.Repeat("é", 64)+"x"))
+	f.Add([]byte("a\"b\\c\n"), []byte("a\"b\\c\r"))
+	lit := func(id []byte) string {
+		var b strings.Builder
+		b.WriteByte('"')
+		for _, c := range id {
+			switch {
+			case c == '"' || c == '\\':
+				b.WriteByte('\\')
+				b.WriteByte(c)
+			case c < 0x20:
+				fmt.Fprintf(&b, "\\u%04x", c)
+			default:
+				b.WriteByte(c)
+			}
+		}
+		b.WriteByte('"')
+		return b.String()
+	}
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		payload := `[{"id":` + lit(a) + `,"ts":1795773599000,"direction":1},{"id":` + lit(b) + `,"ts":1795773599000,"direction":1}]`
+		lim := testLimits()
+		lim.MaxPayload = 0
+		evs, rejs := DecodePayload("d", []byte(payload), lim)
+		rejected := map[int]Reason{}
+		for _, r := range rejs {
+			rejected[r.Index] = r.Reason
+		}
+		k := 0
+		for i, id := range [][]byte{a, b} {
+			ok := utf8.Valid(id) && len(id) <= MaxIDLen
+			if !ok {
+				if rejected[i] != ReasonBadID {
+					t.Fatalf("id %q: got %+v (rejections %+v), want bad_id", id, evs, rejs)
+				}
+				continue
+			}
+			if _, r := rejected[i]; r || k >= len(evs) || evs[k].ID != string(id) {
+				t.Fatalf("id %q: got events %+v, rejections %+v; want it accepted as its bytes", id, evs, rejs)
+			}
+			k++
+		}
+		if len(evs) == 2 && !bytes.Equal(a, b) && bytes.Equal(evs[0].Key(), evs[1].Key()) {
+			t.Fatalf("ids %q and %q share a key", a, b)
 		}
 	})
 }

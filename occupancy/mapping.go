@@ -474,7 +474,7 @@ func (d *Decoder) decodeItem(out *Decoded, dpu string, root *rootVals, item gjso
 		var id string
 		if iv := d.f[2].get(root, item); iv.Exists() {
 			if id, err = decodeID(json.RawMessage(iv.Raw)); err != nil {
-				return Rejection{Reason: ReasonBadJSON, Detail: err.Error()}, false
+				return Rejection{Reason: ReasonBadID, Detail: err.Error()}, false
 			}
 		}
 		if rej, ok := receiveChecks(ts, lim); !ok {

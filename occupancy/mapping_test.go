@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // TestDecoderEventsDefault: kind events without a map is DecodePayload, for every
@@ -148,7 +149,7 @@ func TestDecoder(t *testing.T) {
 			m:       Mapping{Items: "evs", DPU: "$.dev", TS: "when", Direction: "dir", ID: "seq", TSFormat: FormatUnix},
 			payload: `{"dev":"e1","evs":[{"when":1795773599,"dir":"-1","seq":9},{"when":1795773599,"dir":2},{"when":1795773599},{"when":1795773599,"dir":1,"seq":1.5}]}`,
 			events:  []Event{{DPU: "e1", ID: "9", TS: end, Direction: -1, Received: testNow}},
-			rejs:    []rej{{ReasonBadDirection, 1, "direction"}, {ReasonBadReport, 2, "missing direction"}, {ReasonBadJSON, 3, "id"}}},
+			rejs:    []rej{{ReasonBadDirection, 1, "direction"}, {ReasonBadReport, 2, "missing direction"}, {ReasonBadID, 3, "id"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -317,6 +318,11 @@ func FuzzDecoder(f *testing.F) {
 		for _, r := range got.Reports {
 			if err := r.Validate(); err != nil {
 				t.Fatalf("decoded report %+v does not validate: %v", r, err)
+			}
+		}
+		for _, ev := range got.Events {
+			if !utf8.ValidString(ev.ID) || len(ev.ID) > MaxIDLen {
+				t.Fatalf("event id %q: want at most %d bytes of valid UTF-8 (else bad_id)", ev.ID, MaxIDLen)
 			}
 		}
 	})

@@ -53,6 +53,7 @@ var rejectReasons = []occupancy.Reason{
 	occupancy.ReasonLate,
 	occupancy.ReasonUnknownDPU,
 	occupancy.ReasonBadTopic,
+	occupancy.ReasonBadID,
 }
 
 // New creates the gateway metrics on a fresh registry that also carries the Go
