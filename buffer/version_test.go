@@ -225,6 +225,10 @@ func TestEncodeVersion(t *testing.T) {
 	full.Topology.Spaces = full.Topology.Spaces[:40]
 	full.Topology.Spaces[3].Name = `Café "<Lobby>" & \ co` + "\u2028\x01"
 	full.Topology.Spaces[4].TimeZone, full.Topology.Spaces[4].DailyReset = "Europe/Berlin", "04:00"
+	// A DPU's kind and map are part of its topology version (DESIGN 2a).
+	full.Topology.DPUs[1].Kind, full.Topology.DPUs[1].Map = "interval", &occupancy.Mapping{Items: `logics.#(name=="Main").records`,
+		Start: "from", End: "to", In: `counts.#(name=="fw").value`, Out: "bw", TSFormat: "2006/01/02 15:04:05", TSZone: "tz"}
+	full.Topology.DPUs[2].Kind = "cumulative"
 	cases := map[string]occupancy.Version{
 		"zero":  {},
 		"empty": {At: 1, Topology: occupancy.TopologyConfig{Spaces: []occupancy.SpaceConfig{}, Doorways: []occupancy.DoorwayConfig{}, DPUs: []occupancy.DPUConfig{}}},

@@ -127,11 +127,28 @@ type DPUConfig struct {
 	Doorway    string `yaml:"doorway" json:"doorway"`
 	PlusSpace  string `yaml:"plus_space" json:"plus_space"`
 	MinusSpace string `yaml:"minus_space" json:"minus_space"`
+	// Kind is how the DPU reports (DESIGN 2a, ParseReportKind): "events",
+	// "interval" or "cumulative". Empty: the kind of the mqtt.events_topic entry its
+	// messages arrive on, else events.
+	Kind string `yaml:"kind,omitempty" json:"kind,omitempty"`
+	// Map says where the DPU's payloads keep each field (DESIGN 2a), read in the
+	// DPU's Kind, which must be set beside it. Nil: the map of the mqtt.events_topic
+	// entry the message arrives on when that entry has the DPU's kind, else the
+	// kind's own field names. A pointer, so that 100,000 DPUs without one cost
+	// nothing; compare DPUs with Equal.
+	Map *Mapping `yaml:"map,omitempty" json:"map,omitempty"`
 	// QuietAfter overrides health.dpu_quiet_after for this DPU (0 = the default).
 	QuietAfter Duration `yaml:"quiet_after,omitempty" json:"quiet_after,omitempty"`
 	// IngestTokenFile holds the DPU's own bearer token for HTTP push ingest; the
 	// gateway reads it (this package does no I/O).
 	IngestTokenFile string `yaml:"ingest_token_file,omitempty" json:"ingest_token_file,omitempty"`
+}
+
+// Equal reports whether d and o are configured alike (their maps compared by value).
+func (d DPUConfig) Equal(o DPUConfig) bool {
+	dm, om := d.Map, o.Map
+	d.Map, o.Map = nil, nil
+	return d == o && (dm == om || dm != nil && om != nil && *dm == *om)
 }
 
 // Duration is a time.Duration written as text in configuration files ("90s", "2h"),

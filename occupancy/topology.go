@@ -158,6 +158,9 @@ func (c TopologyConfig) Validate() []Problem {
 		if d.QuietAfter < 0 {
 			add(at("dpus", i, ".quiet_after"), "must be > 0, got %s", time.Duration(d.QuietAfter))
 		}
+		for _, p := range d.kindProblems() {
+			add(at("dpus", i, p.Path), "%s", p.Message)
+		}
 	}
 	return ps
 }
@@ -294,7 +297,7 @@ func (t *Topology) Config() TopologyConfig { return t.cfg }
 // a configuration equal to the version in force is not a new version.
 func (c TopologyConfig) Equal(o TopologyConfig) bool {
 	return slices.Equal(c.Spaces, o.Spaces) && slices.Equal(c.Doorways, o.Doorways) &&
-		slices.Equal(c.DPUs, o.DPUs)
+		slices.EqualFunc(c.DPUs, o.DPUs, DPUConfig.Equal)
 }
 
 // Spaces returns the spaces in configuration order (Name defaults to the id).
@@ -333,4 +336,34 @@ func (t *Topology) Effects(dpu string, dir int8) (map[string]int, bool) {
 		out[t.spaces[ef.space].cfg.ID] = int(ef.delta) * int(dir)
 	}
 	return out, true
+}
+
+// kindProblems are the problems of a DPU's kind and map, with paths relative to the
+// DPU (".kind", ".map.ts_format").
+func (d DPUConfig) kindProblems() []Problem {
+	var ps []Problem
+	k, err := ParseReportKind(d.Kind)
+	if err != nil {
+		ps = append(ps, Problem{Path: ".kind", Message: err.Error()})
+	}
+	if d.Map == nil {
+		return ps
+	}
+	switch {
+	case d.Kind == "":
+		return append(ps, Problem{Path: ".map", Message: "a map is read in its DPU's kind: set kind (events, interval or cumulative) beside it"})
+	case err != nil:
+		return ps
+	}
+	if d.Map.DPU != "" {
+		ps = append(ps, Problem{Path: ".map.dpu", Message: "a DPU's own map cannot take the DPU id from the payload (the topic or the HTTP route names the DPU); give the map with dpu to an mqtt.events_topic entry instead"})
+	}
+	for _, p := range d.Map.Validate(k) {
+		path := ".map"
+		if p.Path != "" {
+			path += "." + p.Path
+		}
+		ps = append(ps, Problem{Path: path, Message: p.Message})
+	}
+	return ps
 }

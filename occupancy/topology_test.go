@@ -149,4 +149,27 @@ func TestTopologyEqual(t *testing.T) {
 	if a.Equal(b) {
 		t.Error("a capacity change should differ")
 	}
+	// DPU maps are compared by value, not by pointer.
+	d := func(m *Mapping) TopologyConfig {
+		return TopologyConfig{DPUs: []DPUConfig{{ID: "d", PlusSpace: "a", Kind: "interval", Map: m}}}
+	}
+	for _, c := range []struct {
+		x, y *Mapping
+		want bool
+	}{
+		{nil, nil, true},
+		{&Mapping{In: "fw"}, &Mapping{In: "fw"}, true},
+		{&Mapping{In: "fw"}, &Mapping{In: "bw"}, false},
+		{&Mapping{}, nil, false},
+		{nil, &Mapping{In: "fw"}, false},
+	} {
+		if got := d(c.x).Equal(d(c.y)); got != c.want {
+			t.Errorf("maps %+v and %+v: got Equal %v, want %v", c.x, c.y, got, c.want)
+		}
+	}
+	k := d(nil)
+	k.DPUs[0].Kind = "cumulative"
+	if k.Equal(d(nil)) {
+		t.Error("a kind change should differ")
+	}
 }

@@ -72,7 +72,7 @@ func configSummary(path string, cfg config.Config) string {
 	} else {
 		fmt.Fprintf(&b, "  broker:    %s (client id %s)\n", cfg.MQTT.Broker, cfg.MQTT.ClientID)
 	}
-	fmt.Fprintf(&b, "  events:    %s\n", strings.Join(cfg.MQTT.EventsTopic, ", "))
+	fmt.Fprintf(&b, "  events:    %s\n", strings.Join(cfg.MQTT.EventsTopic.Filters(), ", "))
 	fmt.Fprintf(&b, "  output:    %s/<space-id>, status %s\n", cfg.MQTT.OutputPrefix, cfg.MQTT.StatusTopic)
 	fmt.Fprintf(&b, "  storage:   %s (retention %s)\n", cfg.Storage.Dir, cfg.Storage.Retention)
 	if cfg.HTTP.Listen == "" {

@@ -168,7 +168,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.pipe, err = ingest.New(ingest.Options{
 		Tracker:       m.tracker,
 		Rejects:       m.rejects,
-		Filters:       cfg.MQTT.EventsTopic,
+		Filters:       cfg.MQTT.EventsTopic.Filters(),
 		MaxFutureSkew: cfg.Engine.MaxFutureSkew,
 		MaxPayload:    cfg.MQTT.MaxPayload,
 		Retention:     cfg.Storage.Retention,

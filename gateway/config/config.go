@@ -6,7 +6,7 @@
 //
 // A new key is a field with a yaml tag here, its default in DefaultConfig and its
 // rules in validate; the decoder finds it by reflection. A value with a shape of its
-// own (a string or a list, say) implements nodeDecoder, as StringList does.
+// own (a string or a list, say) implements nodeDecoder, as EventsTopics does.
 package config
 
 import (
@@ -51,7 +51,7 @@ type MQTTConfig struct {
 	Username           string              `yaml:"username"`
 	PasswordFile       string              `yaml:"password_file"`
 	TLS                TLSConfig           `yaml:"tls"`
-	EventsTopic        StringList          `yaml:"events_topic"` // one filter or a list
+	EventsTopic        EventsTopics        `yaml:"events_topic"` // one filter or a list, of strings or {filter, kind, map}
 	MaxPayload         int                 `yaml:"max_payload"`
 	OutputPrefix       string              `yaml:"output_prefix"`
 	PublishMinInterval time.Duration       `yaml:"publish_min_interval"` // a space's topics at most this often
@@ -108,8 +108,51 @@ type LogConfig struct {
 	Format string `yaml:"format"` // console | json
 }
 
-// StringList decodes from a YAML string or a list of strings.
-type StringList []string
+// EventsTopic is one entry of mqtt.events_topic (DESIGN 2, 2a): a topic filter, and
+// the kind and map of the reports that arrive on it. Written as the filter alone or
+// as {filter, kind, map}.
+//
+// Which kind and map decode a message (ingest): the DPU's own kind in the topology,
+// else the entry's kind, else events; the DPU's own map, else the entry's map when
+// the entry's kind is the DPU's kind, else the kind's own field names. An entry
+// whose map takes the DPU id from the payload (map.dpu) decodes every message on
+// its filter with its own kind and map, and its filter needs no '+' level.
+type EventsTopic struct {
+	Filter string             `yaml:"filter"`
+	Kind   string             `yaml:"kind"` // "": events
+	Map    *occupancy.Mapping `yaml:"map"`  // nil: the kind's own field names
+}
+
+// DPUInPayload reports whether the entry's map takes the DPU id from the payload.
+func (e EventsTopic) DPUInPayload() bool { return e.Map != nil && e.Map.DPU != "" }
+
+// ReportKind is the entry's kind (events when unset or invalid: Validate reports it).
+func (e EventsTopic) ReportKind() occupancy.ReportKind {
+	k, _ := occupancy.ParseReportKind(e.Kind)
+	return k
+}
+
+// EventsTopics is mqtt.events_topic: one entry or a list of them; the first entry
+// whose filter matches a topic takes its messages.
+type EventsTopics []EventsTopic
+
+// Filters are the entries' topic filters, in order.
+func (l EventsTopics) Filters() []string {
+	out := make([]string, len(l))
+	for i, e := range l {
+		out[i] = e.Filter
+	}
+	return out
+}
+
+// Topics makes entries of bare filters (events, default map).
+func Topics(filters ...string) EventsTopics {
+	out := make(EventsTopics, len(filters))
+	for i, f := range filters {
+		out[i] = EventsTopic{Filter: f}
+	}
+	return out
+}
 
 // DefaultConfig returns the defaults of DESIGN section 7.
 func DefaultConfig() Config {
@@ -117,7 +160,7 @@ func DefaultConfig() Config {
 		Gateway: GatewayConfig{ID: "demo"},
 		MQTT: MQTTConfig{
 			Embedded:           EmbeddedConfig{Listen: "127.0.0.1:1883"},
-			EventsTopic:        StringList{"dpu/+/events"},
+			EventsTopic:        Topics("dpu/+/events"),
 			MaxPayload:         262144,
 			OutputPrefix:       "occupancy",
 			PublishMinInterval: 250 * time.Millisecond,

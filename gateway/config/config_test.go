@@ -31,7 +31,7 @@ func designDefaults() Config {
 			Broker:             "",
 			Embedded:           EmbeddedConfig{Listen: "127.0.0.1:1883"},
 			ClientID:           "occupancyd-demo",
-			EventsTopic:        StringList{"dpu/+/events"},
+			EventsTopic:        Topics("dpu/+/events"),
 			MaxPayload:         262144,
 			OutputPrefix:       "occupancy",
 			PublishMinInterval: 250 * time.Millisecond,
@@ -91,7 +91,9 @@ func TestParseConfig(t *testing.T) {
 				{ID: "lobby", Name: "Lobby", Parent: "hq"},
 			},
 			Doorways: []occupancy.DoorwayConfig{{ID: "main", Name: "Main entrance"}},
-			DPUs:     []occupancy.DPUConfig{{ID: "283", Doorway: "main", PlusSpace: "lobby", MinusSpace: ""}},
+			DPUs: []occupancy.DPUConfig{{ID: "283", Doorway: "main", PlusSpace: "lobby", MinusSpace: ""},
+				{ID: "vs133-7", Doorway: "main", PlusSpace: "lobby", Kind: "cumulative", Map: &occupancy.Mapping{
+					TS: "time", InTotal: "line_total.in", OutTotal: "line_total.out", TSFormat: "rfc3339"}}},
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("got  %+v\nwant %+v", got, want)
@@ -106,13 +108,14 @@ func TestParseConfig(t *testing.T) {
 		want := Config{
 			Gateway: GatewayConfig{ID: "site-b"},
 			MQTT: MQTTConfig{
-				Broker:             "ssl://broker.example.com:8883",
-				Embedded:           EmbeddedConfig{Listen: "127.0.0.1:1883"},
-				ClientID:           "gw-b",
-				Username:           "occupancyd",
-				PasswordFile:       "testdata/secret.txt",
-				TLS:                TLSConfig{CAFile: "testdata/secret.txt", CertFile: "testdata/secret.txt", KeyFile: "testdata/secret.txt"},
-				EventsTopic:        StringList{"site-b/dpu/+/events", "legacy/+/crossings/#"},
+				Broker:       "ssl://broker.example.com:8883",
+				Embedded:     EmbeddedConfig{Listen: "127.0.0.1:1883"},
+				ClientID:     "gw-b",
+				Username:     "occupancyd",
+				PasswordFile: "testdata/secret.txt",
+				TLS:          TLSConfig{CAFile: "testdata/secret.txt", CertFile: "testdata/secret.txt", KeyFile: "testdata/secret.txt"},
+				EventsTopic: EventsTopics{{Filter: "site-b/dpu/+/events"}, {Filter: "legacy/+/crossings/#"},
+					{Filter: "counters/+/up", Kind: "interval", Map: &occupancy.Mapping{Start: "from", End: "to", In: "fw", Out: "bw", TSFormat: "unix"}}},
 				MaxPayload:         1024,
 				OutputPrefix:       "site-b/occupancy",
 				PublishMinInterval: time.Second,
@@ -137,7 +140,8 @@ func TestParseConfig(t *testing.T) {
 				Doorways: []occupancy.DoorwayConfig{{ID: "d1", Name: "Door 1"}},
 				// an id that YAML would read as a number keeps its text
 				DPUs: []occupancy.DPUConfig{{ID: "0283", Doorway: "d1", PlusSpace: "b1", MinusSpace: "b",
-					QuietAfter: occupancy.Duration(10 * time.Minute), IngestTokenFile: "testdata/secret.txt"}},
+					QuietAfter: occupancy.Duration(10 * time.Minute), IngestTokenFile: "testdata/secret.txt",
+					Kind: "cumulative", Map: &occupancy.Mapping{TS: "t", InTotal: "a", OutTotal: "b", TSFormat: "unix_ms"}}},
 			},
 		}
 		if !reflect.DeepEqual(got, want) {
@@ -328,13 +332,13 @@ func TestValidate(t *testing.T) {
 			[]string{"storage.max_parked: must be > 0, got 0"}},
 		{"tick below a millisecond", func(c *Config) { c.Engine.Tick = time.Microsecond },
 			[]string{"engine.tick: must be >= 1ms, got 1µs"}},
-		{"events filter matching the occupancy output", func(c *Config) { c.MQTT.EventsTopic = StringList{"dpu/+/events", "+/+/count"} },
+		{"events filter matching the occupancy output", func(c *Config) { c.MQTT.EventsTopic = Topics("dpu/+/events", "+/+/count") },
 			[]string{`mqtt.events_topic[1]: "+/+/count" also matches occupancy/space-id/count, which occupancyd publishes`}},
-		{"events filter matching the status topic", func(c *Config) { c.MQTT.EventsTopic = StringList{"occupancyd/+/#"} },
+		{"events filter matching the status topic", func(c *Config) { c.MQTT.EventsTopic = Topics("occupancyd/+/#") },
 			[]string{`mqtt.events_topic: "occupancyd/+/#" also matches occupancyd/demo/status, which occupancyd publishes`}},
-		{"events filter matching discovery", func(c *Config) { c.MQTT.EventsTopic = StringList{"homeassistant/sensor/+/occupancy/config"} },
+		{"events filter matching discovery", func(c *Config) { c.MQTT.EventsTopic = Topics("homeassistant/sensor/+/occupancy/config") },
 			[]string{`mqtt.events_topic: "homeassistant/sensor/+/occupancy/config" also matches homeassistant/sensor/demo_space-id/occupancy/config, which occupancyd publishes`}},
-		{"events filter beside the output", func(c *Config) { c.MQTT.EventsTopic = StringList{"occupancy/+/events", "+/dpu/+/events"} }, nil},
+		{"events filter beside the output", func(c *Config) { c.MQTT.EventsTopic = Topics("occupancy/+/events", "+/dpu/+/events") }, nil},
 		{"no events filter", func(c *Config) { c.MQTT.EventsTopic = nil },
 			[]string{"mqtt.events_topic: required: a topic filter such as dpu/+/events, or a list of them"}},
 		{"topology problems get the topology prefix", func(c *Config) {
@@ -380,31 +384,49 @@ func TestLoadConfigMissingFile(t *testing.T) {
 	}
 }
 
-func TestStringList(t *testing.T) {
+// TestEventsTopics: mqtt.events_topic is a filter, a list of filters, or entries
+// {filter, kind, map} (DESIGN 2a, 7), each problem named by its key path.
+func TestEventsTopics(t *testing.T) {
+	interval := &occupancy.Mapping{Start: "from", End: "to", In: "fw", Out: "bw", TSFormat: "unix"}
 	cases := []struct {
 		yaml string
-		want StringList
-		err  string
+		want EventsTopics
+		errs []string
 	}{
-		{"events_topic: a/+/b", StringList{"a/+/b"}, ""},
-		{"events_topic: [a/+/b, c/+/d]", StringList{"a/+/b", "c/+/d"}, ""},
-		{"events_topic:\n  - a/+/b\n", StringList{"a/+/b"}, ""},
-		{"events_topic: {a: b}", nil, `mqtt.events_topic: want a string or a list of strings, got a mapping (line 2)`},
-		{"events_topic: [[a]]", nil, `mqtt.events_topic[0]: want a string, got a list (line 2)`},
+		{"events_topic: a/+/b", Topics("a/+/b"), nil},
+		{"events_topic: [a/+/b, c/+/d]", Topics("a/+/b", "c/+/d"), nil},
+		{"events_topic:\n  - a/+/b\n", Topics("a/+/b"), nil},
+		{"events_topic:\n  - dpu/+/events\n  - {filter: xovis/+/push, kind: interval, map: {start: from, end: to, in: fw, out: bw, ts_format: unix}}",
+			EventsTopics{{Filter: "dpu/+/events"}, {Filter: "xovis/+/push", Kind: "interval", Map: interval}}, nil},
+		// The DPU id in the payload: the filter needs no '+'.
+		{"events_topic: {filter: irisys/counts, kind: cumulative, map: {items: CountLogs, dpu: $.Serial, ts: Timestamp, in_total: a, out_total: b}}",
+			EventsTopics{{Filter: "irisys/counts", Kind: "cumulative",
+				Map: &occupancy.Mapping{Items: "CountLogs", DPU: "$.Serial", TS: "Timestamp", InTotal: "a", OutTotal: "b"}}}, nil},
+		{"events_topic: {filter: a/+/b}", Topics("a/+/b"), nil},
+		{"events_topic: {a: b}", nil, []string{
+			`mqtt.events_topic.a: unknown key (did you mean "map"?) (line 2)`}},
+		{"events_topic: [[a]]", nil, []string{`mqtt.events_topic[0]: want a topic filter or {filter, kind, map}, got a list (line 2)`}},
+		{"events_topic: [{filter: a/+/b, kind: counts}]", nil, []string{
+			`mqtt.events_topic.kind: unknown kind "counts": want events, interval or cumulative (line 2)`}},
+		{"events_topic:\n  - a/+/b\n  - filter: c/d\n    kind: interval\n    map: {start: s, ent: e, in_total: t, ts_format: yyyy}", nil, []string{
+			`mqtt.events_topic[1].filter: "c/d" has no '+' level for the DPU id (e.g. dpu/+/events; or a map with dpu, the DPU id in the payload) (line 4)`,
+			`mqtt.events_topic[1].map.ent: unknown key (did you mean "end"?) (line 6)`,
+			`mqtt.events_topic[1].map.in_total: not a field of kind interval (it has start, end, in, out) (line 6)`,
+			`mqtt.events_topic[1].map.ts_format: "yyyy" is not rfc3339, unix, unix_ms or a Go time layout with year, month, day, hour and minute (e.g. 2006/01/02 15:04:05) (line 6)`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.yaml, func(t *testing.T) {
 			doc := "mqtt:\n  " + strings.ReplaceAll(tc.yaml, "\n", "\n  ") + "\ntopology: {spaces: [{id: a, name: A}]}\n"
 			got, err := ParseConfig([]byte(doc))
-			if tc.err != "" {
-				assertProblems(t, err, tc.err)
+			if tc.errs != nil {
+				assertProblems(t, err, tc.errs...)
 				return
 			}
 			if err != nil {
 				t.Fatalf("ParseConfig: %v", err)
 			}
 			if !reflect.DeepEqual(got.MQTT.EventsTopic, tc.want) {
-				t.Errorf("got %q, want %q", got.MQTT.EventsTopic, tc.want)
+				t.Errorf("got %+v, want %+v", got.MQTT.EventsTopic, tc.want)
 			}
 		})
 	}
@@ -638,7 +660,7 @@ func TestTopologyFile(t *testing.T) {
 	t.Run("Validate names the file", func(t *testing.T) {
 		c := want
 		c.Topology.DPUs = append(c.Topology.DPUs, occupancy.DPUConfig{ID: "x", PlusSpace: "nowhere"})
-		assertProblems(t, c.Validate(), `topology.file topology/campus.json: dpus[1].plus_space: unknown space "nowhere"`)
+		assertProblems(t, c.Validate(), `topology.file topology/campus.json: dpus[2].plus_space: unknown space "nowhere"`)
 	})
 	t.Run("LoadTopology", func(t *testing.T) {
 		got, err := LoadTopology("testdata/topology/campus.json")

@@ -131,6 +131,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		} else if err := v.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value)); err != nil {
 			d.problem(path, n.Line, "%v", err)
 		}
+	case t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct:
+		p := reflect.New(t.Elem()) // a mapping such as a DPU's map: decoded key by key
+		d.decode(n, p.Elem(), path)
+		v.Set(p)
 	case t == durationType:
 		x, err := time.ParseDuration(n.Value)
 		if n.Kind != yaml.ScalarNode || err != nil {
@@ -225,24 +229,32 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	}
 }
 
-// decodeNode reads a string or a list of strings, each bad element reported with its
-// index.
-func (l *StringList) decodeNode(d *decoder, n *yaml.Node, path string) {
-	if n.Kind == yaml.ScalarNode {
-		*l = StringList{n.Value}
-		return
+// decodeNode reads one entry or a list of them, each a topic filter or a mapping
+// {filter, kind, map}; each bad element is reported with its index.
+func (l *EventsTopics) decodeNode(d *decoder, n *yaml.Node, path string) {
+	entry := func(c *yaml.Node, path string) (EventsTopic, bool) {
+		switch c = deref(c); {
+		case c.Kind == yaml.ScalarNode && c.Tag != "!!null":
+			return EventsTopic{Filter: c.Value}, true
+		case c.Kind == yaml.MappingNode:
+			var e EventsTopic
+			d.decode(c, reflect.ValueOf(&e).Elem(), path)
+			return e, true
+		}
+		d.problem(path, c.Line, "want a topic filter or {filter, kind, map}, got %s", describe(c))
+		return EventsTopic{}, false
 	}
 	if n.Kind != yaml.SequenceNode {
-		d.problem(path, n.Line, "want a string or a list of strings, got %s", describe(n))
+		if e, ok := entry(n, path); ok {
+			*l = EventsTopics{e}
+		}
 		return
 	}
-	out := StringList{}
+	out := EventsTopics{}
 	for i, c := range n.Content {
-		if c = deref(c); c.Kind != yaml.ScalarNode || c.Tag == "!!null" {
-			d.problem(path+"["+strconv.Itoa(i)+"]", c.Line, "want a string, got %s", describe(c))
-			continue
+		if e, ok := entry(c, path+"["+strconv.Itoa(i)+"]"); ok {
+			out = append(out, e)
 		}
-		out = append(out, c.Value)
 	}
 	*l = out
 }
@@ -342,6 +354,9 @@ func (d *decoder) lineOf(path string) int {
 	}
 	for _, seg := range strings.Split(path, ".") {
 		key, rest, _ := strings.Cut(seg, "[")
+		if n = deref(n); n.Kind == yaml.SequenceNode && len(n.Content) == 1 {
+			n = n.Content[0] // a list of one is named as its element (mqtt.events_topic.kind)
+		}
 		k, v := lookupKey(deref(n), key)
 		if k == nil {
 			return line

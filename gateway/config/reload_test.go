@@ -24,7 +24,7 @@ func TestRestartKeys(t *testing.T) {
 	}{
 		{func(c *Config) { c.MQTT.OutputPrefix = "occ"; c.HTTP.Listen = "127.0.0.1:9" }, "mqtt.output_prefix,http.listen"},
 		{func(c *Config) { c.Gateway.ID = "b" }, "gateway.id"},
-		{func(c *Config) { c.MQTT.TLS.CAFile = "ca.pem"; c.MQTT.EventsTopic = StringList{"a/+"} }, "mqtt.tls.ca_file,mqtt.events_topic"},
+		{func(c *Config) { c.MQTT.TLS.CAFile = "ca.pem"; c.MQTT.EventsTopic = Topics("a/+") }, "mqtt.tls.ca_file,mqtt.events_topic"},
 		{func(c *Config) { c.MQTT.PublishMinInterval = time.Second }, "mqtt.publish_min_interval"},
 		{func(c *Config) { c.Storage.MinFree = 1 }, "storage.min_free"},
 		{func(c *Config) { c.HTTP.TokenFile, c.HTTP.OpenReads, c.HTTP.MaxStreamClients = "t", true, 5 }, "http.token_file,http.open_reads,http.max_stream_clients"},

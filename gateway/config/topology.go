@@ -180,6 +180,17 @@ func (tf *topologyFile) elementProblems(path string, t reflect.Type, off int64, 
 			continue
 		}
 		ft := t.Field(i).Type
+		if st := ft; st.Kind() == reflect.Struct || st.Kind() == reflect.Pointer && st.Elem().Kind() == reflect.Struct {
+			if st.Kind() == reflect.Pointer {
+				st = st.Elem()
+			}
+			if raw := bytes.TrimSpace(obj[k]); !bytes.Equal(raw, []byte("null")) {
+				// A nested object (a DPU's map): its keys by their paths, as strict as
+				// the element.
+				tf.elementProblems(path+"."+k, st, off, raw)
+			}
+			continue
+		}
 		err := json.Unmarshal(obj[k], reflect.New(ft).Interface())
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {

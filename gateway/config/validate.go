@@ -92,7 +92,7 @@ func (c Config) validate() []Problem {
 	if len(m.EventsTopic) == 0 {
 		add("mqtt.events_topic", "required: a topic filter such as dpu/+/events, or a list of them")
 	}
-	filterPath := func(i int) string {
+	entryPath := func(i int) string {
 		if len(m.EventsTopic) > 1 {
 			return fmt.Sprintf("mqtt.events_topic[%d]", i)
 		}
@@ -100,18 +100,28 @@ func (c Config) validate() []Problem {
 	}
 	seen := map[string]bool{}
 	outputs := c.outputTopics()
-	for i, f := range m.EventsTopic {
-		if err := CheckEventsFilter(f); err != nil {
-			add(filterPath(i), "%v", err)
-			continue
-		} else if seen[f] {
-			add(filterPath(i), "%q is listed twice", f)
+	for i, e := range m.EventsTopic {
+		at := entryPath(i)
+		fp := at
+		if e.Kind != "" || e.Map != nil {
+			fp += ".filter" // written as {filter, kind, map}
 		}
-		seen[f] = true
+		ps = append(ps, e.problems(at)...)
+		if e.Filter == "" {
+			add(fp, "required: a topic filter such as dpu/+/events")
+			continue
+		}
+		if err := CheckTopicFilter(e.Filter, !e.DPUInPayload()); err != nil {
+			add(fp, "%v", err)
+			continue
+		} else if seen[e.Filter] {
+			add(fp, "%q is listed twice", e.Filter)
+		}
+		seen[e.Filter] = true
 		// A filter that matches what occupancyd publishes would feed it its own output.
 		for _, out := range outputs {
-			if topicMatches(f, out) {
-				add(filterPath(i), "%q also matches %s, which occupancyd publishes", f, out)
+			if topicMatches(e.Filter, out) {
+				add(fp, "%q also matches %s, which occupancyd publishes", e.Filter, out)
 				break
 			}
 		}
@@ -273,9 +283,28 @@ func checkReadable(path string) error {
 	return f.Close()
 }
 
+// problems are the problems of an entry's kind and map, under path at.
+func (e EventsTopic) problems(at string) []Problem {
+	var ps []Problem
+	k, err := occupancy.ParseReportKind(e.Kind)
+	if err != nil {
+		ps = append(ps, Problem{Path: at + ".kind", Message: err.Error()})
+	}
+	if e.Map != nil && err == nil {
+		for _, p := range e.Map.Validate(k) {
+			ps = append(ps, Problem{Path: joinPath(at+".map", p.Path), Message: p.Message})
+		}
+	}
+	return ps
+}
+
 // CheckEventsFilter checks an events topic filter: a valid MQTT filter with at least
 // one '+' level (the last one is the DPU id).
-func CheckEventsFilter(f string) error {
+func CheckEventsFilter(f string) error { return CheckTopicFilter(f, true) }
+
+// CheckTopicFilter checks an MQTT topic filter; with dpuLevel it needs a '+' level
+// for the DPU id (an entry whose map takes the id from the payload needs none).
+func CheckTopicFilter(f string, dpuLevel bool) error {
 	if f == "" {
 		return errors.New("empty topic filter")
 	}
@@ -293,8 +322,8 @@ func CheckEventsFilter(f string) error {
 			return fmt.Errorf("%q: '+' and '#' must fill a whole level", f)
 		}
 	}
-	if !plus {
-		return fmt.Errorf("%q has no '+' level for the DPU id (e.g. dpu/+/events)", f)
+	if !plus && dpuLevel {
+		return fmt.Errorf("%q has no '+' level for the DPU id (e.g. dpu/+/events; or a map with dpu, the DPU id in the payload)", f)
 	}
 	return nil
 }

@@ -104,7 +104,7 @@ func deriveNames(c config.MQTTConfig) names {
 		outputPrefix:  c.OutputPrefix,
 		haPrefix:      c.HomeAssistant.DiscoveryPrefix,
 		haEnabled:     c.HomeAssistant.Enabled,
-		filters:       append([]string(nil), c.EventsTopic...),
+		filters:       c.EventsTopic.Filters(),
 	}
 	if n.outputPrefix == "" {
 		n.outputPrefix = "occupancy"
