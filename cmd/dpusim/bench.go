@@ -55,6 +55,9 @@ type BenchOptions struct {
 	ProbeInterval time.Duration
 	Dir           string // work dir; default a temp dir, removed after
 	DrainTimeout  time.Duration
+	// InlineTopology writes the topology into the config instead of a JSON file
+	// beside it (occupancyd before topology.file).
+	InlineTopology bool
 }
 
 // DefaultBenchOptions run the standard phases (about 9 minutes on a 2-core machine).
@@ -196,6 +199,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.DurationVar(&o.ProbeInterval, "probe-interval", o.ProbeInterval, "pause between latency probes")
 	fs.StringVar(&o.Dir, "dir", o.Dir, "work directory to keep (default: a temp dir, removed)")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "longest wait for a consumer to catch up")
+	fs.BoolVar(&o.InlineTopology, "inline-topology", o.InlineTopology, "write the topology into the config, not into a JSON file beside it (to compare with occupancyd before topology.file)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: dpusim bench [--phases throughput,campus,100k] [flags]
 
@@ -378,9 +382,11 @@ func phaseSetup(o BenchOptions, ph BenchPhase, mosq, dir string, res *PhaseResul
 	topo.GatewayID, topo.SettleAfter, topo.LogLevel, topo.Probe = "bench", o.SettleAfter, "warn", true
 	// The topology in its own file, as large campuses have it; absolute, as it is
 	// written from here and read from the config's directory.
-	if topo.TopologyFile, err = filepath.Abs(filepath.Join(dir, "campus.json")); err != nil {
-		broker.stop(5 * time.Second)
-		return nil, "", run, err
+	if !o.InlineTopology {
+		if topo.TopologyFile, err = filepath.Abs(filepath.Join(dir, "campus.json")); err != nil {
+			broker.stop(5 * time.Second)
+			return nil, "", run, err
+		}
 	}
 	cfgPath := filepath.Join(dir, "campus.yaml")
 	f, err := os.Create(cfgPath)

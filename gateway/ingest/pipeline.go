@@ -215,9 +215,9 @@ func (p *Pipeline) BusySince() time.Time {
 	return time.Unix(0, oldest)
 }
 
-// Submit queues one message for the workers without blocking. paho runs each handler
-// in its own goroutine (SetOrderMatters(false), so a handler never blocks the
-// client's loop), and the broker does not hold back what the gateway has not
+// Submit queues one message for the workers without blocking: paho calls it on its
+// message loop (SetOrderMatters(true): no goroutine per message), which it must never
+// hold up, and the broker does not hold back what the gateway has not
 // acknowledged: Mosquitto 2.0 kept sending past max_inflight_messages 1000 once a
 // client's queue had filled and began to drain (31,585 unacknowledged at once in a
 // test). A handler that waited for the workers therefore left one parked goroutine

@@ -206,7 +206,10 @@ func New(o Options) (*Client, error) {
 	po.SetClientID(names.clientID)
 	po.SetCleanSession(false)
 	po.SetAutoAckDisabled(true)
-	po.SetOrderMatters(false)
+	// Handlers run on paho's message loop, one after another: they only queue the
+	// message (Events.Submit never blocks) or signal the output, so a goroutine
+	// per message (SetOrderMatters(false)) would cost more than it spares.
+	po.SetOrderMatters(true)
 	po.SetResumeSubs(false) // onConnect subscribes every filter itself
 	po.SetAutoReconnect(true)
 	po.SetConnectRetry(true)

@@ -8,9 +8,10 @@
 // wss, unix) and returns a Conn whose reads come from a 64 KiB buffer and whose
 // writes are handed to a flusher goroutine: it writes at once what is waiting when
 // it wakes, and whatever is written while one write is on its way goes out
-// together in the next. Nothing waits for more data to come, so an idle connection
-// sends a PUBACK as soon as the flusher runs, and a busy one sends hundreds per
-// system call.
+// together in the next; while busy (a send moments ago) the flusher first yields
+// to the writers a few times, as long as they keep adding. Nothing waits on a
+// timer, so an idle connection sends a PUBACK as soon as the flusher runs, and a
+// busy one sends hundreds per system call.
 package mqttconn
 
 import (
@@ -21,6 +22,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +40,10 @@ const (
 	// closeFlush bounds how long Close tries to send what is still pending (a
 	// DISCONNECT, the last PUBACKs) before it closes the socket.
 	closeFlush = time.Second
+	// A send within busyWithin of the previous one first yields to the writers up
+	// to busyYields times while they keep adding (a few microseconds each).
+	busyWithin = 2 * time.Millisecond
+	busyYields = 3
 )
 
 // Open dials uri as paho would and wraps the connection (see Conn). It is a
@@ -169,12 +175,30 @@ func (c *Conn) Stats() (writes, sends int64) { return c.writes.Load(), c.sends.L
 
 func (c *Conn) flusher() {
 	defer close(c.stopped)
+	var lastSend time.Time
 	for {
 		stopping := false
 		select {
 		case <-c.wake:
 		case <-c.stop:
 			stopping = true
+		}
+		// Busy (the last send was moments ago): let the writers run a little
+		// before taking what is pending, so that a burst of PUBACKs or publishes
+		// leaves in few sends. Idle, a write goes out at once.
+		if !stopping && time.Since(lastSend) < busyWithin {
+			for i := 0; i < busyYields; i++ {
+				c.mu.Lock()
+				n := len(c.pending)
+				c.mu.Unlock()
+				runtime.Gosched()
+				c.mu.Lock()
+				grew := len(c.pending) > n
+				c.mu.Unlock()
+				if !grew {
+					break
+				}
+			}
 		}
 		c.mu.Lock()
 		out := c.pending
@@ -191,6 +215,7 @@ func (c *Conn) flusher() {
 			_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 		}
 		_, err := c.Conn.Write(out)
+		lastSend = time.Now()
 		c.sends.Add(1)
 		c.mu.Lock()
 		if cap(out) <= 4*maxPending {
