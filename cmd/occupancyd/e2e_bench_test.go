@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,7 +233,9 @@ func benchStartToReady(b *testing.B, file bool) {
 		cfg.topology = "topology: {file: campus.json}\n"
 	}
 	writeConfig(b, path, cfg)
+	var cpu time.Duration // of the whole process: load-independent beside the wall time
 	start := func(b *testing.B) {
+		cpu0 := processCPU(b)
 		b.StartTimer()
 		m, err := newMainFromFile(path, io.Discard)
 		if err != nil {
@@ -243,12 +246,15 @@ func benchStartToReady(b *testing.B, file bool) {
 		}
 		waitReady(b, m.HTTPAddr(), time.Minute)
 		b.StopTimer()
+		cpu += processCPU(b) - cpu0
 		if err := m.Close(); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.Run("fresh", func(b *testing.B) {
 		b.StopTimer()
+		cpu = 0
+		defer func() { b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op") }()
 		for i := 0; i < b.N; i++ {
 			if err := os.RemoveAll(filepath.Join(dir, "data")); err != nil {
 				b.Fatal(err)
@@ -258,8 +264,19 @@ func benchStartToReady(b *testing.B, file bool) {
 	})
 	b.Run("restart", func(b *testing.B) {
 		b.StopTimer()
+		cpu = 0
+		defer func() { b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op") }()
 		for i := 0; i < b.N; i++ {
 			start(b)
 		}
 	})
+}
+
+// processCPU is the CPU time (user and system) the test process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
