@@ -732,3 +732,40 @@ func TestAccessors(t *testing.T) {
 		}
 	})
 }
+
+// FuzzTopologyFile holds the topology file's element-by-element decoding to
+// encoding/json's own strict decoding of the whole file: what it accepts without a
+// problem, encoding/json accepts too, with the same topology; and every problem has
+// a message and a line within the file.
+func FuzzTopologyFile(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*/*.json")
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"spaces": [{"id": "a", "name": "A"}], "spaces": null, "dpus": [{"id": "d", "quiet_after": "1h"}, 7]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tf := decodeTopology(data, "t.json")
+		lines := bytes.Count(data, []byte("\n")) + 1
+		for _, p := range tf.problems {
+			if p.Message == "" || p.File != "t.json" || p.Line < 1 || p.Line > lines {
+				t.Fatalf("problem %+v: want a message, the file and a line in 1..%d", p, lines)
+			}
+		}
+		if len(tf.problems) > 0 {
+			return
+		}
+		var want occupancy.TopologyConfig
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&want); err != nil {
+			t.Fatalf("accepted without a problem, but encoding/json says %v", err)
+		}
+		if !tf.topology.Equal(want) { // nil and empty lists alike
+			t.Fatalf("got %+v\nwant %+v (encoding/json)", tf.topology, want)
+		}
+	})
+}

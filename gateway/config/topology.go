@@ -61,9 +61,14 @@ func readTopologyFile(path, name string) (*topologyFile, error) {
 	if _, err := io.ReadFull(f, data); err != nil {
 		return nil, err
 	}
+	return decodeTopology(data, name), nil
+}
+
+// decodeTopology decodes the topology file data, named name in problems.
+func decodeTopology(data []byte, name string) *topologyFile {
 	tf := &topologyFile{name: name, data: data, starts: map[string][]int64{}}
 	tf.decode()
-	return tf, nil
+	return tf
 }
 
 func (tf *topologyFile) problem(path string, off int64, format string, args ...any) {
@@ -128,6 +133,7 @@ func (tf *topologyFile) decode() {
 func decodeList[T any](tf *topologyFile, dec *json.Decoder, key string, out *[]T) bool {
 	off := dec.InputOffset()
 	tok, err := dec.Token()
+	*out, tf.starts[key] = nil, nil // a key given twice: the last counts, as in encoding/json
 	switch {
 	case err != nil:
 		return tf.fail(dec, err)
@@ -149,7 +155,10 @@ func decodeList[T any](tf *topologyFile, dec *json.Decoder, key string, out *[]T
 			return tf.fail(dec, err)
 		} else if err != nil {
 			raw := bytes.TrimLeft(tf.data[off:dec.InputOffset()], separators)
-			tf.elementProblems(key+"["+strconv.Itoa(i)+"]", reflect.TypeFor[T](), off, raw)
+			path, n := key+"["+strconv.Itoa(i)+"]", len(tf.problems)
+			if tf.elementProblems(path, reflect.TypeFor[T](), off, raw); len(tf.problems) == n {
+				tf.problem(path, off, "%s", strings.TrimPrefix(err.Error(), "json: ")) // e.g. a key given twice
+			}
 		}
 	}
 	if _, err := dec.Token(); err != nil { // ']'
