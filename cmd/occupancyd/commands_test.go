@@ -63,6 +63,10 @@ func TestDispatch(t *testing.T) {
 		{"install with a missing config", []string{"install", "--config", "testdata/none.yaml"}, 1, "no such file or directory"},
 		{"install with a bad config", []string{"install", "--config", "../../gateway/config/testdata/bad/unknown_key.yaml"}, 1, `mqtt.brokr: unknown key`},
 		{"status with an argument", []string{"status", "now"}, 2, `occupancyd: status: unexpected argument "now"`},
+		// DESIGN 5 Access: off loopback, no token and closed reads, run and check refuse
+		{"run with open HTTP", []string{"run", "--config", "../../gateway/config/testdata/bad/http_public.yaml"}, 1,
+			`http.listen: "0.0.0.0:8080" is not a loopback address and no token is set: set http.token or http.token_file`},
+		{"check with open HTTP", []string{"check", "--config", "../../gateway/config/testdata/bad/http_public.yaml"}, 1, "1 problem"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runDispatch(tc.args...)
