@@ -58,7 +58,6 @@ type Options struct {
 	SettleAfter   int64 // ms
 	LateEvents    LatePolicy
 	ClampNegative bool
-	MaxParked     int
 }
 
 // ApplyResult counts what Apply did with a batch: Applied events entered the pending

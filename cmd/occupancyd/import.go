@@ -211,6 +211,7 @@ func runImportAll(ctx context.Context, opts importOptions, srcs []importSource) 
 	tr, err := tracker.Open(tracker.Options{
 		Store:         store,
 		Engine:        cfg.EngineOptions(),
+		MaxParked:     cfg.Storage.MaxParked,
 		Topology:      &topo,
 		KeepStored:    true,
 		MaxFutureSkew: cfg.Engine.MaxFutureSkew,

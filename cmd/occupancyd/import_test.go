@@ -151,7 +151,6 @@ func impCheckAt(t *testing.T, cfg config.Config, evs []impEvent) {
 		SettleAfter:   cfg.Engine.SettleAfter.Milliseconds(),
 		LateEvents:    occupancy.LatePolicy(cfg.Engine.LateEvents),
 		ClampNegative: cfg.Engine.ClampNegative,
-		MaxParked:     cfg.Storage.MaxParked,
 	}, store, now)
 	if err != nil {
 		t.Fatalf("occupancy.Open: %v", err)

@@ -152,6 +152,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.tracker, err = tracker.Open(tracker.Options{
 		Store:         store,
 		Engine:        cfg.EngineOptions(),
+		MaxParked:     cfg.Storage.MaxParked,
 		Topology:      &topo,
 		TopologyValid: m.checkedTopology(cfg.Topology),
 		MaxFutureSkew: cfg.Engine.MaxFutureSkew,

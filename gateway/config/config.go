@@ -196,13 +196,12 @@ func (c *Config) ApplyDefaults() {
 	}
 }
 
-// EngineOptions are the engine's options from the engine and storage sections.
+// EngineOptions are the engine's options from the engine section.
 func (c Config) EngineOptions() occupancy.Options {
 	return occupancy.Options{
 		SettleAfter:   c.Engine.SettleAfter.Milliseconds(),
 		LateEvents:    occupancy.LatePolicy(c.Engine.LateEvents),
 		ClampNegative: c.Engine.ClampNegative,
-		MaxParked:     c.Storage.MaxParked,
 	}
 }
 

@@ -726,7 +726,7 @@ func TestAccessors(t *testing.T) {
 	})
 	t.Run("EngineOptions", func(t *testing.T) {
 		got := designDefaults().EngineOptions()
-		want := occupancy.Options{SettleAfter: 300000, LateEvents: occupancy.LatePolicy("apply"), ClampNegative: true, MaxParked: 1000000}
+		want := occupancy.Options{SettleAfter: 300000, LateEvents: occupancy.LatePolicy("apply"), ClampNegative: true}
 		if got != want {
 			t.Errorf("got %+v, want %+v", got, want)
 		}

@@ -65,7 +65,7 @@ func campusStack(t *testing.T, o Options) (*stack, string) {
 		t.Fatal(err)
 	}
 	q := &stack{stats: tracker.NewDPUStats(), clock: now}
-	q.open(t, st, occupancy.Options{SettleAfter: 300_000, LateEvents: occupancy.LateApply, ClampNegative: true, MaxParked: 100})
+	q.open(t, st, occupancy.Options{SettleAfter: 300_000, LateEvents: occupancy.LateApply, ClampNegative: true})
 	// People walk in through every entrance, some further.
 	var evs []occupancy.Event
 	for i, d := range []string{"d-site-1-entrance", "d-site-1-entrance", "d-site-1-f1-r2-w", "d-site-2-entrance", "d-site-2-f2-stairs"} {

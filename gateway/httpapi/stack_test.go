@@ -549,7 +549,7 @@ func runStack(t *testing.T, seed uint64) {
 		}
 		return st
 	}
-	opts := occupancy.Options{SettleAfter: settle, LateEvents: occupancy.LateApply, ClampNegative: true, MaxParked: 1000}
+	opts := occupancy.Options{SettleAfter: settle, LateEvents: occupancy.LateApply, ClampNegative: true}
 	st := openStore()
 	version := t0 - 60*60_000
 	if err := st.PutVersion(occupancy.Version{At: version, Topology: stackTopology}); err != nil {

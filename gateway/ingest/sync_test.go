@@ -31,7 +31,7 @@ func realPipeline(t *testing.T, now time.Time) (*Pipeline, *Recorder, *buffer.St
 		DPUs:     []occupancy.DPUConfig{{ID: "d1", Doorway: "door", PlusSpace: "room"}},
 	}
 	tr, err := tracker.Open(tracker.Options{Store: st, Topology: &topo, Now: clock, Logger: zerolog.Nop(),
-		Engine: occupancy.Options{SettleAfter: 60_000, ClampNegative: true, MaxParked: 100}})
+		Engine: occupancy.Options{SettleAfter: 60_000, ClampNegative: true}, MaxParked: 100})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,6 +58,11 @@ type Store interface {
 type Options struct {
 	Store  Store
 	Engine occupancy.Options
+	// MaxParked is storage.max_parked: an event of a DPU no topology version maps is
+	// rejected (unknown_dpu) once this many are parked, counting those on their way
+	// to the store; 0: left to the store, which enforces its own bound
+	// (buffer.Options.MaxParked) in the same write.
+	MaxParked int
 	// Topology is the configured topology. Open stores it as a new version in force
 	// from now unless it equals the latest stored version; with KeepStored (import)
 	// only into a store that has no version yet. Nil: the stored versions only.
@@ -135,7 +140,7 @@ func Open(opts Options) (*Tracker, error) {
 		stats:     opts.Stats,
 		skew:      opts.MaxFutureSkew.Milliseconds(),
 		ticks:     opts.Ticks,
-		maxParked: opts.Engine.MaxParked,
+		maxParked: opts.MaxParked,
 		tickReset: make(chan time.Duration, 1),
 	}
 	t.tick.Store(int64(opts.Tick))

@@ -60,7 +60,8 @@ func (e *env) options(store Store) Options {
 	topo := testTopology
 	return Options{
 		Store:         store,
-		Engine:        occupancy.Options{SettleAfter: settle, LateEvents: occupancy.LateApply, ClampNegative: true, MaxParked: 1000},
+		Engine:        occupancy.Options{SettleAfter: settle, LateEvents: occupancy.LateApply, ClampNegative: true},
+		MaxParked:     1000,
 		Topology:      &topo,
 		MaxFutureSkew: time.Minute,
 		Logger:        zerolog.Nop(),
@@ -356,7 +357,7 @@ func TestIngestLateAndParked(t *testing.T) {
 	})
 	t.Run("parked until max_parked", func(t *testing.T) {
 		e := newEnv(t)
-		tr := e.open(func(o *Options) { o.Engine.MaxParked = 2 })
+		tr := e.open(func(o *Options) { o.MaxParked = 2 })
 		var evs []occupancy.Event
 		for i := range 3 {
 			evs = append(evs, occupancy.Event{DPU: "d9", ID: fmt.Sprint(i), TS: t0 + int64(i), Direction: 1})
