@@ -246,15 +246,15 @@ type treeCache struct {
 }
 
 func (c *treeCache) get(tc occupancy.TopologyConfig) *spaceTree {
-	if t := c.cur.Load(); t != nil && sameSpaces(t.spaces, tc.Spaces) {
+	if t := c.cur.Load(); t != nil && sameTopology(t.topo, tc) {
 		return t
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if t := c.cur.Load(); t != nil && sameSpaces(t.spaces, tc.Spaces) {
+	if t := c.cur.Load(); t != nil && sameTopology(t.topo, tc) {
 		return t
 	}
-	t := newSpaceTree(tc.Spaces)
+	t := newSpaceTree(tc)
 	c.cur.Store(t)
 	return t
 }
@@ -404,49 +404,45 @@ func (s *Server) dpus(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	tc := s.q.Topology()
-	tr := s.trees.get(tc)
-	space := q.Get("space")
-	var within func(string) bool
-	if space != "" {
+	tr := s.trees.get(s.q.Topology())
+	var rows []tracker.DPUStat
+	if space := q.Get("space"); space != "" {
+		// The DPUs whose crossings change the space: one side inside it (or nested in
+		// it), the other not. Only their statistics are read.
 		root, ok := tr.idx[space]
 		if !ok {
 			WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown space %q", space))
 			return
 		}
-		within = func(id string) bool {
+		in := tr.subtree(root)
+		within := func(id string) bool {
 			i, ok := tr.idx[id]
-			return ok && (i == root || slices.Contains(tr.path(i), root))
+			return ok && in[i]
 		}
-	}
-	cfg := make(map[string]occupancy.DPUConfig, len(tc.DPUs))
-	for _, d := range tc.DPUs {
-		cfg[d.ID] = d
-	}
-	doorways := make(map[string]string, len(tc.Doorways))
-	for _, d := range tc.Doorways {
-		doorways[d.ID] = d.Name
+		var ids []string
+		for _, d := range tr.topo.DPUs {
+			if within(d.PlusSpace) != within(d.MinusSpace) {
+				ids = append(ids, d.ID)
+			}
+		}
+		slices.Sort(ids)
+		rows = s.q.DPUsOf(slices.Compact(ids))
+	} else {
+		rows = s.q.DPUs()
 	}
 	docs := []dpuDoc{}
-	total := 0
-	for _, st := range s.q.DPUs() {
-		c, known := cfg[st.DPU]
-		// ?space: the DPUs whose crossings change the space: one side inside it
-		// (or nested in it), the other not.
-		if within != nil && (!known || within(c.PlusSpace) == within(c.MinusSpace)) {
-			continue
-		}
-		total++
+	for _, st := range rows {
 		if limit > 0 && len(docs) >= limit {
-			continue
+			break
 		}
 		d := dpuDoc{DPUStat: st}
-		if known {
+		if c, known := tr.dpus[st.DPU]; known {
 			plus, minus := c.PlusSpace, c.MinusSpace
-			d.Doorway, d.DoorwayName, d.PlusSpace, d.MinusSpace = c.Doorway, doorways[c.Doorway], &plus, &minus
+			d.Doorway, d.DoorwayName, d.PlusSpace, d.MinusSpace = c.Doorway, tr.doorways[c.Doorway], &plus, &minus
 		}
 		docs = append(docs, d)
 	}
+	total := len(rows)
 	w.Header().Set("X-Total-Count", strconv.Itoa(total))
 	WriteJSON(w, http.StatusOK, docs)
 }

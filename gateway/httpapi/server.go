@@ -41,8 +41,9 @@ type Querier interface {
 	Location(id string) *time.Location // the space's time zone (inherited, UTC at the top)
 	Reset(r occupancy.Reset) error     // stores then applies; tracker.ErrBadReset-wrapped -> 400
 	DPUs() []tracker.DPUStat
-	Topology() occupancy.TopologyConfig // the version in force (the tree, the DPUs' places)
-	Horizon() int64                     // settled_until of GET /v1/status
+	DPUsOf(ids []string) []tracker.DPUStat // those DPUs, in that order
+	Topology() occupancy.TopologyConfig    // the version in force (the tree, the DPUs' places)
+	Horizon() int64                        // settled_until of GET /v1/status
 }
 
 // MaxBuckets bounds the buckets one counts query may ask for.

@@ -69,6 +69,20 @@ func (f *fakeQuerier) Space(id string) (occupancy.Occupancy, bool) {
 	return occupancy.Occupancy{}, false
 }
 
+func (f *fakeQuerier) DPUsOf(ids []string) []tracker.DPUStat {
+	var out []tracker.DPUStat
+	for _, id := range ids {
+		st := tracker.DPUStat{DPU: id}
+		for _, d := range f.DPUs() {
+			if d.DPU == id {
+				st = d
+			}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
 func (f *fakeQuerier) Horizon() int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()

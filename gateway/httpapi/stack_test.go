@@ -289,6 +289,9 @@ func (q *stack) Topology() occupancy.TopologyConfig {
 	return q.get().Topology()
 }
 func (q *stack) Horizon() int64 { return q.get().Horizon() }
+func (q *stack) DPUsOf(ids []string) []tracker.DPUStat {
+	return q.get().DPUsOf(ids)
+}
 
 // open opens the tracker over st at the current clock.
 func (q *stack) open(t *testing.T, st *buffer.Store, opts occupancy.Options) {

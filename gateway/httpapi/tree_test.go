@@ -35,7 +35,7 @@ func TestSpaceTreeMatchesModel(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	for round := range 30 {
 		spaces := randomTopology(r, 1+r.IntN(300))
-		tr := newSpaceTree(spaces)
+		tr := newSpaceTree(occupancy.TopologyConfig{Spaces: spaces})
 		ids := func(is []int32) []string {
 			out := make([]string, len(is))
 			for k, i := range is {
@@ -115,10 +115,10 @@ func BenchmarkSpaceTree68k(b *testing.B) {
 	spaces := randomTopology(r, 68000)
 	b.Run("build", func(b *testing.B) {
 		for b.Loop() {
-			newSpaceTree(spaces)
+			newSpaceTree(occupancy.TopologyConfig{Spaces: spaces})
 		}
 	})
-	tr := newSpaceTree(spaces)
+	tr := newSpaceTree(occupancy.TopologyConfig{Spaces: spaces})
 	b.Run("search", func(b *testing.B) {
 		for b.Loop() {
 			tr.search("room 4", 50)

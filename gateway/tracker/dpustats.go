@@ -154,10 +154,7 @@ func (s *DPUStats) Snapshot(known []string) []DPUStat {
 	s.mu.Lock()
 	rows := make([]raw, 0, len(s.dpus)+len(known))
 	for id, d := range s.dpus {
-		st := DPUStat{DPU: id, ClockSkewMS: d.skew, Accepted: d.accepted, Duplicates: d.dups,
-			Rejected: d.rejected, Parked: d.parked, Restarts: d.restarts,
-			Gaps: d.closed + d.cur.gaps() + d.prv.gaps()}
-		rows = append(rows, raw{st, d.lastTS, d.lastTS != noTS})
+		rows = append(rows, raw{d.counters(id), d.lastTS, d.lastTS != noTS})
 	}
 	for _, id := range known {
 		if _, seen := s.dpus[id]; !seen {
@@ -178,6 +175,36 @@ func (s *DPUStats) Snapshot(known []string) []DPUStat {
 		out = append(out, r.st)
 	}
 	return out
+}
+
+// Of returns the rows of the DPUs ids, in that order (never seen ones with zero
+// counters): a space's few DPUs without a snapshot of all of them.
+func (s *DPUStats) Of(ids []string) []DPUStat {
+	out := make([]DPUStat, len(ids))
+	lastTS := make([]int64, len(ids))
+	s.mu.Lock()
+	for i, id := range ids {
+		lastTS[i] = noTS
+		if d := s.dpus[id]; d != nil {
+			out[i], lastTS[i] = d.counters(id), d.lastTS
+		} else {
+			out[i] = DPUStat{DPU: id}
+		}
+	}
+	s.mu.Unlock()
+	for i, ts := range lastTS {
+		if ts != noTS {
+			out[i].LastEvent = payload.FormatMS(ts)
+		}
+	}
+	return out
+}
+
+// counters is the DPU's row but for LastEvent (formatted outside the lock).
+func (d *dpuState) counters(id string) DPUStat {
+	return DPUStat{DPU: id, ClockSkewMS: d.skew, Accepted: d.accepted, Duplicates: d.dups,
+		Rejected: d.rejected, Parked: d.parked, Restarts: d.restarts,
+		Gaps: d.closed + d.cur.gaps() + d.prv.gaps()}
 }
 
 // parseSeq reads an integer sequence id: 1 to 18 decimal digits.

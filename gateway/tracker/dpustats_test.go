@@ -100,6 +100,25 @@ func TestDPUStatsCountersAndSnapshot(t *testing.T) {
 		t.Errorf("snapshot:\n got %+v\nwant %+v", got, want)
 	}
 
+	t.Run("of", func(t *testing.T) {
+		// The rows of some DPUs, in the order asked, equal their snapshot rows.
+		byID := map[string]DPUStat{}
+		for _, r := range got {
+			byID[r.DPU] = r
+		}
+		ids := []string{"z", "never-seen", "b", "unknown-only"}
+		of := s.Of(ids)
+		for i, id := range ids {
+			want, ok := byID[id]
+			if !ok {
+				want = DPUStat{DPU: id}
+			}
+			if of[i] != want {
+				t.Errorf("Of: row %d = %+v, want %+v", i, of[i], want)
+			}
+		}
+	})
+
 	t.Run("empty", func(t *testing.T) {
 		got := NewDPUStats().Snapshot(nil)
 		if got == nil || len(got) != 0 {

@@ -77,3 +77,7 @@ func (t *Tracker) DPUs() []DPUStat {
 	}
 	return t.stats.Snapshot(known)
 }
+
+// DPUsOf returns the statistics of the DPUs ids, in that order (GET /v1/dpus?space=:
+// a space's DPUs without a snapshot of all 100,000).
+func (t *Tracker) DPUsOf(ids []string) []DPUStat { return t.stats.Of(ids) }
