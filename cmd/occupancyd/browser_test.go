@@ -151,3 +151,11 @@ func evalJS[T any](b *browser, within time.Duration, expr string) (T, error) {
 	defer cancel()
 	return chromedp.Run(ctx, chromedp.Evaluate[T](expr))
 }
+
+// waitJS waits until a JavaScript expression is true in the page.
+func waitJS(b *browser, within time.Duration, expr string) error {
+	ctx, cancel := context.WithTimeout(b.ctx, within)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(0)))
+	return err
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"image/png"
@@ -223,10 +224,7 @@ func TestE2EStatusPage(t *testing.T) {
 		publishAll(t, c, []e2eMessage{{topic: "dpu/dpu-main/events",
 			payload: fmt.Appendf(nil, `{"id": 90001, "ts": %d, "direction": 1}`, time.Now().UnixMilli())}})
 		expr := fmt.Sprintf(`document.querySelector('#tree li[data-space="lobby"] > .row .count b').textContent.replace(/[^0-9]/g, '') === '%d'`, before+1)
-		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
-		_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(0)))
-		cancel()
-		if err != nil {
+		if err := waitJS(b, 2*time.Second, expr); err != nil {
 			t.Fatalf("the lobby did not show %d within 2 s of the publish (%v): %v", before+1, pageCounts(t, b)["lobby"], err)
 		}
 		t.Logf("publish to the number on the page: %v", time.Since(start).Round(time.Millisecond))
@@ -254,12 +252,8 @@ func TestE2EStatusPage(t *testing.T) {
 		// A message that is no event: the latest rejections show it with its reason,
 		// and the sensor list the event of before, without a reload.
 		publishAll(t, c, []e2eMessage{{topic: "dpu/dpu-main/events", payload: []byte(`{"ts": "now", "direction": 1}`)}})
-		ctx, cancel = context.WithTimeout(b.ctx, 15*time.Second)
-		_, err = chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('rejections').textContent.includes('bad_ts') &&
-			!document.querySelector('#dpus tr:nth-child(3) .c-last').textContent.includes('never')`,
-			chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(0)))
-		cancel()
-		if err != nil {
+		if err := waitJS(b, 15*time.Second, `document.getElementById('rejections').textContent.includes('bad_ts') &&
+			!document.querySelector('#dpus tr:nth-child(3) .c-last').textContent.includes('never')`); err != nil {
 			rej, _ := evalJS[string](b, 5*time.Second, `document.getElementById('rejections').textContent + ' | ' + document.getElementById('dpus').textContent`)
 			t.Errorf("the rejection and dpu-main's event do not show within 15 s: %v (%q)", err, rej)
 		}
@@ -407,4 +401,108 @@ func httpStatus(t *testing.T, url string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestE2EStatusPageCampus: at a campus the page stays light: the tree shows its top
+// level only and a level on request, a search finds a room deep in it and opens the
+// tree down to it, the room's count changes live (the stream follows the spaces on
+// screen), and the sensor list waits to be asked for.
+func TestE2EStatusPageCampus(t *testing.T) {
+	const sites, floors, rooms = 40, 10, 10 // 4,440 spaces, 440 DPUs
+	var tc struct {
+		Spaces   []map[string]any `json:"spaces"`
+		Doorways []map[string]any `json:"doorways"`
+		DPUs     []map[string]any `json:"dpus"`
+	}
+	for s := 1; s <= sites; s++ {
+		site := fmt.Sprintf("s%02d", s)
+		tc.Spaces = append(tc.Spaces, map[string]any{"id": site, "name": fmt.Sprintf("Site %d", s)})
+		for f := 1; f <= floors; f++ {
+			floor := fmt.Sprintf("%s-f%02d", site, f)
+			tc.Spaces = append(tc.Spaces, map[string]any{"id": floor, "name": fmt.Sprintf("Site %d floor %d", s, f), "parent": site})
+			for r := 1; r <= rooms; r++ {
+				room := fmt.Sprintf("%s-r%02d", floor, r)
+				tc.Spaces = append(tc.Spaces, map[string]any{"id": room, "name": fmt.Sprintf("Site %d room %d.%02d", s, f, r), "parent": floor, "capacity": 20})
+				if r == 1 {
+					door := room + "-in"
+					tc.Doorways = append(tc.Doorways, map[string]any{"id": door, "name": "Into " + room})
+					tc.DPUs = append(tc.DPUs, map[string]any{"id": "d-" + door, "doorway": door, "plus_space": room, "minus_space": ""})
+				}
+			}
+		}
+		door := site + "-gate"
+		tc.Doorways = append(tc.Doorways, map[string]any{"id": door, "name": "Gate of " + site})
+		tc.DPUs = append(tc.DPUs, map[string]any{"id": "d-" + door, "doorway": door, "plus_space": site + "-f07-r07", "minus_space": ""})
+	}
+	dir := t.TempDir()
+	b, _ := json.Marshal(tc)
+	if err := os.WriteFile(filepath.Join(dir, "campus.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDemo(t, false, func(y string) string {
+		return y[:strings.Index(y, "\ntopology:")] + "\ntopology: {file: " + filepath.Join(dir, "campus.json") + "}\n"
+	})
+	waitReady(t, d.httpAddr, 20*time.Second)
+
+	br := newBrowserEnv(t, 1280, 900, d.zone, false)
+	if err := br.run(30*time.Second, chromedp.Navigate("http://"+d.httpAddr+"/"), chromedp.WaitVisible(`#tree li[data-space="s40"]`)); err != nil {
+		t.Fatalf("load the page: %v (console: %v)", err, br.consoleProblems())
+	}
+	rows := func() int {
+		n, err := evalJS[int](br, 5*time.Second, `document.querySelectorAll('#tree li[data-space]').length`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := rows(); n != sites {
+		t.Errorf("the tree shows %d rows at first, want the %d sites alone", n, sites)
+	}
+	if err := br.run(10*time.Second, chromedp.Click(`#tree li[data-space="s02"] > .row .twisty`), chromedp.WaitVisible(`#tree li[data-space="s02-f10"]`)); err != nil {
+		t.Fatalf("expand a site: %v", err)
+	}
+	if n := rows(); n != sites+floors {
+		t.Errorf("after expanding a site the tree shows %d rows, want %d", n, sites+floors)
+	}
+
+	// Search a room deep in site 13 and open it.
+	if err := br.run(10*time.Second, chromedp.SendKeys(`#search`, "room 7.07")); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitJS(br, 10*time.Second, `document.querySelectorAll('#results .result').length === 40`); err != nil {
+		t.Fatalf("search: %v", err)
+	}
+	if err := br.run(20*time.Second, chromedp.Click(`#results .result:nth-child(13)`),
+		chromedp.WaitVisible(`#tree li[data-space="s13-f07-r07"] > .row.selected`),
+		chromedp.WaitVisible(`#chart polyline`)); err != nil {
+		t.Fatalf("search and open a room: %v (console: %v)", err, br.consoleProblems())
+	}
+	name, _ := evalJS[string](br, 5*time.Second, `document.getElementById('d-name').textContent + ' | ' + document.getElementById('crumbs').textContent`)
+	if name != "Site 13 room 7.07 | Site 13›Site 13 floor 7" {
+		t.Errorf("detail %q, want Site 13 room 7.07 under Site 13 › Site 13 floor 7", name)
+	}
+	if n := rows(); n != sites+floors+floors+rooms {
+		t.Errorf("after the search the tree shows %d rows, want the sites, two sites' floors and a floor's rooms (%d)", n, sites+floors+floors+rooms)
+	}
+	results, _ := evalJS[bool](br, 5*time.Second, `document.getElementById('results').hidden`)
+	if !results {
+		t.Error("the search results stay open after a result was picked")
+	}
+
+	// Someone walks through the gate into that room: its row and the detail follow.
+	c := mqttClient(t, d.brokerURL, "campus-test")
+	publishAll(t, c, []e2eMessage{{topic: "dpu/d-s13-gate/events", payload: fmt.Appendf(nil, `{"ts": %d, "direction": 1}`, time.Now().UnixMilli())}})
+	if err := waitJS(br, 5*time.Second, `document.querySelector('#tree li[data-space="s13-f07-r07"] > .row .count b').textContent === '1' &&
+		document.getElementById('d-occ').textContent === '1'`); err != nil {
+		t.Errorf("the room's count did not follow the crossing within 5 s: %v", err)
+	}
+
+	// 440 sensors: listed when asked for; the room's own in its detail.
+	sensors, _ := evalJS[string](br, 5*time.Second, `document.getElementById('dpus').textContent + ' | ' + document.getElementById('d-dpus').textContent`)
+	if !strings.Contains(sensors, "Too many to list here") || !strings.Contains(sensors, "d-s13-gate") {
+		t.Errorf("sensors %q, want the campus list held back and the room's gate sensor in its detail", sensors)
+	}
+	if p := br.consoleProblems(); len(p) > 0 {
+		t.Errorf("console errors on the page: %q", p)
+	}
 }

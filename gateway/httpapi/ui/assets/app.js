@@ -395,7 +395,7 @@
       return;
     }
     const { body } = await api('/v1/tree?' + new URLSearchParams({ q, limit: 50 }));
-    if (seq !== searchSeq) return; // a newer search is on its way
+    if (seq !== searchSeq || $('search').value.trim() !== q) return; // a newer search, or none
     $('tree').hidden = true;
     res.hidden = false;
     if (!body.spaces.length) {
@@ -407,6 +407,9 @@
       return h('button', {
         class: 'result', type: 'button',
         onclick: () => {
+          // A search still on its way must not open the results again.
+          clearTimeout(searchTimer);
+          searchSeq++;
           $('search').value = '';
           res.hidden = true;
           $('tree').hidden = false;
@@ -519,7 +522,7 @@
     $('d-out').textContent = fmtInt(outs);
     const max = $('d-max');
     const t0 = body.length ? Date.parse(body[0].start) : 0;
-    max.replaceChildren(fmtInt(peak), peakAt ? h('span', { class: 'small', text: 'at ' + dayHM(peakAt, t0) }) : null);
+    max.replaceChildren(fmtInt(peak), peak > 0 ? h('span', { class: 'small', text: 'at ' + dayHM(peakAt, t0) }) : null);
     if (body.length) {
       const day = new Date(t0 + 12 * 3600 * 1000); // midday of the space's day
       $('d-day').textContent = day.toLocaleDateString(undefined, { weekday: 'long', day: 'numeric', month: 'long' }) + ', 5-minute steps';
@@ -684,25 +687,35 @@
 
   const byQuiet = (a, b) => (b.quiet ? 1 : 0) - (a.quiet ? 1 : 0) || (a.dpu < b.dpu ? -1 : a.dpu > b.dpu ? 1 : 0);
 
+  // The sensor list: every sensor of a building up to SENSORS_ALL_UNDER of them; past
+  // that, a campus's 100,000 are listed only on request (the first 200 by id), and a
+  // space's own sensors show with the space.
   let sensorRows = [];
+  let sensorsAsked = false;
   async function loadDPUs() {
     const st = state.status;
     const all = !st || st.dpus <= SENSORS_ALL_UNDER;
-    const q = new URLSearchParams(all ? { limit: SENSORS_ALL_UNDER } : { quiet: 'true', limit: 200 });
-    const { body, headers } = await api('/v1/dpus?' + q);
+    const hint = $('dpus-hint');
+    if (!all && !sensorsAsked) {
+      hint.textContent = fmtInt(st.dpus) + ' in all' + (st.quiet_dpus ? ' · ' + fmtInt(st.quiet_dpus) + ' quiet' : '');
+      $('dpu-filter').hidden = true;
+      $('dpus').replaceChildren(h('p', { class: 'none' }, 'Too many to list here: open a space to see the sensors on its doorways, or ',
+        h('button', { class: 'link', type: 'button', text: 'list the first 200', onclick: () => { sensorsAsked = true; quietly(loadDPUs); } }), '.'));
+      return;
+    }
+    const { body, headers } = await api('/v1/dpus?' + new URLSearchParams({ limit: all ? SENSORS_ALL_UNDER : 200 }));
     body.sort(byQuiet);
     sensorRows = body;
+    $('dpu-filter').hidden = false;
     const total = Number(headers.get('X-Total-Count') || body.length);
-    const hint = $('dpus-hint');
-    if (all) hint.textContent = fmtInt(body.length) + (body.some((d) => d.quiet) ? ' · quiet ones first' : '');
-    else hint.textContent = fmtInt(st.dpus) + ' in all · ' + (total ? 'the ' + fmtInt(total) + ' quiet ones' + (total > body.length ? ' (first ' + body.length + ')' : '') : 'none quiet') + ' · open a space for its sensors';
+    const quiet = body.filter((d) => d.quiet).length;
+    hint.textContent = (all ? fmtInt(total) : 'the first ' + fmtInt(body.length) + ' of ' + fmtInt(total) + ' by id') + (quiet ? ' · ' + fmtInt(quiet) + ' quiet, listed first' : '');
     paintDPUs();
   }
   function paintDPUs() {
     const f = $('dpu-filter').value.trim().toLowerCase();
     const rows = f ? sensorRows.filter((d) => d.dpu.toLowerCase().includes(f) || (d.doorway || '').toLowerCase().includes(f)) : sensorRows;
-    const all = !state.status || state.status.dpus <= SENSORS_ALL_UNDER;
-    $('dpus').replaceChildren(dpuTable(rows, { where: true, empty: f ? 'No sensor matches.' : all ? 'No sensors configured.' : 'No sensor is quiet.' }));
+    $('dpus').replaceChildren(dpuTable(rows, { where: true, empty: f ? 'No sensor matches.' : 'No sensors configured.' }));
   }
   $('dpu-filter').addEventListener('input', paintDPUs);
 
