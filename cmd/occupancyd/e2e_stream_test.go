@@ -142,11 +142,15 @@ func TestE2EStream(t *testing.T) {
 	})
 
 	pub := mqttClient(t, d.brokerURL, "stream-test")
-	seq := 0
+	// Every crossing a millisecond after the one before at least: the engine orders
+	// crossings of one instant by DPU and id, the model by sending, and with a space at
+	// 0 (clamping) the order matters.
+	seq, last := 0, int64(0)
 	send := func(dpu string, dir int) map[string]int64 {
 		seq++
+		last = max(time.Now().UnixMilli(), last+1)
 		publishAll(t, pub, []e2eMessage{{topic: "dpu/" + dpu + "/events",
-			payload: fmt.Appendf(nil, `{"id": %d, "ts": %d, "direction": %d}`, seq, time.Now().UnixMilli(), dir)}})
+			payload: fmt.Appendf(nil, `{"id": %d, "ts": %d, "direction": %d}`, seq, last, dir)}})
 		return m.cross(dpu, dir)
 	}
 
