@@ -165,9 +165,6 @@ func (h *Hub) Run(ctx context.Context) {
 			h.mu.Unlock()
 			continue
 		}
-		if topo {
-			h.indexTopology()
-		}
 		for _, id := range removed {
 			delete(h.latest, id)
 		}
@@ -175,6 +172,14 @@ func (h *Hub) Run(ctx context.Context) {
 		for i, o := range occs {
 			h.latest[o.Space] = o
 			ids[i] = o.Space
+		}
+		if topo {
+			// A new version: its order and nesting, and the values of spaces it added
+			// that did not change (so they are in later snapshots and get sent).
+			h.indexTopology()
+			if added := h.addMissing(); len(added) > 0 {
+				ids = append(ids, added...)
+			}
 		}
 		for c := range h.clients {
 			c.mark(ids, h.parent)
@@ -204,6 +209,29 @@ func (h *Hub) start() {
 func (h *Hub) stop() {
 	h.sub.Close()
 	h.sub, h.latest, h.order, h.parent = nil, nil, nil, nil
+}
+
+// addMissing copies the current values of the spaces the topology has and the copy
+// lacks, and returns their ids; called with mu held.
+func (h *Hub) addMissing() []string {
+	missing := false
+	for _, id := range h.order {
+		if _, ok := h.latest[id]; !ok {
+			missing = true
+			break
+		}
+	}
+	if !missing {
+		return nil
+	}
+	var added []string
+	for _, o := range h.opts.Source.Spaces() {
+		if _, ok := h.latest[o.Space]; !ok {
+			h.latest[o.Space] = o
+			added = append(added, o.Space)
+		}
+	}
+	return added
 }
 
 // indexTopology reads the topology's order and nesting; called with mu held.

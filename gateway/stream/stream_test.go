@@ -36,6 +36,7 @@ type sub struct {
 	pending []occupancy.Occupancy
 	pos     map[string]int
 	topo    bool
+	removed []string
 	ch      chan struct{}
 }
 
@@ -103,10 +104,41 @@ func (b *sub) Changed() <-chan struct{} { return b.ch }
 func (b *sub) Drain() ([]occupancy.Occupancy, []string, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	p, topo := b.pending, b.topo
-	b.pending, b.topo = nil, false
+	p, topo, removed := b.pending, b.topo, b.removed
+	b.pending, b.topo, b.removed = nil, false, nil
 	clear(b.pos)
-	return p, nil, topo
+	return p, removed, topo
+}
+
+// version brings a new topology in force: spaces added (with their values, which
+// did not "change") and removed, as the tracker's feed reports a version.
+func (s *source) version(add []occupancy.SpaceConfig, remove []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var spaces []occupancy.SpaceConfig
+	for _, sp := range s.topo.Spaces {
+		if !slices.Contains(remove, sp.ID) {
+			spaces = append(spaces, sp)
+		}
+	}
+	for _, sp := range add {
+		spaces = append(spaces, sp)
+		s.vals[sp.ID] = occupancy.Occupancy{Space: sp.ID, Name: sp.Name, Occupancy: 4, Updated: 1}
+	}
+	for _, id := range remove {
+		delete(s.vals, id)
+	}
+	s.topo = occupancy.TopologyConfig{Spaces: spaces}
+	for b := range s.subs {
+		b.mu.Lock()
+		b.topo = true
+		b.removed = append(b.removed, remove...)
+		b.mu.Unlock()
+		select {
+		case b.ch <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (b *sub) Close() {
@@ -501,4 +533,29 @@ func TestClose(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("a client after Close: %d, want 503", resp.StatusCode)
 	}
+}
+
+// TestTopologyVersion: a space a new version adds is sent to the clients that want it
+// (with the value it has) and is in later snapshots; a removed one is in neither.
+func TestTopologyVersion(t *testing.T) {
+	src := building(t, 0)
+	_, srv := startHub(t, src, Options{})
+	under := streamtest.Open(t, srv.URL+"?under=f2")
+	for range 3 {
+		under.Next(t, 5*time.Second)
+	}
+	src.version([]occupancy.SpaceConfig{{ID: "room-c", Name: "Room C", Parent: "f2"}}, []string{"room-b"})
+	if o := under.Next(t, 5*time.Second); o.Space != "room-c" || o.Occupancy != 4 {
+		t.Errorf("after the version: %s=%d, want the new room-c=4", o.Space, o.Occupancy)
+	}
+	all := streamtest.Open(t, srv.URL)
+	var got []string
+	for range 8 {
+		got = append(got, all.Next(t, 5*time.Second).Space)
+	}
+	want := []string{"hq", "f1", "f2", "lobby", "cafe", "room-a", "annex", "room-c"}
+	if !slices.Equal(got, want) {
+		t.Errorf("snapshot after the version: %v, want %v", got, want)
+	}
+	all.Quiet(t, 200*time.Millisecond)
 }

@@ -166,7 +166,13 @@
 
   async function loadStatus() {
     const { body: st } = await api('/v1/status');
+    const before = state.status;
     state.status = st;
+    if (before && state.roots && (before.spaces !== st.spaces || before.dpus !== st.dpus)) {
+      // A new topology version (SIGHUP): the tree again, from the top.
+      state.nodes.clear();
+      quietly(loadRoots);
+    }
     document.title = st.gateway + ' · occupancyd';
     $('gw-id').textContent = 'gateway ' + st.gateway;
     const ready = $('ready');
