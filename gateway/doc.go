@@ -22,5 +22,6 @@
 // Data flows one way: MQTT/HTTP in -> ingest -> tracker (buffer, then engine) ->
 // change feed -> MQTT/HTTP out. A new feature has one room: a new output subscribes
 // to the tracker's change feed, a new way in hands messages to the ingest pipeline,
-// a new route registers on the httpapi server, and cmd/occupancyd wires it.
+// a new route registers on the httpapi server (and is described in
+// httpapi/openapi.json), and cmd/occupancyd wires it.
 package gateway

@@ -84,6 +84,17 @@ func (m *Main) HTTPAddr() string {
 	return m.http.Addr()
 }
 
+// HTTPRoutes are the patterns the HTTP API serves (nil when disabled or not
+// running), for the test that holds GET /v1/openapi.json to them.
+func (m *Main) HTTPRoutes() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.http == nil {
+		return nil
+	}
+	return m.http.Routes()
+}
+
 // BrokerAddr is the embedded broker's address ("" with an external broker).
 func (m *Main) BrokerAddr() string {
 	m.mu.Lock()

@@ -9,12 +9,14 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -88,6 +90,8 @@ type Server struct {
 	now     func() time.Time
 	metrics http.Handler
 
+	routes []string // every pattern registered (Routes)
+
 	page      PageSources
 	trees     treeCache
 	rates     rateWindow
@@ -141,6 +145,7 @@ func New(o Options) (*Server, error) {
 	s.HandleFunc("GET /v1/rejections", s.rejections)
 	s.HandleFunc("POST /v1/session", s.access.startSession)
 	s.HandleFunc("DELETE /v1/session", s.access.endSession)
+	s.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
 	s.srv = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -153,20 +158,39 @@ func New(o Options) (*Server, error) {
 }
 
 // Handle registers a route (a net/http ServeMux pattern, e.g. "GET /v1/stream")
-// before Serve. Its errors should be JSON (WriteError).
-func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+// before Serve. Its errors should be JSON (WriteError). Describe it in openapi.json:
+// the daemon's tests fail on a route missing there.
+func (s *Server) Handle(pattern string, h http.Handler) {
+	s.routes = append(s.routes, pattern)
+	s.mux.Handle(pattern, h)
+}
 
 // HandleFunc is Handle for a function. Handle and HandleFunc have the signatures of
 // http.ServeMux's, so a package can register its routes on either through a small
 // interface it declares.
 func (s *Server) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
-	s.mux.HandleFunc(pattern, h)
+	s.Handle(pattern, http.HandlerFunc(h))
+}
+
+// Routes are the patterns registered so far (Handle, HandleFunc, HandleWrite), in
+// order: what GET /v1/openapi.json must describe.
+func (s *Server) Routes() []string { return slices.Clone(s.routes) }
+
+// OpenAPI is the OpenAPI 3.1 description of the HTTP API (openapi.json, embedded),
+// served at GET /v1/openapi.json.
+//
+//go:embed openapi.json
+var OpenAPI []byte
+
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "no-cache")
+	WriteRaw(w, http.StatusOK, slices.Clip(bytes.TrimRight(OpenAPI, "\n"))) // Clip: WriteRaw appends
 }
 
 // HandleWrite registers a write route: it answers 403 while no http.token is
 // configured and 401 without the right bearer token; h runs only when authorized.
 func (s *Server) HandleWrite(pattern string, h http.Handler) {
-	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.access.hasToken {
 			WriteError(w, http.StatusForbidden, "write routes are disabled: set http.token to enable them")
 			return
