@@ -34,8 +34,26 @@ func TestDocs(t *testing.T) {
 		if len(reasons) < 12 {
 			t.Fatalf("found %d occupancy.Reason constants (%v), want at least 12: is the parse broken?", len(reasons), reasons)
 		}
+		// docs/operations.md says every reason's series exists from the start.
+		series := map[string]bool{}
+		mfs, err := metrics.New().Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "occupancyd_events_rejected_total" {
+				for _, m := range mf.GetMetric() {
+					for _, l := range m.GetLabel() {
+						series[l.GetValue()] = true
+					}
+				}
+			}
+		}
 		doc := readDoc(t, "docs/sensors.md")
 		for _, r := range reasons {
+			if !series[r] {
+				t.Errorf("occupancyd_events_rejected_total{reason=%q} is not there before the first rejection: add its occupancy.Reason constant to rejectReasons in gateway/metrics/metrics.go", r)
+			}
 			if !strings.Contains(doc, "| `"+r+"` |") {
 				t.Errorf("rejection reason %q (an occupancy.Reason constant) is not in the table of docs/sensors.md#rejection-reasons: add a row \"| `%s` | what was wrong |\"", r, r)
 			}

@@ -54,6 +54,8 @@ var rejectReasons = []occupancy.Reason{
 	occupancy.ReasonUnknownDPU,
 	occupancy.ReasonBadTopic,
 	occupancy.ReasonBadID,
+	occupancy.ReasonBadReport,
+	occupancy.ReasonOverlap,
 }
 
 // New creates the gateway metrics on a fresh registry that also carries the Go
