@@ -134,6 +134,14 @@ func packageInfo(o Options, format, tmp string) (*nfpm.Info, error) {
 		{Source: root("README.md"), Destination: "/usr/share/doc/occupancyd/README.md", FileInfo: mode(0o644)},
 		{Source: root("CHANGELOG.md"), Destination: "/usr/share/doc/occupancyd/CHANGELOG.md", FileInfo: mode(0o644)},
 	}
+	// The reference, beside the README that links to it (docs/*.md).
+	docs, err := filepath.Glob(root("docs/*.md"))
+	if err != nil || len(docs) == 0 {
+		return nil, fmt.Errorf("--root %s: no docs/*.md (%v)", o.Root, err)
+	}
+	for _, d := range docs {
+		contents = append(contents, &files.Content{Source: d, Destination: "/usr/share/doc/occupancyd/docs/" + filepath.Base(d), FileInfo: mode(0o644)})
+	}
 	if format == "deb" {
 		contents = append(contents, &files.Content{Source: root("LICENSE"), Destination: "/usr/share/doc/occupancyd/copyright", FileInfo: mode(0o644)})
 	} else {

@@ -47,6 +47,20 @@ func run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
+// repoDocs are the packaged paths of the repository's docs/*.md.
+func repoDocs(t *testing.T) []string {
+	t.Helper()
+	docs, err := filepath.Glob("../../docs/*.md")
+	if err != nil || len(docs) == 0 {
+		t.Fatalf("no docs/*.md: %v", err)
+	}
+	out := make([]string, len(docs))
+	for i, d := range docs {
+		out[i] = "/usr/share/doc/occupancyd/docs/" + filepath.Base(d)
+	}
+	return out
+}
+
 func repoFile(t *testing.T, p string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("../..", p))
@@ -88,6 +102,9 @@ func TestDeb(t *testing.T) {
 		"-rw-r--r-- /usr/share/doc/occupancyd/README.md",
 		"-rw-r--r-- /usr/share/doc/occupancyd/copyright",
 		"-rwxr-xr-x /usr/bin/occupancyd",
+	}
+	for _, d := range repoDocs(t) {
+		want = append(want, "-rw-r--r-- "+d)
 	}
 	sort.Strings(want)
 	if strings.Join(files, "\n") != strings.Join(want, "\n") {
@@ -156,6 +173,8 @@ func TestRPM(t *testing.T) {
 		"/usr/lib/systemd/system/occupancyd.service", "/usr/lib/sysusers.d/occupancyd.conf",
 		"/usr/share/doc/occupancyd/CHANGELOG.md", "/usr/share/doc/occupancyd/README.md",
 		"/usr/share/licenses/occupancyd/LICENSE"}
+	want = append(want, repoDocs(t)...)
+	sort.Strings(want)
 	if strings.Join(list, " ") != strings.Join(want, " ") {
 		t.Errorf("files:\n%s\nwant\n%s", strings.Join(list, "\n"), strings.Join(want, "\n"))
 	}
