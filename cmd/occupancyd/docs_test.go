@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -15,7 +16,9 @@ import (
 	"testing"
 	"unicode"
 
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/gateway/metrics"
+	"github.com/occupancyd/occupancyd/occupancy"
 )
 
 // The reference in docs/ keeps up with the code: every rejection reason the code
@@ -69,6 +72,44 @@ func TestDocs(t *testing.T) {
 		for _, n := range names {
 			if !strings.Contains(doc, "`"+n+"`") && !strings.Contains(doc, "`"+n+"{") {
 				t.Errorf("metric %s is registered by the code but not in docs/operations.md#metrics: add a row \"| `%s` | type | meaning |\"", n, n)
+			}
+		}
+	})
+
+	t.Run("configuration keys", func(t *testing.T) {
+		conf := readDoc(t, "docs/configuration.md")
+		var keys []string
+		yamlKeys(reflect.TypeOf(config.Config{}), "", &keys)
+		if len(keys) < 30 {
+			t.Fatalf("found %d configuration keys (%v): is the walk broken?", len(keys), keys)
+		}
+		for _, k := range keys {
+			if !strings.Contains(conf, "`"+k+"`") {
+				t.Errorf("configuration key %s is not in docs/configuration.md: add a row \"| `%s` | default | meaning |\"", k, k)
+			}
+		}
+		for _, c := range []struct {
+			doc string
+			typ reflect.Type
+		}{
+			{"docs/building.md", reflect.TypeOf(occupancy.SpaceConfig{})},
+			{"docs/building.md", reflect.TypeOf(occupancy.DPUConfig{})},
+			{"docs/sensors.md", reflect.TypeOf(occupancy.Mapping{})},
+		} {
+			doc, typ := c.doc, c.typ
+			text := readDoc(t, doc)
+			var fields []string
+			yamlKeys(typ, "", &fields)
+			var rows []string // table rows
+			for _, l := range strings.Split(text, "\n") {
+				if strings.HasPrefix(l, "|") {
+					rows = append(rows, l)
+				}
+			}
+			for _, f := range fields {
+				if !slices.ContainsFunc(rows, func(r string) bool { return strings.Contains(r, "`"+f+"`") }) {
+					t.Errorf("%s key %s is not in a table of %s: add a row \"| `%s` | meaning |\"", typ.Name(), f, doc, f)
+				}
 			}
 		}
 	})
@@ -166,6 +207,30 @@ func reasonConstants(t *testing.T) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// yamlKeys lists the leaf keys of a configuration struct by their yaml tags
+// (mqtt.tls.ca_file); the topology is left out (building.md has its fields).
+func yamlKeys(typ reflect.Type, prefix string, out *[]string) {
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		key := name
+		if key == "topology" && prefix == "" {
+			continue
+		}
+		if prefix != "" {
+			key = prefix + "." + name
+		}
+		if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() != "time" {
+			yamlKeys(f.Type, key, out)
+			continue
+		}
+		*out = append(*out, key)
+	}
 }
 
 // metricNamePattern finds a metric name where the code names one to Prometheus: a
