@@ -12,6 +12,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/occupancyd/occupancyd/gateway/mqttconn"
 )
 
 // RunOptions are the flags of `dpusim run`.
@@ -98,7 +100,9 @@ const maxInflightPerConn = 20000
 func newPublisher(broker string, n int, idPrefix string) (*publisher, error) {
 	p := &publisher{abandon: make(chan struct{})}
 	for i := 0; i < n; i++ {
-		o := mqtt.NewClientOptions().AddBroker(broker).
+		// Through occupancyd's buffered, coalescing connection: paho alone writes one
+		// packet per system call, and the load generator shares the machine.
+		o := mqtt.NewClientOptions().AddBroker(broker).SetCustomOpenConnectionFn(mqttconn.Open).
 			SetClientID(fmt.Sprintf("%s-%d", idPrefix, i)).
 			SetCleanSession(true).
 			SetAutoReconnect(true).

@@ -42,6 +42,9 @@ type Config struct {
 
 type GatewayConfig struct {
 	ID string `yaml:"id"`
+	// MemoryLimit is how the Go runtime bounds the process's memory (applied by
+	// `occupancyd run`): auto (the default), off, or a soft limit in bytes.
+	MemoryLimit MemoryLimit `yaml:"memory_limit"`
 }
 
 type MQTTConfig struct {
@@ -157,7 +160,7 @@ func Topics(filters ...string) EventsTopics {
 // DefaultConfig returns the defaults of DESIGN section 7.
 func DefaultConfig() Config {
 	return Config{
-		Gateway: GatewayConfig{ID: "demo"},
+		Gateway: GatewayConfig{ID: "demo", MemoryLimit: MemoryLimitAuto},
 		MQTT: MQTTConfig{
 			Embedded:           EmbeddedConfig{Listen: "127.0.0.1:1883"},
 			EventsTopic:        Topics("dpu/+/events"),
@@ -257,6 +260,48 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 	}
 	*b = ByteSize(x * unit)
 	return nil
+}
+
+// MemoryLimit is gateway.memory_limit: MemoryLimitAuto, MemoryLimitOff, or a soft
+// limit in bytes (written as a size, like ByteSize).
+type MemoryLimit int64
+
+const (
+	// MemoryLimitAuto: under a cgroup memory limit (systemd MemoryMax=, a
+	// container's), a soft limit of 85% of it; and in any case the collector runs
+	// once the heap has grown by a quarter since the last collection (GOGC=25)
+	// instead of doubling, which costs little here: the engine's pending entries,
+	// most of the heap, hold no pointers to scan.
+	MemoryLimitAuto MemoryLimit = -1
+	// MemoryLimitOff leaves the Go runtime's defaults (GOGC=100, no limit).
+	MemoryLimitOff MemoryLimit = 0
+)
+
+func (m *MemoryLimit) UnmarshalText(text []byte) error {
+	switch strings.ToLower(strings.TrimSpace(string(text))) {
+	case "auto":
+		*m = MemoryLimitAuto
+		return nil
+	case "off", "0":
+		*m = MemoryLimitOff
+		return nil
+	}
+	var b ByteSize
+	if err := b.UnmarshalText(text); err != nil {
+		return fmt.Errorf(`want auto, off or a size such as 900MiB or 2GiB, got %q`, text)
+	}
+	*m = MemoryLimit(b)
+	return nil
+}
+
+func (m MemoryLimit) MarshalText() ([]byte, error) {
+	switch {
+	case m == MemoryLimitAuto:
+		return []byte("auto"), nil
+	case m <= 0:
+		return []byte("off"), nil
+	}
+	return []byte(fmt.Sprintf("%dMiB", int64(m)>>20)), nil
 }
 
 // Problem is one configuration problem: the key path (e.g. `mqtt.max_payload`,

@@ -26,7 +26,7 @@ var update = flag.Bool("update", false, "rewrite the golden .err files of testda
 // DefaultConfig + ApplyDefaults for gateway.id "demo").
 func designDefaults() Config {
 	return Config{
-		Gateway: GatewayConfig{ID: "demo"},
+		Gateway: GatewayConfig{ID: "demo", MemoryLimit: MemoryLimitAuto},
 		MQTT: MQTTConfig{
 			Broker:             "",
 			Embedded:           EmbeddedConfig{Listen: "127.0.0.1:1883"},
@@ -106,7 +106,7 @@ func TestParseConfig(t *testing.T) {
 			t.Fatalf("LoadConfig: %v", err)
 		}
 		want := Config{
-			Gateway: GatewayConfig{ID: "site-b"},
+			Gateway: GatewayConfig{ID: "site-b", MemoryLimit: 900 << 20},
 			MQTT: MQTTConfig{
 				Broker:       "ssl://broker.example.com:8883",
 				Embedded:     EmbeddedConfig{Listen: "127.0.0.1:1883"},
@@ -768,4 +768,33 @@ func FuzzTopologyFile(f *testing.F) {
 			t.Fatalf("got %+v\nwant %+v (encoding/json)", tf.topology, want)
 		}
 	})
+}
+
+func TestMemoryLimit(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want MemoryLimit
+		text string
+	}{
+		{"auto", MemoryLimitAuto, "auto"},
+		{" AUTO ", MemoryLimitAuto, "auto"},
+		{"off", MemoryLimitOff, "off"},
+		{"0", MemoryLimitOff, "off"},
+		{"900MiB", 900 << 20, "900MiB"},
+		{"2GiB", 2 << 30, "2048MiB"},
+	} {
+		var m MemoryLimit
+		if err := m.UnmarshalText([]byte(c.in)); err != nil || m != c.want {
+			t.Errorf("%q: got %d, %v; want %d", c.in, m, err, c.want)
+		}
+		if b, _ := m.MarshalText(); string(b) != c.text {
+			t.Errorf("%q: marshals as %q, want %q", c.in, b, c.text)
+		}
+	}
+	for _, bad := range []string{"lots", "-5MiB", "auto2"} {
+		var m MemoryLimit
+		if err := m.UnmarshalText([]byte(bad)); err == nil {
+			t.Errorf("%q: got %d, want an error", bad, m)
+		}
+	}
 }
