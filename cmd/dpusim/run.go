@@ -146,12 +146,16 @@ func newPublisher(broker string, n int, idPrefix string) (*publisher, error) {
 	return p, nil
 }
 
-// publish blocks while the connection has maxInflightPerConn unacked messages.
-func (p *publisher) publish(conn int, topic string, payload []byte) {
+// publish blocks while the connection has maxInflightPerConn unacked messages, or
+// until ctx is done (the run is cancelled: the broker may never ack).
+func (p *publisher) publish(ctx context.Context, conn int, topic string, payload []byte) {
 	c := conn % len(p.clients)
 	tok := p.clients[c].Publish(topic, 1, false, payload)
 	p.sent.Add(1)
-	p.toks[c] <- tok
+	select {
+	case p.toks[c] <- tok:
+	case <-ctx.Done():
+	}
 }
 
 func (p *publisher) outstanding() int64 { return p.sent.Load() - p.acked.Load() }
@@ -324,20 +328,20 @@ func drive(ctx context.Context, o RunOptions, sim *Sim, pub *publisher, logw io.
 				}
 				for _, m := range sim.Next(ts) {
 					if m.PublishAt <= now {
-						pub.publish(m.DPU, m.Topic, m.Payload)
+						pub.publish(ctx, m.DPU, m.Topic, m.Payload)
 					} else {
 						heap.Push(&h, m)
 					}
 				}
 				if slots%4096 == 4095 { // keep delayed messages on time under a backlog
-					flushDue(&h, pub, time.Now().UnixMilli())
+					flushDue(ctx, &h, pub, time.Now().UnixMilli())
 				}
 			}
 			if !generating {
 				res.GenEnd = time.Now()
 			}
 		}
-		flushDue(&h, pub, time.Now().UnixMilli())
+		flushDue(ctx, &h, pub, time.Now().UnixMilli())
 		if o.Rate > 0 || !generating {
 			time.Sleep(time.Millisecond)
 		}
@@ -364,10 +368,10 @@ func drive(ctx context.Context, o RunOptions, sim *Sim, pub *publisher, logw io.
 	return res, nil
 }
 
-func flushDue(h *delayed, pub *publisher, now int64) {
+func flushDue(ctx context.Context, h *delayed, pub *publisher, now int64) {
 	for h.Len() > 0 && (*h)[0].PublishAt <= now {
 		m := heap.Pop(h).(Msg)
-		pub.publish(m.DPU, m.Topic, m.Payload)
+		pub.publish(ctx, m.DPU, m.Topic, m.Payload)
 	}
 }
 
