@@ -265,3 +265,37 @@ func TestOutputRepublishesAfterReconnect(t *testing.T) {
 		return ""
 	})
 }
+
+// Control messages (the gateway's own retained topics: status, info, DPU health) go
+// before any occupancy, latest payload per topic, and again after a reconnect.
+func TestOutputControlFirst(t *testing.T) {
+	env := newTestEnv(t)
+	arr := subscribeAll(t, env, "watch", "#")
+	p, feed := handOutput(t, env, "out-control", 0, func() []occupancy.Occupancy { return nil })
+	p.queueControl("gw/info", []byte("v1"))
+	feed.add(occupancy.Occupancy{Space: "r1", Occupancy: 3})
+	p.drain()
+	p.queueControl("gw/dpus", []byte(`{"dpus":1}`))
+	p.queueControl("gw/info", []byte("v2")) // replaces v1, keeps its place
+	p.pump()
+	want := []string{"gw/info", "gw/dpus", "occupancy/r1", "occupancy/r1/count"}
+	waitFor(t, 5*time.Second, "every send", func() string {
+		if got, _ := arr.snapshot(); len(got) < len(want) {
+			return fmt.Sprintf("%v", got)
+		}
+		return ""
+	})
+	time.Sleep(100 * time.Millisecond)
+	got, vals := arr.snapshot()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("send order: got %v, want %v", got, want)
+	}
+	if vals["gw/info"] != "v2" {
+		t.Errorf("gw/info = %q, want the latest, v2", vals["gw/info"])
+	}
+	// A reconnect queues every control topic again with its latest payload.
+	p.onConn(connEvent{up: true, c: p.conn})
+	if fmt.Sprint(p.controlQ) != "[gw/info gw/dpus]" && fmt.Sprint(p.controlQ) != "[gw/dpus gw/info]" {
+		t.Errorf("after a reconnect the control queue is %v, want both topics", p.controlQ)
+	}
+}
