@@ -97,6 +97,10 @@ type PhaseResult struct {
 	LoadBefore   string        // /proc/loadavg when the phase started
 	LoadAfter    string
 	PollEvery    time.Duration // how often occupancyd's accepted count was read
+	PublishRate  float64       // occupancyd's MQTT messages out per second (occupancyd_publishes_total)
+	LagSampled   bool          // the build has occupancyd_publish_lag_seconds
+	MaxLag       time.Duration // its highest sample during the load (every 2 s)
+	MaxPending   int64         // occupancyd_publish_pending_spaces' highest sample
 	Err          string
 }
 
@@ -443,9 +447,34 @@ func benchGateway(ctx context.Context, o BenchOptions, ph BenchPhase, bin, mosq,
 	go func() { probeDone <- pr.run(probeCtx) }()
 
 	cpu0 := sampleCPU(gw.pid(), broker.pid())
+	pub0, _ := metrics(base, "occupancyd_publishes_total")
+	// The output's lag, sampled during the load (older builds lack the metrics).
+	lagDone := make(chan struct{})
+	lagCtx, stopLag := context.WithCancel(ctx)
+	go func() {
+		defer close(lagDone)
+		for {
+			select {
+			case <-lagCtx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+			m, err := metrics(base, "occupancyd_publish_lag_seconds", "occupancyd_publish_pending_spaces")
+			if err != nil {
+				continue
+			}
+			if v, ok := m["occupancyd_publish_lag_seconds"]; ok {
+				res.LagSampled = true
+				res.MaxLag = max(res.MaxLag, time.Duration(v*float64(time.Second)))
+				res.MaxPending = max(res.MaxPending, int64(m["occupancyd_publish_pending_spaces"]))
+			}
+		}
+	}()
 	rr, err := Run(ctx, run, io.Discard, logw)
 	stopProbe()
 	perr := <-probeDone
+	stopLag()
+	<-lagDone
 	if err != nil {
 		return fmt.Errorf("load: %w", err)
 	}
@@ -469,6 +498,9 @@ func benchGateway(ctx context.Context, o BenchOptions, ph BenchPhase, bin, mosq,
 	}
 	cpu1 := sampleCPU(gw.pid(), broker.pid())
 	p.CPU = cpu1.sub(cpu0)
+	if pub1, err := metrics(base, "occupancyd_publishes_total"); err == nil && p.CPU.Wall > 0 {
+		res.PublishRate = (pub1["occupancyd_publishes_total"] - pub0["occupancyd_publishes_total"]) / p.CPU.Wall.Seconds()
+	}
 	p.Elapsed = done.Sub(rr.Start)
 	p.Drain = max(0, done.Sub(rr.End))
 	p.Rate = float64(p.Messages) / p.Elapsed.Seconds()
@@ -853,6 +885,13 @@ func (r *BenchResult) Markdown() string {
 	}))
 	row("latency samples (missed)", gw(func(p *PhaseResult) string {
 		return fmt.Sprintf("%d (%d missed)", p.Lat.Samples+p.Lat.Missed, p.Lat.Missed)
+	}))
+	row("occupancyd MQTT messages published per second", gw(func(p *PhaseResult) string { return fmt.Sprintf("%.0f", p.PublishRate) }))
+	row("publish lag, highest sample (spaces waiting)", gw(func(p *PhaseResult) string {
+		if !p.LagSampled {
+			return "not reported"
+		}
+		return fmt.Sprintf("%s (%d)", p.MaxLag.Round(time.Millisecond), p.MaxPending)
 	}))
 	row("**peak RSS (VmHWM)**", gw(func(p *PhaseResult) string { return "**" + mib(p.PeakRSS) + "**" }))
 	row("**occupancyd CPU-s per 1,000 events**", gw(func(p *PhaseResult) string {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -197,28 +198,43 @@ func waitReady(ctx context.Context, base string, p *proc, timeout time.Duration)
 	}
 }
 
-// metric reads one unlabelled sample from a Prometheus text endpoint.
-func metric(base, name string) (float64, error) {
+// metrics reads unlabelled samples from a Prometheus text endpoint in one request;
+// a name missing from it is missing from the map.
+func metrics(base string, names ...string) (map[string]float64, error) {
 	resp, err := httpClient.Get(base + "/metrics")
 	if err != nil {
-		return 0, fmt.Errorf("get metrics: %w", err)
+		return nil, fmt.Errorf("get metrics: %w", err)
 	}
 	defer func() {
-		io.Copy(io.Discard, resp.Body) // read to the end: no broken pipe for the server
+		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}()
+	out := make(map[string]float64, len(names))
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<16), 1<<20)
 	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, name+" ") {
-			return strconv.ParseFloat(strings.TrimSpace(line[len(name):]), 64)
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !slices.Contains(names, name) {
+			continue
+		}
+		if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+			out[name] = f
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("read metrics: %w", err)
+	return out, sc.Err()
+}
+
+// metric reads one unlabelled sample from a Prometheus text endpoint.
+func metric(base, name string) (float64, error) {
+	m, err := metrics(base, name)
+	if err != nil {
+		return 0, err
 	}
-	return 0, fmt.Errorf("metric %s not found at %s/metrics", name, base)
+	v, ok := m[name]
+	if !ok {
+		return 0, fmt.Errorf("metric %s not found at %s/metrics", name, base)
+	}
+	return v, nil
 }
 
 // procStat is CPU time and peak memory of a process from /proc.
