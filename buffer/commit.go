@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,7 +41,7 @@ type request struct {
 	parked    []bool
 	reps      []occupancy.Report
 	repParked []bool
-	dead      *DeadLetter
+	dead      []DeadLetter
 
 	res    []AppendResult
 	repRes []ReportResult
@@ -207,8 +208,13 @@ func (s *Store) commitBatch(c *committerState, batch []*request) {
 	for _, r := range batch {
 		s.batchedEvents.Add(int64(r.size()))
 	}
+	// Logged when trimming starts and stops failing, not at every batch.
 	if err := s.trimDeadLetters(0); err != nil {
-		s.log.Warn().Err(err).Msg("trimming dead letters failed")
+		if s.trimErr.CompareAndSwap(false, true) {
+			s.log.Warn().Err(err).Msg("trimming dead letters failed (logged again once it succeeds)")
+		}
+	} else if s.trimErr.CompareAndSwap(true, false) {
+		s.log.Info().Msg("trimming dead letters succeeds again")
 	}
 	for _, r := range batch {
 		if r.state.CompareAndSwap(reqPending, reqDone) {
@@ -259,15 +265,16 @@ func (s *Store) writeBatch(c *committerState, batch []*request) error {
 	for _, r := range batch {
 		r.keys = r.keys[:0]
 		if r.dead != nil {
-			d := r.dead
-			if d.Time == 0 {
-				d.Time = now
+			for _, d := range r.dead {
+				if d.Time == 0 {
+					d.Time = now
+				}
+				k := deadKey(d.Time, s.deadSeq.Add(1))
+				if err := w.set(k, encodeDeadLetter(d)); err != nil {
+					return fmt.Errorf("write dead letter: %w", err)
+				}
+				deadNew++
 			}
-			k := deadKey(d.Time, s.deadSeq.Add(1))
-			if err := w.set(k, encodeDeadLetter(*d)); err != nil {
-				return fmt.Errorf("write dead letter: %w", err)
-			}
-			deadNew++
 			continue
 		}
 		r.res = make([]AppendResult, len(r.evs))
@@ -385,10 +392,15 @@ func (w *splitTxn) deleteIfPresent(k []byte) (int64, error) {
 
 // ---- write errors and free space ----
 
+// ErrWriteFailed is wrapped by Health while the last write failed (other than for
+// lack of space) and no write has succeeded since.
+var ErrWriteFailed = errors.New("storage write failed")
+
 func (s *Store) writeFailed(err error) {
 	if errors.Is(err, ErrDiskFull) {
 		return // the space guard logs its own transitions
 	}
+	s.lastErr.Store(&err)
 	if s.writeErr.CompareAndSwap(false, true) {
 		s.log.Error().Err(err).Msg("storage write failed: events are not acknowledged until writes succeed again")
 	}
@@ -398,6 +410,49 @@ func (s *Store) writeOK() {
 	if s.writeErr.CompareAndSwap(true, false) {
 		s.log.Info().Msg("storage writes succeed again")
 	}
+}
+
+// healthProbeEvery bounds how often Health tries a write while writes fail.
+const healthProbeEvery = time.Second
+
+var keyHealthProbe = []byte("m" + "health-probe")
+
+// Health reports whether the store accepts writes now: nil, or an error wrapping
+// ErrClosed, ErrDiskFull (free space below Options.MinFreeBytes, probed afresh) or
+// ErrWriteFailed (the last write failed and none succeeded since). While writes
+// fail, Health tries a small synced write at most once a second, so a store that
+// recovers says so without waiting for the next event.
+func (s *Store) Health() error {
+	s.closeMu.RLock()
+	closed := s.closed
+	s.closeMu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	if err := s.space.probe(true); err != nil {
+		return err
+	}
+	if !s.writeErr.Load() {
+		return nil
+	}
+	s.probeMu.Lock()
+	if time.Since(s.probed) >= healthProbeEvery {
+		s.probed = time.Now()
+		if s.update(func(txn *badger.Txn) error {
+			return txn.Set(keyHealthProbe, []byte(strconv.FormatInt(time.Now().UnixMilli(), 10)))
+		}) == nil {
+			s.writeOK()
+		}
+	}
+	s.probeMu.Unlock()
+	if !s.writeErr.Load() {
+		return nil
+	}
+	last := errors.New("unknown error")
+	if p := s.lastErr.Load(); p != nil {
+		last = *p
+	}
+	return fmt.Errorf("%w: %w", ErrWriteFailed, last)
 }
 
 // spaceGuard refuses writes while the store's file system has less than min bytes
@@ -423,13 +478,17 @@ func statfsFree(dir string) (uint64, error) {
 	return st.Bavail * uint64(st.Bsize), nil
 }
 
-func (g *spaceGuard) check() error {
+func (g *spaceGuard) check() error { return g.probe(false) }
+
+// probe is check; fresh probes the free space even when it was fine less than
+// 250ms ago.
+func (g *spaceGuard) probe(fresh bool) error {
 	if g.min < 0 {
 		return nil
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if !g.full && time.Since(g.checked) < 250*time.Millisecond {
+	if !fresh && !g.full && time.Since(g.checked) < 250*time.Millisecond {
 		return nil
 	}
 	free, err := g.statfs(g.dir)

@@ -51,6 +51,7 @@ func (s *Store) write(fn func() error) error {
 		s.writeFailed(err)
 		return err
 	}
+	s.writeOK()
 	return nil
 }
 
@@ -330,34 +331,57 @@ func (s *Store) chunked(n int, step func(w *splitTxn, i int) error) error {
 
 // ---- dead letters ----
 
-// DeadLetter is one rejected input, kept for the API.
+// DeadLetter is one rejected message, kept for the API. A message of many rejected
+// events is one dead letter: Reason and Detail are its first rejection's, Count
+// the rejected events, Reasons their number per reason, Sample a few of them.
 type DeadLetter struct {
-	Time    int64  `json:"time"` // Unix ms; 0 = now
-	Topic   string `json:"topic"`
-	Reason  string `json:"reason"`
-	Detail  string `json:"detail,omitempty"`
-	Payload []byte `json:"payload,omitempty"` // cut to 1 KiB
+	Time    int64          `json:"time"` // Unix ms; 0 = now
+	Topic   string         `json:"topic"`
+	Reason  string         `json:"reason"`
+	Detail  string         `json:"detail,omitempty"`
+	Payload []byte         `json:"payload,omitempty"` // cut to 1 KiB
+	Count   int            `json:"count,omitempty"`   // rejected events (0: one)
+	Reasons map[string]int `json:"reasons,omitempty"` // rejected events per reason, when more than one reason
+	Sample  []DeadSample   `json:"sample,omitempty"`  // a few of the rejected events
+}
+
+// DeadSample is one rejected event of a dead letter: its position in the message's
+// JSON array (-1: the message or its one event), reason and detail.
+type DeadSample struct {
+	Index  int    `json:"index"`
+	Reason string `json:"reason"`
+	Detail string `json:"detail,omitempty"`
 }
 
 // MaxDeadPayload is how much of a rejected payload is kept.
 const MaxDeadPayload = 1024
 
 func encodeDeadLetter(d DeadLetter) []byte {
-	b, _ := json.Marshal(d) // plain strings and bytes: cannot fail
+	b, _ := json.Marshal(d) // plain strings, numbers and bytes: cannot fail
 	return b
 }
 
-// PutDeadLetter stores a dead letter (through the group committer, synced). Its
-// payload is cut to 1 KiB. Dead letters are bounded by count (oldest go first)
-// and by age.
-func (s *Store) PutDeadLetter(d DeadLetter) error {
-	if len(d.Payload) > MaxDeadPayload {
-		d.Payload = d.Payload[:MaxDeadPayload]
+// PutDeadLetter stores one dead letter (PutDeadLetters).
+func (s *Store) PutDeadLetter(d DeadLetter) error { return s.PutDeadLetters([]DeadLetter{d}) }
+
+// PutDeadLetters stores dead letters in one synced write (through the group
+// committer, beside the events). Payloads are cut to 1 KiB. Dead letters are
+// bounded by count (oldest go first) and by age.
+func (s *Store) PutDeadLetters(ds []DeadLetter) error {
+	if len(ds) == 0 {
+		return nil
 	}
-	d.Payload = bytes.Clone(d.Payload)
-	r := &request{dead: &d, done: make(chan struct{})}
+	own := make([]DeadLetter, len(ds))
+	for i, d := range ds {
+		if len(d.Payload) > MaxDeadPayload {
+			d.Payload = d.Payload[:MaxDeadPayload]
+		}
+		d.Payload = bytes.Clone(d.Payload)
+		own[i] = d
+	}
+	r := &request{dead: own, done: make(chan struct{})}
 	if err := s.submit(context.Background(), r); err != nil {
-		return fmt.Errorf("put dead letter: %w", err)
+		return fmt.Errorf("put dead letters: %w", err)
 	}
 	return nil
 }

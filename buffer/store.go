@@ -51,9 +51,13 @@ type Options struct {
 	MaxDeadLetters int           // dead letters kept at most (default 10,000)
 	DeadLetterAge  time.Duration // dead letters older than this are removed (default 7 days)
 	MinFreeBytes   int64         // writes fail with ErrDiskFull below this much free space (default 256 MiB; < 0 = no check)
-	SweepEvery     time.Duration // retention sweep interval of Run (default 10m)
-	GCEvery        time.Duration // value-log GC interval of Run (default 5m)
-	MemTableSize   int64         // Badger memtable size (default 16 MiB; see Open)
+	// FreeSpace is the free-space probe of the MinFreeBytes guard: the bytes free to
+	// an unprivileged writer in dir (default: statfs). Tests substitute one to fill
+	// the disk without filling it.
+	FreeSpace    func(dir string) (uint64, error)
+	SweepEvery   time.Duration // retention sweep interval of Run (default 10m)
+	GCEvery      time.Duration // value-log GC interval of Run (default 5m)
+	MemTableSize int64         // Badger memtable size (default 16 MiB; see Open)
 }
 
 func (o *Options) defaults() {
@@ -77,6 +81,9 @@ func (o *Options) defaults() {
 	}
 	if o.MinFreeBytes == 0 {
 		o.MinFreeBytes = 256 << 20
+	}
+	if o.FreeSpace == nil {
+		o.FreeSpace = statfsFree
 	}
 	if o.SweepEvery <= 0 {
 		o.SweepEvery = 10 * time.Minute
@@ -109,6 +116,10 @@ type Store struct {
 
 	space    spaceGuard
 	writeErr atomic.Bool // a write error was logged and not yet cleared
+	lastErr  atomic.Pointer[error]
+	trimErr  atomic.Bool // trimming dead letters failed and has not succeeded since
+	probeMu  sync.Mutex  // one write probe at a time (Health)
+	probed   time.Time   // when Health last probed a failing store
 
 	batches          atomic.Int64 // committed event batches
 	batchedEvents    atomic.Int64 // events in committed batches (duplicates included)
@@ -175,7 +186,7 @@ func Open(opts Options) (*Store, error) {
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
-	s.space = spaceGuard{dir: opts.Dir, min: opts.MinFreeBytes, log: log, statfs: statfsFree}
+	s.space = spaceGuard{dir: opts.Dir, min: opts.MinFreeBytes, log: log, statfs: opts.FreeSpace}
 	if err := s.init(); err != nil {
 		_ = db.Close()
 		_ = lock.Close()

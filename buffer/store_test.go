@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -903,4 +904,83 @@ func TestGroupCommit(t *testing.T) {
 			t.Errorf("stats %+v: want 320 events in at least 32 batches of <= 10", st)
 		}
 	})
+}
+
+// PutDeadLetters writes a batch in one write, with each message's count, reasons and
+// sample kept as given (the dead letter of a message of many rejected events), and
+// past the count bound only the newest stay.
+func TestPutDeadLettersBatch(t *testing.T) {
+	s := openT(t, Options{MaxDeadLetters: 3})
+	var ds []DeadLetter
+	for i := range 5 {
+		ds = append(ds, DeadLetter{Time: int64(1000 + i), Topic: fmt.Sprintf("dpu/%d/events", i), Reason: "future_ts",
+			Count: 100_000, Reasons: map[string]int{"future_ts": 99_999, "bad_ts": 1},
+			Sample: []DeadSample{{Index: 0, Reason: "future_ts", Detail: "ts 2100"}, {Index: 7, Reason: "bad_ts"}}})
+	}
+	before := s.batches.Load()
+	if err := s.PutDeadLetters(ds); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.batches.Load() - before; got != 1 {
+		t.Errorf("%d committed batches for 5 dead letters, want 1", got)
+	}
+	got, err := s.DeadLetters(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Topic != "dpu/4/events" || got[2].Topic != "dpu/2/events" {
+		t.Fatalf("got %d dead letters (%+v), want the newest 3", len(got), got)
+	}
+	if d := got[0]; d.Count != 100_000 || d.Reasons["bad_ts"] != 1 || len(d.Sample) != 2 || d.Sample[1].Index != 7 || d.Sample[0].Detail != "ts 2100" {
+		t.Errorf("dead letter read back %+v, want its count, reasons and sample", d)
+	}
+}
+
+// Health: nil while writes succeed; ErrDiskFull below the free-space floor (probed
+// afresh at every call, through Options.FreeSpace); ErrWriteFailed after a failed
+// write until a write succeeds (Health tries one at most once a second); ErrClosed
+// once closed.
+func TestHealth(t *testing.T) {
+	var free atomic.Uint64
+	free.Store(1 << 40)
+	s := openT(t, Options{MinFreeBytes: 1 << 20, FreeSpace: func(string) (uint64, error) { return free.Load(), nil }})
+	if err := s.Health(); err != nil {
+		t.Fatalf("healthy store: %v", err)
+	}
+	free.Store(1 << 10)
+	if err := s.Health(); !errors.Is(err, ErrDiskFull) {
+		t.Errorf("below the floor: %v, want ErrDiskFull at once", err)
+	}
+	if _, err := s.Append(context.Background(), []occupancy.Event{{DPU: "a", TS: 1, Direction: 1}}, nil); !errors.Is(err, ErrDiskFull) {
+		t.Errorf("Append below the floor: %v, want ErrDiskFull", err)
+	}
+	free.Store(1 << 40)
+	if err := s.Health(); err != nil {
+		t.Errorf("space returned: %v, want nil", err)
+	}
+
+	s.writeFailed(errors.New("input/output error"))
+	s.probeMu.Lock()
+	s.probed = time.Now() // probed just now: no new probe yet
+	s.probeMu.Unlock()
+	if err := s.Health(); !errors.Is(err, ErrWriteFailed) || !strings.Contains(err.Error(), "input/output error") {
+		t.Errorf("after a failed write: %v, want ErrWriteFailed with the cause", err)
+	}
+	s.probeMu.Lock()
+	s.probed = time.Now().Add(-2 * healthProbeEvery)
+	s.probeMu.Unlock()
+	if err := s.Health(); err != nil {
+		t.Errorf("after a probe write succeeded: %v, want nil", err)
+	}
+	s.writeFailed(errors.New("input/output error"))
+	mustAppend(t, s, []occupancy.Event{{DPU: "a", TS: 2, Direction: 1}}, nil)
+	if err := s.Health(); err != nil {
+		t.Errorf("after an append succeeded: %v, want nil", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Health(); !errors.Is(err, ErrClosed) {
+		t.Errorf("closed: %v, want ErrClosed", err)
+	}
 }

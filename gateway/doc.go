@@ -8,6 +8,7 @@
 //	         payload   the occupancy JSON object and the time format the outputs share
 //	         sdnotify  systemd readiness, status and watchdog notifications
 //	         mqttconn  the MQTT connection under paho: buffered reads, coalesced writes
+//	         lograte   hot-path log lines at a bounded rate, with a suppressed count
 //	layer 1  tracker   "store durably, then apply": the engine and the store behind
 //	                   their locks, ingest outcomes, resets, topology versions, the
 //	                   tick, the queries, per-DPU statistics and the change feed

@@ -19,10 +19,10 @@ const module = "github.com/occupancyd/occupancyd"
 // within its own subtree.
 var layers = map[string]int{
 	"gateway/config": 0, "gateway/metrics": 0, "gateway/payload": 0, "gateway/sdnotify": 0,
-	"gateway/mqttconn": 0,
-	"gateway/tracker":  1,
-	"gateway/ingest":   2,
-	"gateway/broker":   3, "gateway/mqtt": 3, "gateway/httpapi": 3, "gateway/stream": 3,
+	"gateway/mqttconn": 0, "gateway/lograte": 0,
+	"gateway/tracker": 1,
+	"gateway/ingest":  2,
+	"gateway/broker":  3, "gateway/mqtt": 3, "gateway/httpapi": 3, "gateway/stream": 3,
 }
 
 // layerOf is the layer of pkg: its own, or that of the nearest package above it.

@@ -176,7 +176,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	m.rejects = ingest.NewRecorder(store, component("ingest"))
+	m.rejects = ingest.NewRecorder(store, m.metrics, component("ingest"))
 	m.pipe, err = ingest.New(ingest.Options{
 		Tracker:       m.tracker,
 		Rejects:       m.rejects,

@@ -24,6 +24,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/occupancyd/occupancyd/gateway/lograte"
 	"github.com/occupancyd/occupancyd/gateway/metrics"
 	"github.com/occupancyd/occupancyd/gateway/tracker"
 	"github.com/occupancyd/occupancyd/occupancy"
@@ -68,12 +69,13 @@ type Options struct {
 
 // Pipeline takes messages to the tracker and acknowledges them once durable.
 type Pipeline struct {
-	opts    Options
-	tr      Tracker
-	rejects Rejects
-	metrics *metrics.Metrics
-	log     zerolog.Logger
-	retry   *rateLog
+	opts     Options
+	tr       Tracker
+	rejects  Rejects
+	metrics  *metrics.Metrics
+	log      zerolog.Logger
+	retry    *lograte.Logger // a failing store, retried
+	storeErr *lograte.Logger // a batch given up (not acknowledged)
 
 	ch       chan Message
 	stopping chan struct{}
@@ -132,7 +134,8 @@ func New(opts Options) (*Pipeline, error) {
 		rejects:  opts.Rejects,
 		metrics:  opts.Metrics,
 		log:      opts.Logger,
-		retry:    newRateLog(opts.Logger, time.Second),
+		retry:    lograte.New(opts.Logger, zerolog.WarnLevel, time.Second),
+		storeErr: lograte.New(opts.Logger, zerolog.ErrorLevel, time.Second),
 		ch:       make(chan Message, opts.Workers*opts.BatchMessages),
 		stopping: make(chan struct{}),
 		ctx:      ctx,
@@ -184,7 +187,8 @@ func (p *Pipeline) Stop(ctx context.Context) {
 	case <-p.ackDone:
 	case <-ctx.Done():
 	}
-	p.retry.flush()
+	p.retry.Flush()
+	p.storeErr.Flush()
 }
 
 // Stopping is closed once Stop was called: the pipeline takes no more messages.

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -77,31 +76,6 @@ func TestDPUSegment(t *testing.T) {
 				t.Errorf("dpuSegment(%q) = %d, want %d", tt.filter, got, tt.want)
 			}
 		})
-	}
-}
-
-func TestRateLog(t *testing.T) {
-	var buf bytes.Buffer
-	r := newRateLog(zerolog.New(&buf), time.Hour)
-	f := func(e *zerolog.Event) *zerolog.Event { return e.Str("k", "v") }
-	for i := 0; i < 5; i++ {
-		r.log(f, "rejected input")
-	}
-	if got := strings.Count(buf.String(), "\n"); got != 1 {
-		t.Fatalf("lines after 5 calls within the interval = %d, want 1:\n%s", got, buf.String())
-	}
-	r.flush()
-	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	if len(lines) != 2 || !strings.Contains(lines[1], `"suppressed":4`) {
-		t.Fatalf("after flush got %q, want a second line with suppressed 4", lines)
-	}
-	// Next interval: the count starts again.
-	r.mu.Lock()
-	r.last = time.Now().Add(-2 * time.Hour)
-	r.mu.Unlock()
-	r.log(f, "rejected input")
-	if got := strings.Count(buf.String(), "\n"); got != 3 {
-		t.Errorf("lines = %d, want 3", got)
 	}
 }
 
@@ -238,7 +212,7 @@ func (nopTracker) CountRejected(string) {}
 
 func newTestPipeline(t *testing.T, workers, batch int) *Pipeline {
 	t.Helper()
-	p, err := New(Options{Tracker: nopTracker{}, Rejects: NewRecorder(nil, zerolog.Nop()), Filters: []string{"dpu/+/events"},
+	p, err := New(Options{Tracker: nopTracker{}, Rejects: NewRecorder(nil, nil, zerolog.Nop()), Filters: []string{"dpu/+/events"},
 		Workers: workers, BatchMessages: batch})
 	if err != nil {
 		t.Fatal(err)

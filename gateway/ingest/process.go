@@ -134,7 +134,7 @@ func (p *Pipeline) ingestRetry(ctx context.Context, evs []occupancy.Event, busy 
 			return nil, err
 		}
 		busy.Store(time.Now().UnixNano())
-		p.retry.log(func(e *zerolog.Event) *zerolog.Event {
+		p.retry.Log(func(e *zerolog.Event) *zerolog.Event {
 			return e.Err(err).Int("events", len(evs)).Int("attempt", attempt)
 		}, "store events failed; retrying (not acknowledged)")
 		select {
@@ -150,15 +150,25 @@ func (p *Pipeline) ingestRetry(ctx context.Context, evs []occupancy.Event, busy 
 	}
 }
 
-// record counts a message's events and records its rejections.
-func (p *Pipeline) record(w *msgWork) {
+// count counts a message's rejected events in the metrics (per reason) and in its
+// DPU's statistics, and returns the message for the Rejects (ok false: none).
+func (p *Pipeline) count(w *msgWork) (Rejected, bool) {
+	if len(w.rejections) == 0 {
+		return Rejected{}, false
+	}
+	reason, n := w.rejections[0].Reason, 0
 	for _, r := range w.rejections {
-		p.metrics.Rejected(r.Reason)
+		if r.Reason != reason {
+			p.metrics.RejectedN(reason, n)
+			reason, n = r.Reason, 0
+		}
+		n++
 		if w.dpu != "" {
 			p.tr.CountRejected(w.dpu)
 		}
-		p.rejects.Reject(Rejected{Message: w.msg, DPU: w.dpu, Rejection: r})
 	}
+	p.metrics.RejectedN(reason, n)
+	return Rejected{Message: w.msg, DPU: w.dpu, Rejections: w.rejections}, true
 }
 
 // process takes a batch of queued messages through decode -> tracker.Ingest ->
@@ -173,20 +183,26 @@ func (p *Pipeline) process(msgs []Message, busy *atomic.Int64) []func() {
 	}
 	err := p.store(p.ctx, work, busy)
 	if err != nil {
-		p.log.Error().Err(err).Int("messages", len(work)).
-			Msg("store events failed; not acknowledged, the broker redelivers them")
+		p.storeErr.Log(func(e *zerolog.Event) *zerolog.Event {
+			return e.Err(err).Int("messages", len(work))
+		}, "store events failed; not acknowledged, the broker redelivers them")
 	}
 	acks := make([]func(), 0, len(work))
+	var rejected []Rejected
 	for i := range work {
 		w := &work[i]
 		if err != nil && len(w.events) > 0 {
 			continue
 		}
-		p.record(w)
+		if r, ok := p.count(w); ok {
+			rejected = append(rejected, r)
+		}
 		if w.msg.Ack != nil {
 			acks = append(acks, w.msg.Ack)
 		}
 	}
+	// Recorded (dead letters written) before the acknowledgements are handed over.
+	p.rejects.Reject(rejected)
 	p.metrics.IngestBatch.Observe(time.Since(start).Seconds())
 	return acks
 }
@@ -220,7 +236,9 @@ func (p *Pipeline) Ingest(ctx context.Context, m Message) (Result, error) {
 	if err := p.store(ctx, w, nil); err != nil {
 		return Result{}, fmt.Errorf("store events: %w", err)
 	}
-	p.record(&w[0])
+	if r, ok := p.count(&w[0]); ok {
+		p.rejects.Reject([]Rejected{r})
+	}
 	return Result{Accepted: w[0].accepted, Duplicates: w[0].duplicates, Rejected: w[0].rejections}, nil
 }
 

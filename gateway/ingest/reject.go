@@ -1,153 +1,216 @@
 package ingest
 
 import (
-	"sync"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/gateway/lograte"
+	"github.com/occupancyd/occupancyd/gateway/metrics"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
-// Rejected is one rejected event or message with the message it came in.
+// Rejected is a message with its rejected events (or its one rejection as a whole:
+// bad JSON, too large, a bad topic).
 type Rejected struct {
-	Message   Message
-	DPU       string // "" when the topic named no valid DPU
-	Rejection occupancy.Rejection
+	Message    Message
+	DPU        string                // "" when the topic named no valid DPU
+	Rejections []occupancy.Rejection // at least one
 }
 
-// Rejects records rejections (the pipeline has counted them in the metrics and the
-// per-DPU statistics already). Reject must not block for long: it runs on the
-// ingest path.
+// Rejects records the rejections of a batch of messages (the pipeline has counted
+// them in the metrics and the per-DPU statistics already), one call per batch.
+// Reject must not block for long: it runs on the ingest path, before the batch is
+// acknowledged.
 type Rejects interface {
-	Reject(r Rejected)
+	Reject(batch []Rejected)
 }
 
 // DeadLetters is where the Recorder keeps rejected input (*buffer.Store).
 type DeadLetters interface {
-	PutDeadLetter(d buffer.DeadLetter) error
+	PutDeadLetters(ds []buffer.DeadLetter) error
 }
 
-// Outgoing is a rejection on its way to the rejected topic: the message's topic,
-// the rejection and the payload cut to MaxRejectedPayload.
+// Outgoing is a rejected message on its way to the rejected topic: the message's
+// topic and payload (cut to MaxRejectedPayload) and a summary of its rejected
+// events (one or many).
 type Outgoing struct {
-	Topic     string
-	Rejection occupancy.Rejection
-	Payload   []byte
+	Topic   string
+	Payload []byte
+	Summary
+}
+
+// Summary sums up the rejected events of one message: the first rejection (Reason,
+// Detail and Index of a single event), how many there are, how many per reason
+// (when more than one reason) and a sample.
+type Summary struct {
+	Rejection occupancy.Rejection // the first rejected event
+	Count     int                 // rejected events in the message (>= 1)
+	Reasons   map[occupancy.Reason]int
+	Sample    []occupancy.Rejection // at most MaxRejectedSample; nil for a single rejection
 }
 
 const (
 	// MaxRejectedPayload is how much of a rejected payload the rejected topic carries.
 	MaxRejectedPayload = 1024
-	// maxDeadLetterPayload is how much of it a dead letter keeps.
-	maxDeadLetterPayload = 64 * 1024
-	// outgoingQueue bounds the rejections waiting for the rejected topic; past it
-	// they are dropped from the topic (still kept as dead letters, counted, logged).
+	// MaxRejectedSample is how many rejected events of one message the rejected
+	// topic and the dead letter list.
+	MaxRejectedSample = 10
+	// outgoingQueue bounds the rejected messages waiting for the rejected topic; past
+	// it they are dropped from the topic (still kept as dead letters, counted).
 	outgoingQueue = 1024
 )
 
-// Recorder is the Rejects of the daemon: each rejection is kept as a dead letter,
-// logged at a bounded rate, and queued for the rejected topic (Outgoing: the MQTT
-// client publishes what it reads there; a full queue drops, so a flood of bad input
-// never holds up ingest on the broker).
+// Summarize sums up the rejections of one message (rejs must not be empty). The
+// sample holds the first rejection of each reason, then the earliest others, up to
+// MaxRejectedSample, in the order of rejs.
+func Summarize(rejs []occupancy.Rejection) Summary {
+	s := Summary{Rejection: rejs[0], Count: len(rejs)}
+	if len(rejs) == 1 {
+		return s
+	}
+	s.Reasons = map[occupancy.Reason]int{}
+	picked := make([]int, 0, MaxRejectedSample) // positions in rejs
+	for i, r := range rejs {
+		n := s.Reasons[r.Reason]
+		s.Reasons[r.Reason] = n + 1
+		if n == 0 && len(picked) < MaxRejectedSample {
+			picked = append(picked, i)
+		}
+	}
+	for i := 0; i < len(rejs) && len(picked) < MaxRejectedSample; i++ {
+		if !slices.Contains(picked, i) {
+			picked = append(picked, i)
+		}
+	}
+	slices.Sort(picked)
+	s.Sample = make([]occupancy.Rejection, len(picked))
+	for j, i := range picked {
+		s.Sample[j] = rejs[i]
+	}
+	if len(s.Reasons) == 1 {
+		s.Reasons = nil
+	}
+	return s
+}
+
+// Recorder is the Rejects of the daemon. Per message, not per event: one dead
+// letter (a batch's dead letters in one write), one line in the log at a bounded
+// rate, and one entry queued for the rejected topic (Outgoing: the MQTT client
+// publishes what it reads there; a full queue drops, so a flood of bad input never
+// holds up ingest on the broker). A dead letter the store refuses (a full disk) is
+// counted in occupancyd_dead_letters_dropped_total; its message is still published.
 type Recorder struct {
-	dead    DeadLetters
-	log     zerolog.Logger
-	rate    *rateLog
-	out     chan Outgoing
-	dropped atomic.Int64
+	dead     DeadLetters
+	metrics  *metrics.Metrics
+	rate     *lograte.Logger
+	deadRate *lograte.Logger
+	out      chan Outgoing
+	dropped  atomic.Int64
+	deadLost atomic.Int64
 }
 
-// NewRecorder returns a Recorder keeping dead letters in dead (nil: none).
-func NewRecorder(dead DeadLetters, log zerolog.Logger) *Recorder {
-	return &Recorder{dead: dead, log: log, rate: newRateLog(log, time.Second), out: make(chan Outgoing, outgoingQueue)}
+// NewRecorder returns a Recorder keeping dead letters in dead (nil: none), counting
+// in m (nil: a fresh set nobody reads) and logging to log.
+func NewRecorder(dead DeadLetters, m *metrics.Metrics, log zerolog.Logger) *Recorder {
+	if m == nil {
+		m = metrics.New()
+	}
+	return &Recorder{
+		dead:     dead,
+		metrics:  m,
+		rate:     lograte.New(log, zerolog.WarnLevel, time.Second),
+		deadRate: lograte.New(log, zerolog.ErrorLevel, 10*time.Second),
+		out:      make(chan Outgoing, outgoingQueue),
+	}
 }
 
-// Outgoing are the rejections for the rejected topic.
+// Outgoing are the rejected messages for the rejected topic.
 func (r *Recorder) Outgoing() <-chan Outgoing { return r.out }
 
-// Dropped is the number of rejections the rejected topic missed (queue full).
+// Dropped is the number of rejected messages the rejected topic missed (queue full).
 func (r *Recorder) Dropped() int64 { return r.dropped.Load() }
 
-// Reject records one rejection.
-func (r *Recorder) Reject(x Rejected) {
-	m := x.Message
-	select {
-	case r.out <- Outgoing{Topic: m.Topic, Rejection: x.Rejection, Payload: cut(m.Payload, MaxRejectedPayload)}:
-	default:
-		r.dropped.Add(1)
+// DeadLettersDropped is the number of dead letters the store refused.
+func (r *Recorder) DeadLettersDropped() int64 { return r.deadLost.Load() }
+
+// Reject records a batch of rejected messages.
+func (r *Recorder) Reject(batch []Rejected) {
+	if len(batch) == 0 {
+		return
 	}
+	var dls []buffer.DeadLetter
 	if r.dead != nil {
-		dl := buffer.DeadLetter{
-			Time:    m.Received,
-			Topic:   m.Topic,
-			Reason:  string(x.Rejection.Reason),
-			Detail:  x.Rejection.Detail,
-			Payload: cut(m.Payload, maxDeadLetterPayload),
+		dls = make([]buffer.DeadLetter, 0, len(batch))
+	}
+	for _, x := range batch {
+		if len(x.Rejections) == 0 {
+			continue
 		}
-		if err := r.dead.PutDeadLetter(dl); err != nil {
-			r.log.Warn().Err(err).Msg("store dead letter")
+		m, sum := x.Message, Summarize(x.Rejections)
+		r.metrics.RejectedMessages.Inc()
+		select {
+		case r.out <- Outgoing{Topic: m.Topic, Payload: cut(m.Payload, MaxRejectedPayload), Summary: sum}:
+		default:
+			r.dropped.Add(1)
+			r.metrics.RejectedNotPublished.Inc()
+		}
+		if r.dead != nil {
+			dls = append(dls, deadLetter(m, sum))
+		}
+		r.rate.Log(func(e *zerolog.Event) *zerolog.Event {
+			return e.Str("topic", m.Topic).Str("reason", string(sum.Rejection.Reason)).
+				Str("detail", sum.Rejection.Detail).Int("events", sum.Count)
+		}, "rejected input")
+	}
+	if len(dls) == 0 {
+		return
+	}
+	if err := r.dead.PutDeadLetters(dls); err != nil {
+		r.deadLost.Add(int64(len(dls)))
+		r.metrics.DeadLettersDropped.Add(float64(len(dls)))
+		r.deadRate.Log(func(e *zerolog.Event) *zerolog.Event {
+			return e.Err(err).Int("dead_letters", len(dls))
+		}, "dead letters not stored (counted in occupancyd_dead_letters_dropped_total; still published on the rejected topic)")
+	}
+}
+
+// deadLetter is the dead letter of a rejected message.
+func deadLetter(m Message, s Summary) buffer.DeadLetter {
+	d := buffer.DeadLetter{
+		Time:    m.Received,
+		Topic:   m.Topic,
+		Reason:  string(s.Rejection.Reason),
+		Detail:  s.Rejection.Detail,
+		Payload: cut(m.Payload, buffer.MaxDeadPayload),
+	}
+	if s.Count > 1 {
+		d.Count = s.Count
+		if s.Reasons != nil {
+			d.Reasons = make(map[string]int, len(s.Reasons))
+			for k, v := range s.Reasons {
+				d.Reasons[string(k)] = v
+			}
+		}
+		for _, x := range s.Sample {
+			d.Sample = append(d.Sample, buffer.DeadSample{Index: x.Index, Reason: string(x.Reason), Detail: x.Detail})
 		}
 	}
-	r.rate.log(func(e *zerolog.Event) *zerolog.Event {
-		return e.Str("topic", m.Topic).Str("reason", string(x.Rejection.Reason)).Str("detail", x.Rejection.Detail)
-	}, "rejected input")
+	return d
 }
 
 // Flush logs the lines suppressed since the last one.
-func (r *Recorder) Flush() { r.rate.flush() }
+func (r *Recorder) Flush() {
+	r.rate.Flush()
+	r.deadRate.Flush()
+}
 
 func cut(b []byte, n int) []byte {
 	if len(b) > n {
 		b = b[:n]
 	}
 	return append([]byte(nil), b...)
-}
-
-// ---- bounded-rate logging ----
-
-// rateLog logs at most one line per interval; lines in between are counted and the
-// count is reported with the next line.
-type rateLog struct {
-	l          zerolog.Logger
-	every      time.Duration
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func newRateLog(l zerolog.Logger, every time.Duration) *rateLog {
-	return &rateLog{l: l, every: every}
-}
-
-func (r *rateLog) log(fields func(*zerolog.Event) *zerolog.Event, msg string) {
-	r.mu.Lock()
-	now := time.Now()
-	if !r.last.IsZero() && now.Sub(r.last) < r.every {
-		r.suppressed++
-		r.mu.Unlock()
-		return
-	}
-	n := r.suppressed
-	r.suppressed = 0
-	r.last = now
-	r.mu.Unlock()
-	e := fields(r.l.Warn())
-	if n > 0 {
-		e = e.Int("suppressed", n)
-	}
-	e.Msg(msg)
-}
-
-// flush reports lines suppressed since the last one.
-func (r *rateLog) flush() {
-	r.mu.Lock()
-	n := r.suppressed
-	r.suppressed = 0
-	r.mu.Unlock()
-	if n > 0 {
-		r.l.Warn().Int("suppressed", n).Msg("rejected input (suppressed lines)")
-	}
 }

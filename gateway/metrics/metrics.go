@@ -39,6 +39,14 @@ type Metrics struct {
 	RejectedNotPublished prometheus.Counter   // occupancyd_rejected_unpublished_total
 	SpaceOccupancy       *SpaceGauges         // occupancyd_space_occupancy{space}
 	Registry             *prometheus.Registry // served at /metrics (plus Go/process collectors)
+
+	// Dead letters the store refused (disk full); their messages were still
+	// published on the rejected topic.
+	DeadLettersDropped prometheus.Counter // occupancyd_dead_letters_dropped_total
+	// RejectedMessages counts messages with rejected events (a message of 100,000
+	// bad events is one dead letter and one publish on the rejected topic).
+	RejectedMessages prometheus.Counter  // occupancyd_rejected_messages_total
+	readiness        *readinessCollector // occupancyd_ready, occupancyd_not_ready_reason{reason}
 }
 
 // rejectReasons are the reasons pre-initialised to 0 so that a dashboard sees every
@@ -135,12 +143,21 @@ func New() *Metrics {
 		}),
 		RejectedNotPublished: f.NewCounter(prometheus.CounterOpts{
 			Name: "occupancyd_rejected_unpublished_total",
-			Help: "Rejections not sent on the rejected topic because the output connection was down (still dead letters).",
+			Help: "Rejected messages not sent on the rejected topic because the output connection was down or the queue to it was full (still dead letters).",
 		}),
 		SpaceOccupancy: newSpaceGauges(),
 		Registry:       reg,
+		DeadLettersDropped: f.NewCounter(prometheus.CounterOpts{
+			Name: "occupancyd_dead_letters_dropped_total",
+			Help: "Dead letters (rejected messages) that could not be stored, e.g. on a full disk; they were still published on the rejected topic.",
+		}),
+		RejectedMessages: f.NewCounter(prometheus.CounterOpts{
+			Name: "occupancyd_rejected_messages_total",
+			Help: "Messages with at least one rejected event (each is one dead letter and one publish on the rejected topic).",
+		}),
+		readiness: newReadinessCollector(),
 	}
-	reg.MustRegister(m.SpaceOccupancy)
+	reg.MustRegister(m.SpaceOccupancy, m.readiness)
 	for _, r := range rejectReasons {
 		m.EventsRejected.WithLabelValues(string(r))
 	}
@@ -150,6 +167,11 @@ func New() *Metrics {
 // Rejected counts one rejection with its reason.
 func (m *Metrics) Rejected(reason occupancy.Reason) {
 	m.EventsRejected.WithLabelValues(string(reason)).Inc()
+}
+
+// RejectedN counts n rejected events with one reason.
+func (m *Metrics) RejectedN(reason occupancy.Reason, n int) {
+	m.EventsRejected.WithLabelValues(string(reason)).Add(float64(n))
 }
 
 // SetSpaces sets occupancyd_space_occupancy for the given spaces.

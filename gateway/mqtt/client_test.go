@@ -120,7 +120,7 @@ func (e *testEnv) start(cfg config.Config, st tracker.Store, ticks chan time.Tim
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := ingest.NewRecorder(nil, zerolog.Nop())
+	rec := ingest.NewRecorder(nil, nil, zerolog.Nop())
 	pipe, err := ingest.New(ingest.Options{Tracker: tr, Rejects: rec, Filters: cfg.MQTT.EventsTopic.Filters(),
 		MaxFutureSkew: cfg.Engine.MaxFutureSkew, MaxPayload: cfg.MQTT.MaxPayload, Logger: zerolog.Nop()})
 	if err != nil {

@@ -442,7 +442,7 @@ func (p *Output) run() {
 			p.queueControl(m.Topic, m.Payload)
 		case r := <-p.o.Rejected:
 			if p.conn != nil && p.o.RejectedTopic != "" {
-				p.conn.Publish(p.o.RejectedTopic, 0, false, RejectionJSON(r.Topic, r.Rejection, r.Payload))
+				p.conn.Publish(p.o.RejectedTopic, 0, false, RejectionJSON(r))
 				p.count(1)
 			} else if p.o.Metrics.RejectDrops != nil {
 				p.o.Metrics.RejectDrops.Inc()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/rs/zerolog"
+
 	"github.com/occupancyd/occupancyd/gateway/payload"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
@@ -178,7 +180,8 @@ func (t *Tracker) ingest(ctx context.Context, in []occupancy.Event, backfill boo
 	topoHeld = false
 	if err != nil {
 		// The events are stored: a restart replays them. They may be acknowledged.
-		t.log.Error().Err(err).Int("events", len(fresh)).Msg("engine apply failed (events are stored)")
+		t.applyErr.Log(func(e *zerolog.Event) *zerolog.Event { return e.Err(err).Int("events", len(fresh)) },
+			"engine apply failed (events are stored)")
 		return res, nil
 	}
 	if backfill {

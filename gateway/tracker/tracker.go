@@ -37,6 +37,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/occupancyd/occupancyd/buffer"
+	"github.com/occupancyd/occupancyd/gateway/lograte"
 	"github.com/occupancyd/occupancyd/gateway/metrics"
 	"github.com/occupancyd/occupancyd/gateway/payload"
 	"github.com/occupancyd/occupancyd/occupancy"
@@ -111,6 +112,9 @@ type Tracker struct {
 	lastTick  atomic.Int64 // Unix ns when the last tick ended
 
 	feed feed
+
+	// Errors of the tick and of Apply, once per 10 s each, with a suppressed count.
+	tickErr, applyErr *lograte.Logger
 }
 
 // ErrBadReset is wrapped by Reset for a reset the engine refuses (ts before the
@@ -142,6 +146,8 @@ func Open(opts Options) (*Tracker, error) {
 		ticks:     opts.Ticks,
 		maxParked: opts.MaxParked,
 		tickReset: make(chan time.Duration, 1),
+		tickErr:   lograte.New(opts.Logger, zerolog.ErrorLevel, 10*time.Second),
+		applyErr:  lograte.New(opts.Logger, zerolog.ErrorLevel, 10*time.Second),
 	}
 	t.tick.Store(int64(opts.Tick))
 	now := t.nowMS()
@@ -364,7 +370,7 @@ func (t *Tracker) Tick() (TickStats, error) {
 	if ok {
 		if err = t.store.Commit(st); err != nil {
 			err = fmt.Errorf("commit settlement: %w", err)
-			t.log.Error().Err(err).Msg("tick")
+			t.tickErr.Log(func(e *zerolog.Event) *zerolog.Event { return e.Err(err) }, "tick")
 		}
 	}
 	t.changedLocked()
