@@ -11,7 +11,6 @@ import (
 	"reflect"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,11 +55,14 @@ type Main struct {
 	httpDone chan error
 	runStop  context.CancelFunc // the tracker's ticks and the store's maintenance
 	runDone  sync.WaitGroup
-	storeOK  atomic.Bool          // storage open: readiness
+	ready    *readiness           // /readyz, the readiness gauges, READY=1 (ready.go)
 	sd       *sdnotify.Supervisor // systemd notifications (systemd.go)
 	// checked is a copy of the topology that LoadConfig validated for Config (nil if
 	// none): Run does not validate it a second time before storing it.
 	checked *occupancy.TopologyConfig
+	// storeHook, when set (tests), adjusts the store's options before it opens (e.g.
+	// its free-space probe).
+	storeHook func(*buffer.Options)
 }
 
 // NewMain returns a Main with the default configuration and a logger on stderr.
@@ -151,14 +153,18 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	}()
 
-	store, err := buffer.Open(storeOptions(cfg, component("buffer"), m.Now))
+	bo := storeOptions(cfg, component("buffer"), m.Now)
+	if m.storeHook != nil {
+		m.storeHook(&bo)
+	}
+	store, err := buffer.Open(bo)
 	if err != nil {
 		return fmt.Errorf("open storage %s: %w", cfg.Storage.Dir, err)
 	}
 	m.store = store
-	m.storeOK.Store(true)
-
 	m.metrics = metrics.New()
+	m.ready = &readiness{store: store}
+	m.metrics.SetReadiness(m.ready.check)
 	topo := cfg.Topology
 	m.tracker, err = tracker.Open(tracker.Options{
 		Store:         store,
@@ -228,12 +234,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	client := m.client
-	ready := func() error {
-		if !m.storeOK.Load() {
-			return errors.New("storage is not open")
-		}
-		return client.Ready()
-	}
+	m.ready.client = client
+	ready := m.ready.check
 	var hub *stream.Hub
 	if cfg.HTTP.Listen != "" {
 		token, err := cfg.HTTPToken()
@@ -288,6 +290,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	}()
 	m.client.Start()
+	m.ready.started.Store(true)
 	log.Info().Str("gateway", cfg.Gateway.ID).Dur("startup", time.Since(started)).
 		Str("storage", cfg.Storage.Dir).Msg("occupancyd started")
 	m.sd = startSystemd(watched{ready: ready, tracker: m.tracker, pipe: m.pipe}, m.metrics, log)
@@ -388,7 +391,6 @@ func (m *Main) cleanupLocked() error {
 	if m.rejects != nil {
 		m.rejects.Flush()
 	}
-	m.storeOK.Store(false)
 	if m.http != nil {
 		if err := m.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop http: %w", err))

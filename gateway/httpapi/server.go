@@ -70,7 +70,8 @@ type Options struct {
 	Querier   Querier
 	// Page feeds the status page's routes (page.go).
 	Page PageSources
-	// Ready is nil when the gateway is ready (/readyz); nil func: always ready.
+	// Ready is nil when the gateway is ready (/readyz); nil func: always ready. An
+	// error with a Reason() method (metrics.NotReady) gives /readyz its reason.
 	Ready   func() error
 	Metrics *metrics.Metrics // served at /metrics; nil: a fresh set
 	Logger  zerolog.Logger   // used as given (the caller tags it)
@@ -287,12 +288,21 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readyDoc is GET /readyz's answer: {"status":"ready"}, or {"status":"not_ready",
+// "reason"} (a code of metrics.NotReadyReasons) with the message as "error".
+type readyDoc struct {
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if err := s.ready(); err != nil {
-		WriteError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+		WriteJSON(w, http.StatusServiceUnavailable, readyDoc{Status: "not_ready",
+			Reason: metrics.NotReadyReason(err), Error: "not ready: " + err.Error()})
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	WriteJSON(w, http.StatusOK, readyDoc{Status: "ready"})
 }
 
 func (s *Server) spaces(w http.ResponseWriter, _ *http.Request) {

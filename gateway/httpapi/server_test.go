@@ -393,14 +393,20 @@ func TestHTTPReadRoutes(t *testing.T) {
 	})
 	t.Run("not ready", func(t *testing.T) {
 		q.mu.Lock()
-		q.notReady = errors.New("mqtt not subscribed yet")
+		q.notReady = &metrics.NotReady{Code: metrics.NotReadyNotSubscribed, Err: errors.New("events topics not subscribed yet")}
 		q.mu.Unlock()
 		defer func() { q.mu.Lock(); q.notReady = nil; q.mu.Unlock() }()
 		r := do(t, "GET", base+"/readyz", "", "")
 		if r.status != 503 {
 			t.Fatalf("status = %d, want 503", r.status)
 		}
-		jsonEqual(t, r.body, `{"error":"not ready: mqtt not subscribed yet"}`)
+		jsonEqual(t, r.body, `{"status":"not_ready","reason":"not_subscribed","error":"not ready: not_subscribed: events topics not subscribed yet"}`)
+		// An error that does not say why is "starting" (the check cannot tell).
+		q.mu.Lock()
+		q.notReady = errors.New("no idea")
+		q.mu.Unlock()
+		r = do(t, "GET", base+"/readyz", "", "")
+		jsonEqual(t, r.body, `{"status":"not_ready","reason":"starting","error":"not ready: no idea"}`)
 		if r := do(t, "GET", base+"/healthz", "", ""); r.status != 200 {
 			t.Errorf("healthz status = %d while not ready, want 200", r.status)
 		}

@@ -35,6 +35,7 @@ import (
 
 	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/gateway/ingest"
+	"github.com/occupancyd/occupancyd/gateway/lograte"
 	"github.com/occupancyd/occupancyd/gateway/metrics"
 	"github.com/occupancyd/occupancyd/gateway/mqttconn"
 	"github.com/occupancyd/occupancyd/gateway/payload"
@@ -245,15 +246,18 @@ func New(o Options) (*Client, error) {
 	po.SetDefaultPublishHandler(m.onMessage)
 	po.SetOnConnectHandler(m.onConnect)
 	po.SetConnectionLostHandler(m.onLost)
+	// Reconnects and failed attempts (refused credentials, TLS, broker down) are
+	// logged at most once per 10 s, with the number suppressed: with retries on,
+	// paho reports them nowhere else, and a broker down for an hour must not flood.
+	reconnLog := lograte.New(m.log, zerolog.InfoLevel, 10*time.Second)
 	po.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
-		m.log.Info().Str("broker", o.Broker).Msg("reconnecting to the MQTT broker")
+		reconnLog.Log(func(e *zerolog.Event) *zerolog.Event { return e.Str("broker", o.Broker) }, "reconnecting to the MQTT broker")
 	})
-	// Failed attempts (refused credentials, TLS, broker down) are logged at most
-	// once per 10 s: with retries on, paho reports them nowhere else.
-	connLog := m.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: 10 * time.Second})
+	connLog := lograte.New(m.log, zerolog.WarnLevel, 10*time.Second)
 	po.SetConnectionNotificationHandler(func(_ paho.Client, n paho.ConnectionNotification) {
 		if f, ok := n.(paho.ConnectionNotificationFailed); ok {
-			connLog.Warn().Err(f.Reason).Str("broker", o.Broker).Msg("MQTT connection attempt failed; retrying")
+			connLog.Log(func(e *zerolog.Event) *zerolog.Event { return e.Err(f.Reason).Str("broker", o.Broker) },
+				"MQTT connection attempt failed; retrying")
 		}
 	})
 	m.c = paho.NewClient(po)
@@ -342,13 +346,20 @@ func (m *Client) State() (connected, subscribed bool) {
 	return m.connected.Load(), m.subscribed.Load()
 }
 
-// Ready is nil once the client is connected and subscribed.
+// Ready's answers while the client cannot take events.
+var (
+	ErrNotConnected  = errors.New("not connected to the MQTT broker")
+	ErrNotSubscribed = errors.New("not subscribed to the events topics yet")
+)
+
+// Ready is nil once the client is connected and subscribed, else ErrNotConnected or
+// ErrNotSubscribed.
 func (m *Client) Ready() error {
 	switch {
 	case !m.connected.Load():
-		return errors.New("not connected to the MQTT broker")
+		return ErrNotConnected
 	case !m.subscribed.Load():
-		return errors.New("not subscribed to the events topics yet")
+		return ErrNotSubscribed
 	}
 	return nil
 }
