@@ -166,6 +166,16 @@ func (s *Store) committer() {
 	}
 }
 
+// closing reports whether Close has begun.
+func (s *Store) closing() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
 func (s *Store) failPending() {
 	for {
 		select {
@@ -279,6 +289,12 @@ func (s *Store) writeBatch(c *committerState, batch []*request) error {
 		}
 		r.res = make([]AppendResult, len(r.evs))
 		for i, e := range r.evs {
+			if i%1024 == 1023 && s.closing() {
+				// Close gives up a large batch in progress (a message of 100,000
+				// events): nobody is told it is stored, and what part of it was
+				// committed already is found again at the next open.
+				return fmt.Errorf("write events: %w", ErrClosed)
+			}
 			k := prefixed(pfxEvent, e)
 			if seen != nil {
 				if _, dup := seen[string(k)]; dup {
@@ -397,8 +413,8 @@ func (w *splitTxn) deleteIfPresent(k []byte) (int64, error) {
 var ErrWriteFailed = errors.New("storage write failed")
 
 func (s *Store) writeFailed(err error) {
-	if errors.Is(err, ErrDiskFull) {
-		return // the space guard logs its own transitions
+	if errors.Is(err, ErrDiskFull) || errors.Is(err, ErrClosed) {
+		return // the space guard logs its own transitions; a stop is no failure
 	}
 	s.lastErr.Store(&err)
 	if s.writeErr.CompareAndSwap(false, true) {

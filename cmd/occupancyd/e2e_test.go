@@ -169,6 +169,7 @@ type e2eConfig struct {
 	clientID    string
 	tick        string // default 50ms
 	embedded    string // embedded broker listen address, default 127.0.0.1:0
+	maxPayload  int    // mqtt.max_payload, default 256 KiB
 }
 
 func (c e2eConfig) yaml() string {
@@ -201,6 +202,9 @@ mqtt:
 `, c.broker, c.embedded)
 	if c.clientID != "" {
 		s += fmt.Sprintf("  client_id: %q\n", c.clientID)
+	}
+	if c.maxPayload != 0 {
+		s += fmt.Sprintf("  max_payload: %d\n", c.maxPayload)
 	}
 	s += fmt.Sprintf(`storage: {dir: %q, max_parked: %d}
 engine: {settle_after: %s, tick: %s, late_events: %s, max_future_skew: 1m}

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,8 +30,14 @@ import (
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
-// closeTimeout bounds a clean stop (DESIGN 6: within 10 s).
-const closeTimeout = 10 * time.Second
+// closeTimeout bounds a clean stop (DESIGN 6: within 10 s); drainTimeout bounds its
+// first step, the ingest pipeline's drain; hardStop is when runUntilSignal exits
+// even if Close has not returned.
+const (
+	closeTimeout = 10 * time.Second
+	drainTimeout = 4 * time.Second
+	hardStop     = closeTimeout - 500*time.Millisecond
+)
 
 // Main is the running daemon and the one place that knows every part: it opens the
 // store and the tracker over it, and wires the ingest pipeline, the embedded broker,
@@ -63,6 +70,8 @@ type Main struct {
 	// storeHook, when set (tests), adjusts the store's options before it opens (e.g.
 	// its free-space probe).
 	storeHook func(*buffer.Options)
+	// stage is the step a stop is at (the hard stop names it).
+	stage atomic.Pointer[string]
 }
 
 // NewMain returns a Main with the default configuration and a logger on stderr.
@@ -360,29 +369,40 @@ func (m *Main) Close() error {
 // session), then the ticks, a final tick (commit), the last publishes and
 // `offline`, the broker, the HTTP API, storage.
 func (m *Main) cleanupLocked() error {
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout-time.Second)
 	defer cancel()
+	// The drain gets less than half of it: a batch in flight may be a message of
+	// 100,000 events, and what the drain leaves unacknowledged the broker redelivers.
+	drainCtx, cancelDrain := context.WithTimeout(ctx, drainTimeout)
+	defer cancelDrain()
 	if m.sd != nil {
 		m.sd.Stopping()
 		m.sd = nil
 	}
 	var errs []error
 	running := m.runStop != nil
+	m.setStage("drain ingest")
 	if m.pipe != nil {
-		m.pipe.Stop(ctx)
+		m.pipe.Stop(drainCtx)
 	}
+	drained := time.Since(start)
+	m.setStage("stop ticks")
 	if m.runStop != nil {
 		m.runStop()
 		m.runDone.Wait()
 	}
+	m.setStage("final tick")
 	if m.tracker != nil && running {
 		_, _ = m.tracker.Tick() // logged
 	}
+	m.setStage("mqtt close")
 	if m.client != nil {
 		if err := m.client.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop mqtt: %w", err))
 		}
 	}
+	m.setStage("broker close")
 	if m.broker != nil {
 		if err := m.broker.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("stop broker: %w", err))
@@ -391,6 +411,7 @@ func (m *Main) cleanupLocked() error {
 	if m.rejects != nil {
 		m.rejects.Flush()
 	}
+	m.setStage("http shutdown")
 	if m.http != nil {
 		if err := m.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop http: %w", err))
@@ -400,16 +421,27 @@ func (m *Main) cleanupLocked() error {
 		case <-ctx.Done():
 		}
 	}
+	m.setStage("storage close")
 	if m.store != nil {
 		if err := m.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close storage: %w", err))
 		}
 	}
 	if len(errs) == 0 && running {
-		m.Logger.Info().Msg("occupancyd stopped")
+		m.Logger.Info().Dur("took", time.Since(start)).Dur("drain", drained).Msg("occupancyd stopped")
 	}
 	m.store, m.tracker, m.rejects, m.pipe, m.broker, m.client, m.http, m.runStop = nil, nil, nil, nil, nil, nil, nil, nil
 	return errors.Join(errs...)
+}
+
+func (m *Main) setStage(s string) { m.stage.Store(&s) }
+
+// Stage is the step a stop is at ("" before one began).
+func (m *Main) Stage() string {
+	if p := m.stage.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // Reload re-reads ConfigPath (SIGHUP): topology (a new version from now), capacities,
@@ -528,8 +560,19 @@ func runUntilSignal(m *Main) error {
 			continue
 		}
 		log.Info().Str("signal", sig.String()).Msg("stopping (a second signal exits at once)")
+		stopping := time.Now()
 		done := make(chan error, 1)
 		go func() { done <- m.Close() }()
+		// DESIGN 6: stopped within 10 s, whatever is in flight. Close bounds each of
+		// its steps; should one still hang, the process exits anyway: everything it
+		// acknowledged is durable already (synced before the ack), what it did not
+		// the broker redelivers, and Badger recovers its files at the next open.
+		hard := time.AfterFunc(hardStop, func() {
+			log.Error().Dur("after", time.Since(stopping)).Str("stage", m.Stage()).
+				Msg("stop did not finish within 10 s: exiting without finishing it")
+			os.Exit(1)
+		})
+		defer hard.Stop()
 		for {
 			select {
 			case err := <-done:

@@ -327,14 +327,16 @@ func (p *Pipeline) work(busy *atomic.Int64) {
 			p.waiting.Add(-1)
 			msgs = append(msgs, m)
 		case <-p.stopping:
-			// Drain what was already handed over, then exit.
-			for {
+			// Drain what was already handed over, then exit; once the drain is
+			// abandoned (Stop's ctx), the rest stays unacknowledged.
+			for p.ctx.Err() == nil {
 				msgs = p.fill(msgs[:0])
 				if len(msgs) == 0 {
 					return
 				}
 				process(msgs)
 			}
+			return
 		}
 		process(p.fill(msgs))
 	}

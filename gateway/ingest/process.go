@@ -175,6 +175,9 @@ func (p *Pipeline) count(w *msgWork) (Rejected, bool) {
 // rejections recorded, and returns the acknowledgements of the messages whose
 // events are durable (or that had none to store).
 func (p *Pipeline) process(msgs []Message, busy *atomic.Int64) []func() {
+	if p.ctx.Err() != nil {
+		return nil // the drain was abandoned: the broker redelivers them
+	}
 	start := time.Now()
 	work := make([]msgWork, len(msgs))
 	for i, m := range msgs {
