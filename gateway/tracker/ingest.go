@@ -140,12 +140,16 @@ func (t *Tracker) ingest(ctx context.Context, in []occupancy.Event, backfill boo
 			if !backfill {
 				t.stats.Duplicate(e.DPU)
 			}
-			// A late duplicate may have been stored by a process that died before its
-			// correction was committed (the sender redelivers what was not
-			// acknowledged), and a rebuild does not replay events before the horizon.
-			// Applying a late event is idempotent (its correction is a replay of the
-			// stored events), so it is applied again.
-			if e.Late && !parked[j] {
+			// A duplicate may never have reached the engine: stored by a call whose
+			// append reported an error after writing (the sender was not
+			// acknowledged and sends it again), or by a process that died before
+			// applying it or committing its correction (a rebuild replays only the
+			// events after the horizon). Applying it again is idempotent — a pending
+			// event equal to one in the timeline is dropped, a late one's
+			// correction is a replay of the stored events — so every duplicate that
+			// is not parked is applied, and one the engine lacks counts now
+			// (Backfill: as for new events, Rewind takes those before the horizon).
+			if !parked[j] && (!backfill || e.TS >= h) {
 				fresh = append(fresh, e)
 			}
 		default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
@@ -711,5 +712,85 @@ func BenchmarkIngestWithCounts(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 			b.ReportMetric(float64(queries.Load())/el.Seconds(), "queries/s")
 		})
+	}
+}
+
+// writeThenFail is a store whose Append fails after writing, once per armed call:
+// the events are stored, the caller is told they are not.
+type writeThenFail struct {
+	Store
+	armed atomic.Int32
+}
+
+func (w *writeThenFail) Append(ctx context.Context, evs []occupancy.Event, parked []bool) ([]buffer.AppendResult, error) {
+	res, err := w.Store.Append(ctx, evs, parked)
+	if err == nil && w.armed.Add(-1) >= 0 {
+		return nil, errors.New("injected: the write succeeded, its confirmation was lost")
+	}
+	return res, err
+}
+
+// TestAppendWroteButFailed: an Append that writes the events and
+// then reports an error is retried by the sender (nothing was acknowledged); the
+// retry finds them stored (duplicates), and they are still applied — once: the
+// pending ones, the late ones (corrected), and a redelivery of all of them after
+// that changes nothing. Compared with the model of every event counted once.
+func TestAppendWroteButFailed(t *testing.T) {
+	e := newEnv(t)
+	var w *writeThenFail
+	tr := e.open(nil, func(st *buffer.Store) Store { w = &writeThenFail{Store: st}; return w })
+	rng := rand.New(rand.NewPCG(14, 5))
+	// A first batch settles past the horizon, so that some of the second are late.
+	early := walk(rng, 40, t0-settle+1_000, 2_000)
+	if _, err := tr.Ingest(context.Background(), early); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(2 * settle)
+	e.tick()
+	h := tr.Horizon()
+	// The second batch: a continuation of the walk, some before the horizon (late),
+	// most after it (pending).
+	more := walk(rng, 60, h-20_000, 1_000)
+	for i := range more {
+		more[i].ID = "b" + more[i].ID
+	}
+	late := 0
+	for _, ev := range more {
+		if ev.TS < h {
+			late++
+		}
+	}
+	if late == 0 || late == len(more) {
+		t.Fatalf("%d of %d late: want some of both", late, len(more))
+	}
+	all := append(append([]occupancy.Event(nil), early...), more...)
+	want := modelAt(all, e.clock.Load())
+	got := func() map[string]int64 {
+		return map[string]int64{"hq": occ(tr, "hq"), "f1": occ(tr, "f1"), "r1": occ(tr, "r1")}
+	}
+
+	w.armed.Store(1)
+	if _, err := tr.Ingest(context.Background(), more); err == nil {
+		t.Fatal("Ingest with the injected failure: no error")
+	}
+	res, err := tr.Ingest(context.Background(), more) // the sender's retry
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Outcome != Duplicate {
+			t.Fatalf("retry result %d: %v, want duplicate (the failed call stored it)", i, r.Outcome)
+		}
+	}
+	if g := got(); !maps.Equal(g, want) {
+		t.Errorf("after the retry: got %v, want %v (every event once)", g, want)
+	}
+	if _, err := tr.Ingest(context.Background(), append(more, early...)); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(1000)
+	e.tick()
+	if g := got(); !maps.Equal(g, want) {
+		t.Errorf("after a redelivery of everything and a tick: got %v, want %v", g, want)
 	}
 }
