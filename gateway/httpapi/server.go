@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -99,6 +100,10 @@ type Server struct {
 	stopRates context.CancelFunc
 }
 
+// ErrOpenHTTP refuses a server on a non-loopback address with no token unless reads
+// are meant to be open (Options.OpenReads, http.open_reads).
+var ErrOpenHTTP = errors.New("http.listen is not a loopback address and no token is set: set http.token or http.token_file, or http.open_reads: true")
+
 // New listens on o.Listen at once and prepares the routes; Serve starts answering.
 func New(o Options) (*Server, error) {
 	if o.Querier == nil {
@@ -113,6 +118,16 @@ func New(o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	host, _, err := net.SplitHostPort(o.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("http server: %w", err)
+	}
+	loopback := config.IsLoopbackHost(host)
+	if !loopback && o.Token == "" && !o.OpenReads {
+		// The configuration refuses this already (http.listen); the server does too,
+		// as the embedded broker does, whoever builds it.
+		return nil, fmt.Errorf("%w: %q", ErrOpenHTTP, o.Listen)
+	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("http server: %w", err) // the net error names the address
@@ -125,8 +140,7 @@ func New(o Options) (*Server, error) {
 		log:   o.Logger,
 		now:   o.Now,
 	}
-	host, _, _ := net.SplitHostPort(o.Listen)
-	s.access = newAccess(o.Token, o.OpenReads || config.IsLoopbackHost(host))
+	s.access = newAccess(o.Token, o.OpenReads || loopback)
 	s.page = o.Page
 	s.metrics = promhttp.HandlerFor(s.m.Registry, promhttp.HandlerOpts{
 		ErrorLog: promLogger{s.log},
@@ -256,7 +270,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				WriteError(sw, http.StatusInternalServerError, "internal error")
 			}
 		}
-		s.log.Debug().Str("method", r.Method).Str("path", r.URL.Path).Str("query", r.URL.RawQuery).
+		s.log.Debug().Str("method", r.Method).Str("path", r.URL.Path).Str("query", redactQuery(r.URL.RawQuery)).
 			Str("remote", r.RemoteAddr).Int("status", sw.code()).Dur("took", time.Since(start)).Msg("http request")
 	}()
 	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !openRoute(r.Method, r.URL.Path) && !s.access.canRead(r) {
@@ -631,6 +645,27 @@ func (c *captureWriter) Write(b []byte) (int, error) {
 		c.status = http.StatusOK
 	}
 	return c.body.Write(b)
+}
+
+// redactQuery is a query string for the request log with the value of every
+// parameter whose name holds "token" (or "password", "secret") replaced: a token
+// put in a URL by mistake is never logged. The rest is kept as sent.
+func redactQuery(raw string) string {
+	if raw == "" {
+		return raw
+	}
+	parts := strings.Split(raw, "&")
+	for i, p := range parts {
+		name, _, hasValue := strings.Cut(p, "=")
+		if n, err := url.QueryUnescape(name); err == nil {
+			name = n
+		}
+		name = strings.ToLower(name)
+		if hasValue && (strings.Contains(name, "token") || strings.Contains(name, "password") || strings.Contains(name, "secret")) {
+			parts[i] = p[:strings.IndexByte(p, '=')+1] + "REDACTED"
+		}
+	}
+	return strings.Join(parts, "&")
 }
 
 // promLogger sends promhttp's errors to zerolog.
