@@ -163,8 +163,13 @@ func (p *Pipeline) Start() {
 	}
 }
 
+// abandonGrace is how long Stop waits for the workers once its ctx is done.
+const abandonGrace = time.Second
+
 // Stop stops intake and waits for the workers to finish what they hold (stored and
-// acknowledged), or for ctx: then appends in flight are abandoned, unacknowledged.
+// acknowledged), or for ctx: then appends in flight are abandoned, unacknowledged,
+// and a worker still decoding after abandonGrace is left behind (it stores and
+// acknowledges nothing more).
 func (p *Pipeline) Stop(ctx context.Context) {
 	p.stopOnce.Do(func() { close(p.stopping) })
 	if !p.started.Load() {
@@ -179,7 +184,17 @@ func (p *Pipeline) Stop(ctx context.Context) {
 	case <-done:
 	case <-ctx.Done():
 		p.cancel()
-		<-done
+		select {
+		case <-done:
+		case <-time.After(abandonGrace):
+			// A worker is still decoding a large message (seconds for 100,000
+			// events); it stores and acknowledges nothing once it sees the drain
+			// abandoned, so the stop goes on without it.
+			p.log.Warn().Msg("ingest drain abandoned with a message still being decoded; it stays unacknowledged")
+			p.retry.Flush()
+			p.storeErr.Flush()
+			return
+		}
 	}
 	// The workers are done: send the acknowledgements they handed over.
 	p.ackOnce.Do(func() { close(p.acks) })

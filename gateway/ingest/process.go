@@ -184,6 +184,9 @@ func (p *Pipeline) process(msgs []Message, busy *atomic.Int64) []func() {
 		work[i] = p.decode(m)
 		p.metrics.EventsReceived.Add(float64(len(work[i].events) + len(work[i].rejections)))
 	}
+	if p.ctx.Err() != nil {
+		return nil // abandoned while decoding: stored, recorded and acknowledged nothing
+	}
 	err := p.store(p.ctx, work, busy)
 	if err != nil {
 		p.storeErr.Log(func(e *zerolog.Event) *zerolog.Event {
