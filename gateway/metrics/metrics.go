@@ -90,7 +90,7 @@ func New() *Metrics {
 		}),
 		EventsRejected: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "occupancyd_events_rejected_total",
-			Help: "Rejected messages or batch elements, by reason.",
+			Help: "Rejected events, by reason (a message rejected as a whole counts once).",
 		}, []string{"reason"}),
 		EventsLate: f.NewCounter(prometheus.CounterOpts{
 			Name: "occupancyd_events_late_total",
