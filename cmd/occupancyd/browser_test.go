@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -76,29 +77,44 @@ func newBrowserEnv(t *testing.T, width, height int, zone string, dark bool) *bro
 		chromedp.Flag("hide-scrollbars", true),
 		chromedp.Flag("mute-audio", true),
 		chromedp.Flag("lang", "en-US"),
-		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(width, height),
 	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelTab := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
-	t.Cleanup(func() {
+	// Chromium now and then exits at start with nothing said ("chrome failed to
+	// start:"), seen on a quiet machine right after another test's browser closed; a
+	// fresh profile and a second try start it.
+	var ctx context.Context
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		o := append(opts[:len(opts):len(opts)], chromedp.UserDataDir(t.TempDir()))
+		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), o...)
+		tctx, cancelTab := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
+		// The first action starts the browser; it runs on the tab's context itself (a
+		// timeout on it would end the browser), so it is bounded by a watchdog instead.
+		started := make(chan error, 1)
+		go func() { started <- chromedp.Do(tctx, chromedp.EmulateViewport(int64(width), int64(height))) }()
+		var err error
+		select {
+		case err = <-started:
+		case <-time.After(60 * time.Second):
+			err = errors.New("no answer within 60s")
+		}
+		if err == nil {
+			t.Cleanup(func() {
+				cancelTab()
+				cancelAlloc()
+			})
+			ctx = tctx
+			break
+		}
 		cancelTab()
 		cancelAlloc()
-	})
-	b := &browser{ctx: ctx}
-	start := time.Now()
-	// The first action starts the browser; it runs on ctx itself (a timeout on it
-	// would end the browser), so it is bounded by a watchdog instead.
-	started := make(chan error, 1)
-	go func() { started <- chromedp.Do(ctx, chromedp.EmulateViewport(int64(width), int64(height))) }()
-	select {
-	case err := <-started:
-		if err != nil {
-			t.Fatalf("start browser %s: %v", path, err)
+		if attempt == 3 {
+			t.Fatalf("start browser %s (%d tries): %v", path, attempt, err)
 		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("start browser %s: no answer within 60s", path)
+		t.Logf("start browser %s: %v; trying again", path, err)
+		time.Sleep(time.Second)
 	}
+	b := &browser{ctx: ctx}
 	msgs := chromedp.Console(ctx)
 	go func() {
 		for m, err := range msgs {

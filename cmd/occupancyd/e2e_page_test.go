@@ -374,10 +374,11 @@ func TestE2EStatusPageToken(t *testing.T) {
 	if loginShown || strings.Contains(jsCookies, "occupancyd_session") || strings.Contains(href, token) {
 		t.Errorf("after login: form shown %v, cookie visible to scripts %q, address %q", loginShown, jsCookies, href)
 	}
-	// The page is live with the cookie: the stream answered.
-	live, _ := evalJS[string](b, 5*time.Second, `document.getElementById('live-text').textContent`)
-	if live != "live" {
-		t.Errorf("stream indicator %q, want live", live)
+	// The page is live with the cookie: the stream answered (the page opens it
+	// 150 ms after the tree is drawn, so wait for it).
+	if err := waitJS(b, 10*time.Second, `document.getElementById('live-text').textContent === 'live'`); err != nil {
+		live, _ := evalJS[string](b, 5*time.Second, `document.getElementById('live-text').textContent`)
+		t.Errorf("stream indicator %q after 10 s, want live", live)
 	}
 	if strings.Contains(d.logs.String(), token) {
 		t.Error("the token appears in the daemon's log")
