@@ -36,6 +36,7 @@ type Metrics struct {
 	PublishPending       prometheus.Gauge     // occupancyd_publish_pending_spaces
 	PublishBacklog       prometheus.Gauge     // occupancyd_publish_backlog
 	PublishInFlight      prometheus.Gauge     // occupancyd_publish_inflight
+	PublishWindow        prometheus.Gauge     // occupancyd_publish_window
 	RejectedNotPublished prometheus.Counter   // occupancyd_rejected_unpublished_total
 	SpaceOccupancy       *SpaceGauges         // occupancyd_space_occupancy{space}
 	Registry             *prometheus.Registry // served at /metrics (plus Go/process collectors)
@@ -140,6 +141,10 @@ func New() *Metrics {
 		PublishInFlight: f.NewGauge(prometheus.GaugeOpts{
 			Name: "occupancyd_publish_inflight",
 			Help: "QoS 1 publishes the broker has not acknowledged yet.",
+		}),
+		PublishWindow: f.NewGauge(prometheus.GaugeOpts{
+			Name: "occupancyd_publish_window",
+			Help: "The output's adaptive window: the most unacknowledged QoS 1 publishes it allows now (smaller while the broker acknowledges slowly).",
 		}),
 		RejectedNotPublished: f.NewCounter(prometheus.CounterOpts{
 			Name: "occupancyd_rejected_unpublished_total",

@@ -218,7 +218,14 @@ func New(o Options) (*Client, error) {
 	po.SetMaxReconnectInterval(30 * time.Second)
 	po.SetConnectTimeout(10 * time.Second)
 	po.SetKeepAlive(30 * time.Second)
-	po.SetWriteTimeout(10 * time.Second)
+	// A broker under a heavy load (Mosquitto with a deep queue for this session)
+	// can go quiet for tens of seconds and take as long to read. Dropping the
+	// connection then only makes it worse — the broker sends the whole in-flight
+	// window again and queues everything behind a new SUBSCRIBE — so the ping and
+	// the writes get 30 s each (paho's defaults: 10 s). A broker that is gone
+	// usually closes the socket long before.
+	po.SetPingTimeout(30 * time.Second)
+	po.SetWriteTimeout(30 * time.Second)
 	po.SetWill(names.statusTopic, "offline", 1, true)
 	if o.MQTT.Username != "" {
 		po.SetUsername(o.MQTT.Username)
@@ -292,7 +299,7 @@ func New(o Options) (*Client, error) {
 		RejectedTopic: names.rejectedTopic,
 		Metrics: OutputMetrics{
 			Publishes: mt.Publishes, Lag: mt.PublishLag, Dirty: mt.PublishPending,
-			Backlog: mt.PublishBacklog, InFlight: mt.PublishInFlight,
+			Backlog: mt.PublishBacklog, InFlight: mt.PublishInFlight, Window: mt.PublishWindow,
 			Connected: mt.MQTTOutputConnected, RejectDrops: mt.RejectedNotPublished,
 		},
 		Logger: m.log.With().Str("connection", "output").Logger(),
@@ -424,10 +431,24 @@ func (m *Client) subscribe(c paho.Client) bool {
 			return false
 		}
 		tok := c.SubscribeMultiple(filters, nil)
-		var err error
-		if !tok.WaitTimeout(10 * time.Second) {
-			err = errors.New("timed out waiting for SUBACK")
-		} else if err = tok.Error(); err == nil {
+		// One SUBSCRIBE per attempt, waited for while the connection is up: a busy
+		// broker answers late (its SUBACK queued behind the backlog it sends), and
+		// sending the same SUBSCRIBE again only adds to its work.
+		waited := time.Duration(0)
+		for !tok.WaitTimeout(10 * time.Second) {
+			waited += 10 * time.Second
+			if !c.IsConnectionOpen() {
+				return false
+			}
+			select {
+			case <-m.closed:
+				return false
+			default:
+			}
+			m.log.Warn().Dur("waited", waited).Msg("subscribe: still waiting for the broker's SUBACK")
+		}
+		err := tok.Error()
+		if err == nil {
 			if st, ok := tok.(*paho.SubscribeToken); ok {
 				for f, code := range st.Result() {
 					switch {

@@ -46,6 +46,16 @@ import (
 // packet ids by cycling through them, so a deep window costs nothing per
 // publish), written through mqttconn's coalescing writer.
 //
+// The window adapts to the broker (delay-based, like TCP Vegas): the broker that
+// takes the output also delivers the events, and on a small machine it is the
+// scarce part. While acknowledgements come back within ackTarget the window grows
+// by one per acknowledgement up to Window; an acknowledgement slower than that
+// halves it (at most once per round trip), down to minWindow. So a broker with
+// room gets the output at full speed, and a busy one is offered less output
+// instead of falling behind on the events it queues for the gateway — which it
+// drops past its queue limit (Mosquitto's max_queued_messages). Each space's latest
+// value still wins; only the pace changes.
+//
 // Status: both connections carry the last will `offline` (retained). `online` is
 // sent on this connection whenever both are up (SetUpstream reports the other).
 
@@ -70,6 +80,7 @@ type OutputMetrics struct {
 	Dirty       prometheus.Gauge   // spaces with a change not yet sent
 	Backlog     prometheus.Gauge   // backlog entries (full republish, discovery, clears)
 	InFlight    prometheus.Gauge   // unacknowledged QoS 1 publishes
+	Window      prometheus.Gauge   // the adaptive window (most unacknowledged allowed)
 	Connected   prometheus.Gauge   // the output connection (0/1)
 	RejectDrops prometheus.Counter // rejections not sent on the rejected topic (disconnected)
 }
@@ -125,8 +136,9 @@ type Output struct {
 	control   chan Message  // status, health, info: latest per topic
 
 	slots chan struct{} // one per unacknowledged QoS 1 publish
-	toks  chan paho.Token
+	toks  chan sentToken
 	freed chan struct{} // capacity 1: a slot was freed
+	limit atomic.Int64  // the adaptive window: at most this many unacknowledged
 
 	closing  chan struct{} // Close: run sends the last changes, then exits
 	finalBy  time.Time     // set before closing: the last changes and offline by then
@@ -151,6 +163,12 @@ type Output struct {
 	statusUp   bool              // online sent (or due) on this connection
 	statusDue  bool              // online goes out next
 	seq        uint64
+}
+
+// sentToken is a publish's token and when it was sent.
+type sentToken struct {
+	tok  paho.Token
+	sent time.Time
 }
 
 type connEvent struct {
@@ -220,6 +238,11 @@ func (h *liveHeap) Pop() any {
 
 const (
 	defaultWindow = 4096
+	// minWindow is the least the adaptive window shrinks to.
+	minWindow = 16
+	// ackTarget: an acknowledgement slower than this shrinks the window. On
+	// loopback a broker with room acknowledges within a few milliseconds.
+	ackTarget = 50 * time.Millisecond
 	// connectBackoffMax bounds the wait between connection attempts.
 	connectBackoffMax = 30 * time.Second
 	// lagEvery is how often the lag gauges are computed (a pass over the dirty set).
@@ -240,7 +263,7 @@ func NewOutput(o OutputOptions) (*Output, error) {
 	if o.MinInterval < 0 {
 		o.MinInterval = 0
 	}
-	return &Output{
+	p := &Output{
 		o:          o,
 		log:        o.Logger,
 		connEvents: make(chan connEvent, 4),
@@ -248,7 +271,7 @@ func NewOutput(o OutputOptions) (*Output, error) {
 		haAgain:    make(chan struct{}, 1),
 		control:    make(chan Message, 64),
 		slots:      make(chan struct{}, o.Window),
-		toks:       make(chan paho.Token, o.Window),
+		toks:       make(chan sentToken, o.Window),
 		freed:      make(chan struct{}, 1),
 		closing:    make(chan struct{}),
 		runDone:    make(chan struct{}),
@@ -257,7 +280,11 @@ func NewOutput(o OutputOptions) (*Output, error) {
 		clearing:   map[string]bool{},
 		controlVal: map[string][]byte{},
 		controlDue: map[string]bool{},
-	}, nil
+	}
+	// The window starts at a quarter of its most (or all of a small one) and grows
+	// from there while the broker keeps up.
+	p.limit.Store(int64(min(o.Window, max(o.Window/4, minWindow))))
+	return p, nil
 }
 
 // Start connects in the background (with retries) and starts publishing.
@@ -392,19 +419,21 @@ func (p *Output) connLoop() {
 // reap frees a slot as each publish is acknowledged, oldest first (the broker
 // acknowledges in order), or fails (its connection was lost).
 func (p *Output) reap() {
+	var lastCut time.Time
 	for {
-		var tok paho.Token
+		var st sentToken
 		select {
-		case tok = <-p.toks:
+		case st = <-p.toks:
 		case <-p.runDone:
 			return
 		}
 		select {
-		case <-tok.Done():
+		case <-st.tok.Done():
 		case <-time.After(30 * time.Second): // paho completes it on connection loss; a safety net
 		case <-p.runDone:
 			return
 		}
+		lastCut = p.adapt(st, time.Now(), lastCut)
 		<-p.slots
 		if p.o.Metrics.InFlight != nil {
 			p.o.Metrics.InFlight.Dec()
@@ -575,9 +604,34 @@ func (p *Output) checkStatus() {
 	}
 }
 
+// adapt sets the window from one acknowledgement's round trip (see the package
+// comment on the output); it returns when the window was last cut.
+func (p *Output) adapt(st sentToken, now, lastCut time.Time) time.Time {
+	rtt := now.Sub(st.sent)
+	w := p.limit.Load()
+	switch {
+	case st.tok.Error() != nil:
+		// The connection is gone; the next one starts where this one was.
+	case rtt > ackTarget:
+		// Once per round trip: the acknowledgements behind this one were sent
+		// before the cut took effect.
+		if now.Sub(lastCut) >= rtt {
+			w = max(w/2, minWindow)
+			lastCut = now
+		}
+	case w < int64(p.o.Window):
+		w++
+	}
+	p.limit.Store(w)
+	if p.o.Metrics.Window != nil {
+		p.o.Metrics.Window.Set(float64(w))
+	}
+	return lastCut
+}
+
 // free is how many more QoS 1 publishes may go now (the reaper only frees slots
 // concurrently, so this is a lower bound).
-func (p *Output) free() int { return cap(p.slots) - len(p.slots) }
+func (p *Output) free() int { return int(p.limit.Load()) - len(p.slots) }
 
 // send publishes one retained QoS 1 message; the caller checked free() > 0.
 func (p *Output) send(topic string, payload []byte) {
@@ -585,7 +639,7 @@ func (p *Output) send(topic string, payload []byte) {
 	if p.o.Metrics.InFlight != nil {
 		p.o.Metrics.InFlight.Inc()
 	}
-	p.toks <- p.conn.Publish(topic, 1, true, payload)
+	p.toks <- sentToken{tok: p.conn.Publish(topic, 1, true, payload), sent: time.Now()}
 	p.count(1)
 }
 

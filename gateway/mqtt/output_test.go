@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -298,4 +299,82 @@ func TestOutputControlFirst(t *testing.T) {
 	if fmt.Sprint(p.controlQ) != "[gw/info gw/dpus]" && fmt.Sprint(p.controlQ) != "[gw/dpus gw/info]" {
 		t.Errorf("after a reconnect the control queue is %v, want both topics", p.controlQ)
 	}
+}
+
+// doneToken is a completed publish token, for the window's arithmetic.
+type doneToken struct{ err error }
+
+func (doneToken) Wait() bool                     { return true }
+func (doneToken) WaitTimeout(time.Duration) bool { return true }
+func (doneToken) Done() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+func (t doneToken) Error() error { return t.err }
+
+// TestOutputWindowAdapts: quick acknowledgements grow the window by one each up to
+// Window; a slow one halves it, once per round trip, never below minWindow; a
+// failed publish (connection lost) leaves it as it is.
+func TestOutputWindowAdapts(t *testing.T) {
+	p, err := NewOutput(OutputOptions{Broker: "tcp://127.0.0.1:1", ClientID: "w", Window: 256,
+		Subscribe: func() Subscription { return nil }, Spaces: func() []occupancy.Occupancy { return nil },
+		Render: func(dst []byte, _ occupancy.Occupancy) []byte { return dst }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := p.limit.Load(), int64(64); got != want {
+		t.Fatalf("start: window %d, want %d (a quarter of 256)", got, want)
+	}
+	t0 := time.Unix(1_800_000_000, 0)
+	now, cut := t0, time.Time{}
+	ack := func(rtt time.Duration, err error) int64 {
+		t.Helper()
+		now = now.Add(time.Millisecond)
+		cut = p.adapt(sentToken{tok: doneToken{err}, sent: now.Add(-rtt)}, now, cut)
+		return p.limit.Load()
+	}
+	t.Run("grows while quick", func(t *testing.T) {
+		for i := range 100 {
+			if got, want := ack(time.Millisecond, nil), min(int64(64+i+1), 256); got != want {
+				t.Fatalf("after %d quick acks: window %d, want %d", i+1, got, want)
+			}
+		}
+		for range 200 {
+			ack(time.Millisecond, nil)
+		}
+		if got := p.limit.Load(); got != 256 {
+			t.Fatalf("window %d, want the most, 256", got)
+		}
+	})
+	t.Run("halves once per round trip", func(t *testing.T) {
+		if got := ack(200*time.Millisecond, nil); got != 128 {
+			t.Fatalf("after a slow ack: window %d, want 128", got)
+		}
+		// Acks of publishes sent before the cut: no second cut within the round trip.
+		for range 50 {
+			if got := ack(200*time.Millisecond, nil); got != 128 {
+				t.Fatalf("a second cut within one round trip: window %d, want 128", got)
+			}
+		}
+		now = now.Add(200 * time.Millisecond)
+		if got := ack(200*time.Millisecond, nil); got != 64 {
+			t.Fatalf("after a round trip more: window %d, want 64", got)
+		}
+		for range 20 {
+			now = now.Add(time.Second)
+			ack(time.Second, nil)
+		}
+		if got := p.limit.Load(); got != minWindow {
+			t.Fatalf("window %d, want the least, %d", got, minWindow)
+		}
+	})
+	t.Run("a lost connection does not count", func(t *testing.T) {
+		if got := ack(5*time.Second, errors.New("connection lost")); got != minWindow {
+			t.Fatalf("window %d after a failed publish, want %d unchanged", got, minWindow)
+		}
+		if got := ack(time.Millisecond, errors.New("connection lost")); got != minWindow {
+			t.Fatalf("window %d after a failed publish, want %d unchanged", got, minWindow)
+		}
+	})
 }
