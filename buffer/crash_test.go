@@ -32,12 +32,14 @@ const (
 // (the event is acknowledged durable), until it is killed.
 func crashChild(dir string) {
 	round, _ := strconv.Atoi(os.Getenv(crashRoundEnv))
+	fmt.Fprintln(os.Stdout, "S") // started: the parent may count its kill delay from here (Open, recovery)
 	// A small memtable makes large settlements go in several transactions.
 	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, Logger: zerolog.New(os.Stderr).Level(zerolog.WarnLevel)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(2)
 	}
+	fmt.Fprintln(os.Stdout, "O") // opened: or from here (appends, commits)
 	var outMu sync.Mutex
 	fail := func(format string, a ...any) {
 		outMu.Lock()
@@ -189,6 +191,12 @@ func parseAckLine(l string) (occupancy.Event, error) {
 // TestCrashRecovery SIGKILLs a child that appends as fast as it can at random
 // moments (also during Open and recovery), 20 times over one store, and then
 // checks that every event the child saw acknowledged is stored exactly once.
+//
+// The kill delay counts from the child's own marks, not from exec: starting a
+// -race test binary and opening the store take 0.7-1.3 s at load 18 here (first
+// acknowledgement 0.7-1.7 s after exec), so a delay from exec killed every child of
+// a loaded run before its first acknowledgement. A quarter of the rounds count from
+// "S" (before Open: kills during Open and recovery), the rest from "O" (opened).
 func TestCrashRecovery(t *testing.T) {
 	dir := t.TempDir()
 	rounds := 20
@@ -211,8 +219,15 @@ func TestCrashRecovery(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		kill := func() { _ = cmd.Process.Signal(syscall.SIGKILL) }
+		// A child that never says it started is killed too, and fails the round.
+		hung := time.AfterFunc(2*time.Minute, kill)
+		from := "O"
+		if r.IntN(4) == 0 {
+			from = "S"
+		}
 		delay := time.Duration(5+r.IntN(600)) * time.Millisecond
-		timer := time.AfterFunc(delay, func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
+		var timer *time.Timer
 		br := bufio.NewReader(out)
 		lines := 0
 		for {
@@ -222,6 +237,13 @@ func TestCrashRecovery(t *testing.T) {
 					t.Fatal(err)
 				}
 				break // a line cut by the kill has no newline: not acknowledged
+			}
+			if mark := strings.TrimSuffix(l, "\n"); mark == "S" || mark == "O" {
+				if mark == from {
+					hung.Stop()
+					timer = time.AfterFunc(delay, kill)
+				}
+				continue
 			}
 			if h, ok := strings.CutPrefix(strings.TrimSuffix(l, "\n"), "CP "); ok {
 				v, err := strconv.ParseInt(h, 10, 64)
@@ -248,13 +270,17 @@ func TestCrashRecovery(t *testing.T) {
 			acked[e]++
 			lines++
 		}
-		timer.Stop()
 		werr := cmd.Wait()
+		if timer == nil {
+			hung.Stop()
+			t.Fatalf("round %d: child ended (%v) before it printed %q; stderr:\n%s", round, werr, from, stderr.String())
+		}
+		timer.Stop()
 		var ee *exec.ExitError
 		if !errors.As(werr, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 			t.Fatalf("round %d: child ended with %v, want killed; stderr:\n%s", round, werr, stderr.String())
 		}
-		t.Logf("round %d: killed after %v, %d events acknowledged", round, delay, lines)
+		t.Logf("round %d: killed %v after %q, %d events acknowledged", round, delay, from, lines)
 	}
 	s := openT(t, Options{Dir: dir})
 	stored := map[occupancy.Event]int{}
