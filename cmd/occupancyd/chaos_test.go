@@ -255,10 +255,22 @@ func (d *chaosDaemon) kill9() {
 	d.c.kill9(d.t)
 }
 
-var chaosHTTP = &http.Client{Timeout: 5 * time.Second}
+// chaosHTTP bounds the polls (readiness, a space) that run inside deadlines of
+// their own; chaosHTTPVerify the verification's /counts reads of 10,000 buckets
+// (1.2 MB of JSON each), which a -race daemon answers in 0.3 s here when idle but in
+// 1-2 s at load 15 and past 5 s in a loaded full run: a correctness read, not a
+// latency bound, so its timeout only catches a daemon that no longer answers.
+var (
+	chaosHTTP       = &http.Client{Timeout: 5 * time.Second}
+	chaosHTTPVerify = &http.Client{Timeout: time.Minute}
+)
 
 func (d *chaosDaemon) get(path string) (int, []byte, error) {
-	resp, err := chaosHTTP.Get("http://" + d.httpAddr + path)
+	return d.getWith(chaosHTTP, path)
+}
+
+func (d *chaosDaemon) getWith(c *http.Client, path string) (int, []byte, error) {
+	resp, err := c.Get("http://" + d.httpAddr + path)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -780,7 +792,7 @@ func chaosVerify(t *testing.T, d *chaosDaemon, m *chaosModel, sum *chaosSummary)
 		for start := lo; start < hi; start += 10_000 {
 			end := min(start+10_000, hi)
 			q := fmt.Sprintf("/v1/spaces/%s/counts?start=%s&end=%s&interval=1ms", space, urlQuery(rfc3339ms(start)), urlQuery(rfc3339ms(end)))
-			code, body, err := d.get(q)
+			code, body, err := d.getWith(chaosHTTPVerify, q)
 			if err != nil || code != http.StatusOK {
 				t.Fatalf("GET %s: %d %v %.300s", q, code, err, body)
 			}
