@@ -239,10 +239,10 @@ func (h *liveHeap) Pop() any {
 const (
 	defaultWindow = 4096
 	// minWindow is the least the adaptive window shrinks to.
-	minWindow = 16
+	minWindow = 64
 	// ackTarget: an acknowledgement slower than this shrinks the window. On
 	// loopback a broker with room acknowledges within a few milliseconds.
-	ackTarget = 50 * time.Millisecond
+	ackTarget = 200 * time.Millisecond
 	// connectBackoffMax bounds the wait between connection attempts.
 	connectBackoffMax = 30 * time.Second
 	// lagEvery is how often the lag gauges are computed (a pass over the dirty set).

@@ -348,17 +348,17 @@ func TestOutputWindowAdapts(t *testing.T) {
 		}
 	})
 	t.Run("halves once per round trip", func(t *testing.T) {
-		if got := ack(200*time.Millisecond, nil); got != 128 {
+		if got := ack(500*time.Millisecond, nil); got != 128 {
 			t.Fatalf("after a slow ack: window %d, want 128", got)
 		}
 		// Acks of publishes sent before the cut: no second cut within the round trip.
 		for range 50 {
-			if got := ack(200*time.Millisecond, nil); got != 128 {
+			if got := ack(500*time.Millisecond, nil); got != 128 {
 				t.Fatalf("a second cut within one round trip: window %d, want 128", got)
 			}
 		}
-		now = now.Add(200 * time.Millisecond)
-		if got := ack(200*time.Millisecond, nil); got != 64 {
+		now = now.Add(500 * time.Millisecond)
+		if got := ack(500*time.Millisecond, nil); got != 64 {
 			t.Fatalf("after a round trip more: window %d, want 64", got)
 		}
 		for range 20 {
