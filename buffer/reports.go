@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -23,6 +24,7 @@ import (
 //	k <ts> <dpu>           cumulative report (value: reportValue); its identity (DPU, ts)
 //	K <dpu> 0x00 <ts>      neighbour index (value: uvarint in_total, uvarint out_total)
 //	P <n|k key>            parked mark of a report (value: reportValue)
+//	L <n|k key>            late mark: stored late, correction not committed (value: reportValue)
 //	R <dpu>                counter resets of a cumulative DPU (value: uvarint)
 //	U <gen BE> <n|k key>   unpark marker of a settlement written in steps (see Commit)
 //
@@ -41,6 +43,7 @@ const (
 	pfxCumulative   = 'k'
 	pfxCumulIdx     = 'K'
 	pfxParkedReport = 'P'
+	pfxLateReport   = 'L'
 	pfxResets       = 'R'
 	pfxUnparkReport = 'U'
 )
@@ -331,7 +334,7 @@ func (s *Store) writeReports(c *committerState, w *splitTxn, b *reportBatch, r *
 			// Written by a batch whose senders were told it failed: new to them, and
 			// written again so that this batch's sync covers it (its checks and
 			// counter resets were made when it was first written).
-			if err := s.setReport(w, k, rep, r.repParked != nil && r.repParked[i]); err != nil {
+			if err := setReport(w, k, rep, r.repParked != nil && r.repParked[i]); err != nil {
 				return err
 			}
 			r.keys = append(r.keys, k)
@@ -358,7 +361,7 @@ func (s *Store) writeReports(c *committerState, w *splitTxn, b *reportBatch, r *
 			res.Rejected = true
 			continue
 		}
-		if err := s.setReport(w, k, rep, park); err != nil {
+		if err := setReport(w, k, rep, park); err != nil {
 			return err
 		}
 		if rep.Kind == occupancy.ReportInterval {
@@ -385,15 +388,25 @@ func (s *Store) writeReports(c *committerState, w *splitTxn, b *reportBatch, r *
 	return nil
 }
 
-// setReport writes a report and, when park is set, its parked mark.
-func (s *Store) setReport(w *splitTxn, k []byte, rep occupancy.Report, park bool) error {
+// setReport writes a report and, when park is set, its parked mark, or when it is
+// marked Late its late mark (as Append does for events: the mark stays until a
+// Commit lists the report in Settlement.CorrectedReports, and the engine corrects
+// for it again at start).
+func setReport(w *splitTxn, k []byte, rep occupancy.Report, park bool) error {
 	v := reportValue(make([]byte, 0, 24), rep)
 	if err := w.set(k, v); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
-	if park {
-		if err := w.set(append([]byte{pfxParkedReport}, k...), v); err != nil {
-			return fmt.Errorf("write parked mark: %w", err)
+	mark := byte(0)
+	switch {
+	case park:
+		mark = pfxParkedReport
+	case rep.Late:
+		mark = pfxLateReport
+	}
+	if mark != 0 {
+		if err := w.set(append([]byte{mark}, k...), v); err != nil {
+			return fmt.Errorf("write report mark: %w", err)
 		}
 	}
 	return nil
@@ -468,34 +481,70 @@ func (b *reportBatch) finish(w *splitTxn) error {
 
 // ---- reads ----
 
-// Reports streams stored reports with from <= TS < to: the interval reports in
-// (TS, DPU) order, then the cumulative ones in (TS, DPU) order.
+// Reports streams stored reports (parked ones included) with from <= TS < to in
+// (TS, DPU) order, an interval report before a cumulative one of the same DPU and TS.
 func (s *Store) Reports(from, to int64, fn func(occupancy.Report) error) error {
 	if from >= to {
 		return nil
 	}
-	for _, p := range []byte{pfxInterval, pfxCumulative} {
-		err := s.scanOpen([]byte{p}, putTS([]byte{p}, from), putTS([]byte{p}, to), func(k, v []byte) (bool, error) {
-			r, err := decodeReport(k, v)
-			if err != nil {
-				return false, fmt.Errorf("read reports: key %x: %w", k, err)
-			}
-			return true, fn(r)
-		})
-		if err != nil {
-			return err
+	return s.view(func(txn *badger.Txn) error {
+		// The two logs merged: each iterator stands at its next report in range.
+		var its [2]*badger.Iterator
+		var ends [2][]byte
+		for i, p := range []byte{pfxInterval, pfxCumulative} {
+			o := badger.DefaultIteratorOptions
+			o.PrefetchValues = false
+			o.Prefix = []byte{p}
+			its[i] = txn.NewIterator(o)
+			defer its[i].Close()
+			its[i].Seek(putTS([]byte{p}, from))
+			ends[i] = putTS([]byte{p}, to)
 		}
-	}
-	return nil
+		valid := func(i int) bool {
+			return its[i].Valid() && bytes.Compare(its[i].Item().Key(), ends[i]) < 0
+		}
+		for {
+			i := 0
+			switch a, b := valid(0), valid(1); {
+			case !a && !b:
+				return nil
+			case !a || (b && bytes.Compare(its[1].Item().Key()[1:], its[0].Item().Key()[1:]) < 0):
+				i = 1
+			}
+			item := its[i].Item()
+			err := item.Value(func(v []byte) error {
+				r, err := decodeReport(item.Key(), v)
+				if err != nil {
+					return fmt.Errorf("read reports: key %x: %w", item.Key(), err)
+				}
+				return fn(r)
+			})
+			if err != nil {
+				return err
+			}
+			its[i].Next()
+		}
+	})
 }
 
 // ParkedReports streams every parked report: the cumulative ones, then the interval
 // ones, each in (TS, DPU) order.
 func (s *Store) ParkedReports(fn func(occupancy.Report) error) error {
-	return s.scanOpen([]byte{pfxParkedReport}, nil, nil, func(k, v []byte) (bool, error) {
+	return s.markedReports(pfxParkedReport, "parked", fn)
+}
+
+// LateReports streams, as ParkedReports, every report stored late whose correction
+// no committed checkpoint includes yet.
+func (s *Store) LateReports(fn func(occupancy.Report) error) error {
+	return s.markedReports(pfxLateReport, "late", fn)
+}
+
+// markedReports streams the reports of the marks with prefix pfx.
+func (s *Store) markedReports(pfx byte, what string, fn func(occupancy.Report) error) error {
+	return s.scanOpen([]byte{pfx}, nil, nil, func(k, v []byte) (bool, error) {
 		r, err := decodeReport(k[1:], v)
 		if err != nil {
-			return false, fmt.Errorf("read parked reports: key %x: %w", k, err)
+			return false, fmt.Errorf("read %s reports: key %x: %w", what, k, err)
 		}
 		return true, fn(r)
 	})

@@ -186,7 +186,14 @@ func storedSequences(t *testing.T, s *Store) (map[reportID]occupancy.Report, map
 	t.Helper()
 	byID := map[reportID]occupancy.Report{}
 	seqs := map[string][]occupancy.Report{}
-	for _, r := range allReports(t, s) {
+	all := allReports(t, s)
+	for i := 1; i < len(all); i++ {
+		a, b := all[i-1], all[i]
+		if a.TS > b.TS || (a.TS == b.TS && (a.DPU > b.DPU || (a.DPU == b.DPU && a.Kind >= b.Kind))) {
+			t.Fatalf("Reports out of (TS, DPU, kind) order: %+v before %+v", a, b)
+		}
+	}
+	for _, r := range all {
 		if _, dup := byID[idOf(r)]; dup {
 			t.Fatalf("report %+v stored twice", r)
 		}
@@ -517,5 +524,46 @@ func TestReportKeyOrder(t *testing.T) {
 		if _, err := decodeReport(k, []byte{0, 1, 1, 1, 0}); err == nil {
 			t.Errorf("decodeReport(%x): want an error", k)
 		}
+	}
+}
+
+// TestLateReportMarks: a report stored late keeps a late mark (a parked one does
+// not: it is corrected when unparked) until a settlement lists it in
+// CorrectedReports, in one transaction or in steps; LateReports streams the marks.
+func TestLateReportMarks(t *testing.T) {
+	for _, steps := range []bool{false, true} {
+		t.Run(fmt.Sprintf("steps=%v", steps), func(t *testing.T) {
+			s := openT(t, Options{})
+			reps := []occupancy.Report{
+				{DPU: "a", Kind: occupancy.ReportInterval, Start: 0, TS: 10, In: 2, Late: true},
+				{DPU: "c", Kind: occupancy.ReportCumulative, TS: 10, In: 4, Late: true},
+				{DPU: "c", Kind: occupancy.ReportCumulative, TS: 20, In: 5},
+				{DPU: "u", Kind: occupancy.ReportCumulative, TS: 20, In: 5, Late: true},
+			}
+			if _, err := s.AppendReports(context.Background(), reps, []bool{false, false, false, true}); err != nil {
+				t.Fatal(err)
+			}
+			late := func() []occupancy.Report {
+				var out []occupancy.Report
+				if err := s.LateReports(func(r occupancy.Report) error { out = append(out, r); return nil }); err != nil {
+					t.Fatal(err)
+				}
+				sortReports(out)
+				return out
+			}
+			if got := late(); !reflect.DeepEqual(got, reps[:2]) {
+				t.Fatalf("late: got %+v, want the two stored late and not parked", got)
+			}
+			s = reopen(t, s)
+			if steps {
+				s.opts.MemTableSize = 1 << 10
+			}
+			if err := s.Commit(occupancy.Settlement{CorrectedReports: reps[:1], Checkpoint: occupancy.Checkpoint{Horizon: 1}}); err != nil {
+				t.Fatal(err)
+			}
+			if got := late(); !reflect.DeepEqual(got, reps[1:2]) {
+				t.Fatalf("late after correcting the first: got %+v, want the second", got)
+			}
+		})
 	}
 }

@@ -310,6 +310,8 @@ func KindName(k occupancy.EntryKind) string {
 		return "correction"
 	case occupancy.KindMove:
 		return "move"
+	case occupancy.KindReport:
+		return "report"
 	}
 	return fmt.Sprintf("kind-%d", k)
 }

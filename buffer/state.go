@@ -59,7 +59,7 @@ var keyUnparkGen = []byte("m" + "unpark-gen")
 
 // Commit writes a settlement: it deletes rows from st.RewriteFrom on when set,
 // writes st.Rows, removes the parked marks of st.Unparked and the late marks of
-// st.Corrected and stores the checkpoint, all in one synced transaction when
+// st.Corrected (and st.CorrectedReports) and stores the checkpoint, all in one synced transaction when
 // Badger takes it whole.
 //
 // When it is too big for one transaction (a tick that settles very many rows, a
@@ -83,7 +83,7 @@ func (s *Store) Commit(st occupancy.Settlement) error {
 	}
 	var unparked int64
 	err = s.write(func() error {
-		if len(st.Rows)+len(st.Unparked)+len(st.UnparkedReports)+len(st.Corrected)+1 > s.txnEntries() {
+		if len(st.Rows)+len(st.Unparked)+len(st.UnparkedReports)+len(st.Corrected)+len(st.CorrectedReports)+1 > s.txnEntries() {
 			// Certainly too big for one transaction: no need to try.
 			var err error
 			unparked, err = s.commitInSteps(st, cp)
@@ -117,6 +117,11 @@ func (s *Store) Commit(st occupancy.Settlement) error {
 			}
 			for _, e := range st.Corrected {
 				if err := txn.Delete(prefixed(pfxLate, e)); err != nil {
+					return err
+				}
+			}
+			for _, r := range st.CorrectedReports {
+				if err := txn.Delete(reportKey([]byte{pfxLateReport}, r)); err != nil {
 					return err
 				}
 			}
@@ -239,7 +244,10 @@ func (s *Store) commitInSteps(st occupancy.Settlement, cp []byte) (int64, error)
 		// The checkpoint is committed: the caller must not retry it. Open finishes.
 		s.log.Error().Err(err).Msg("removing unparked marks failed; it is finished at the next start")
 	}
-	if err := s.chunked(len(st.Corrected), func(w *splitTxn, i int) error {
+	if err := s.chunked(len(st.Corrected)+len(st.CorrectedReports), func(w *splitTxn, i int) error {
+		if i >= len(st.Corrected) {
+			return w.delete(reportKey([]byte{pfxLateReport}, st.CorrectedReports[i-len(st.Corrected)]))
+		}
 		return w.delete(prefixed(pfxLate, st.Corrected[i]))
 	}); err != nil {
 		s.log.Error().Err(err).Msg("removing late marks failed; the engine corrects for them again at the next start")

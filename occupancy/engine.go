@@ -190,9 +190,14 @@ type Engine struct {
 	nextDaily int64 // earliest daily reset instant after lastGen
 
 	parked    map[string]map[string]Event // dpu -> key -> event
-	nParked   int
+	nParked   int                         // parked events and reports
 	unparked  []Event
 	corrected []Event // late events corrected since the last settlement
+
+	parkedReps    map[string]map[repKey]Report // dpu -> parked reports
+	unparkedReps  []Report
+	correctedReps []Report          // late reports corrected since the last settlement
+	cum           map[int32]*cumDPU // cumulative DPUs by index in dpuTab (engine_reports.go)
 
 	late      map[int32][]interval
 	trueCP    map[int32][]trueCP // true-value checkpoints (late.go)
@@ -234,6 +239,9 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 		late:   map[int32][]interval{},
 		trueCP: map[int32][]trueCP{},
 		corr:   map[int32]correction{},
+		cum:    map[int32]*cumDPU{},
+
+		parkedReps: map[string]map[repKey]Report{},
 	}
 	e.cmp = e.compare
 	vs, err := store.Versions()
@@ -267,16 +275,28 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 		// A new store: nothing is settled yet, so the last settle_after before the
 		// first start is pending (DESIGN 3: a backlog DPUs send at installation is
 		// not late). Reopened before its first checkpoint, everything stored is
-		// pending too: H is the earlier of that and the earliest stored event.
+		// pending too: H is the earlier of that and the earliest stored event or
+		// report a version maps (a parked one counts once unparked, as a late one).
 		e.h = vs[0].At - opts.SettleAfter
 		err := store.Events(math.MinInt64, math.MaxInt64, func(ev Event) error {
-			if ev.TS < e.h {
-				e.h = ev.TS
+			if !e.Mappable(ev.DPU, ev.TS) {
+				return nil
 			}
+			e.h = min(e.h, ev.TS)
 			return errStop
 		})
 		if err != nil && !errors.Is(err, errStop) {
 			return nil, fmt.Errorf("open engine: read events: %w", err)
+		}
+		err = store.Reports(math.MinInt64, math.MaxInt64, func(r Report) error {
+			if !e.Mappable(r.DPU, r.TS) {
+				return nil
+			}
+			e.h = min(e.h, r.TS)
+			return errStop
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return nil, fmt.Errorf("open engine: read reports: %w", err)
 		}
 	}
 	for id, ivs := range st.Late {
@@ -344,10 +364,11 @@ func Open(opts Options, store Store, now int64) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open engine: read late events: %w", err)
 	}
-	if len(late) > 0 && e.opts.LateEvents == LateApply {
-		if err := e.correct(late, now); err != nil {
-			return nil, fmt.Errorf("open engine: %w", err)
-		}
+	if err := e.reapplyReports(e.h, now, &late); err != nil {
+		return nil, fmt.Errorf("open engine: %w", err)
+	}
+	if err := e.correctLate(late, now); err != nil {
+		return nil, fmt.Errorf("open engine: %w", err)
 	}
 	e.holdUntil = now + opts.SettleAfter
 	// The change feed starts from the rebuilt state.
@@ -399,7 +420,7 @@ func (e *Engine) compare(a, b *entry) int {
 	}
 	if a.ref != b.ref {
 		var an, bn string
-		if a.cls == clsEvent {
+		if a.cls == clsEvent || a.cls == clsReport {
 			an, bn = e.dpuNames[a.ref], e.dpuNames[b.ref]
 		} else if a.cls != clsCorrection {
 			an, bn = e.gs[a.ref].id, e.gs[b.ref].id
@@ -409,6 +430,9 @@ func (e *Engine) compare(a, b *entry) int {
 		}
 	}
 	if a.cls != clsEvent {
+		if a.cls == clsReport { // a DPU's interval report before its cumulative one
+			return cmpInt(int(a.dir), int(b.dir))
+		}
 		return 0
 	}
 	// Same DPU and ms: id-less events ('d') before events with an id ('i').
@@ -579,7 +603,7 @@ func (e *Engine) Mappable(dpu string, ts int64) bool {
 	return ok
 }
 
-// ParkedCount is the number of parked events held.
+// ParkedCount is the number of parked events and reports held.
 func (e *Engine) ParkedCount() int { return e.nParked }
 
 func (e *Engine) park(ev Event) {
@@ -643,6 +667,30 @@ func (e *Engine) applyMapped(ev *Event, m dpuMap, ok bool, now int64, late *[]Ev
 	return 'a'
 }
 
+// tally counts what applying one event or report did ('a', 'p', 'l'); it reports
+// false for one that was ignored.
+func (r *ApplyResult) tally(what byte) bool {
+	switch what {
+	case 'a':
+		r.Applied++
+	case 'p':
+		r.Parked++
+	case 'l':
+		r.Late++
+	default:
+		return false
+	}
+	return true
+}
+
+// correctLate corrects the late inputs at the horizon under late_events apply.
+func (e *Engine) correctLate(late []Event, now int64) error {
+	if len(late) == 0 || e.opts.LateEvents != LateApply {
+		return nil
+	}
+	return e.correct(late, now)
+}
+
 // applyBlock events are looked up together, so that the cache misses of their
 // independent loads (DPU index slot, DPU slot, each space's state and tail chunk)
 // overlap instead of following one another.
@@ -673,22 +721,15 @@ func (e *Engine) Apply(evs []Event, now int64) (ApplyResult, error) {
 		}
 		e.sink += sink
 		for i := range blk {
-			switch e.applyMapped(&blk[i], maps[i], mapped[i], now, &late) {
-			case 'a':
-				res.Applied++
-			case 'p':
-				res.Parked++
-			case 'l':
-				res.Late++
-			default:
+			if !res.tally(e.applyMapped(&blk[i], maps[i], mapped[i], now, &late)) {
 				bad++
 			}
 		}
 	}
-	if len(late) > 0 && e.opts.LateEvents == LateApply {
-		if err := e.correct(late, now); err != nil {
-			return res, fmt.Errorf("apply late events: %w", err)
-		}
+	if err := e.correctLate(late, now); err != nil {
+		return res, fmt.Errorf("apply late events: %w", err)
+	}
+	if e.opts.LateEvents == LateApply {
 		e.corrected = append(e.corrected, late...)
 	}
 	if bad > 0 {
@@ -781,8 +822,9 @@ func (e *Engine) Tick(now int64) (Settlement, bool) {
 }
 
 func (e *Engine) settlement(rows []Row) Settlement {
-	st := Settlement{Rows: rows, Unparked: e.unparked, Corrected: e.corrected, Checkpoint: e.checkpoint()}
-	e.unparked, e.corrected = nil, nil
+	st := Settlement{Rows: rows, Unparked: e.unparked, UnparkedReports: e.unparkedReps, Corrected: e.corrected,
+		CorrectedReports: e.correctedReps, Checkpoint: e.checkpoint()}
+	e.unparked, e.unparkedReps, e.corrected, e.correctedReps = nil, nil, nil, nil
 	e.dirty = false
 	return st
 }

@@ -227,6 +227,9 @@ func (e *Engine) replay(starts map[int32]int64, known map[int32]trueCP, to int64
 	for _, ev := range extra {
 		addEvent(ev)
 	}
+	if err := e.replayReports(from, to, starts, relevant, lists); err != nil {
+		return nil, err
+	}
 	err = e.store.Resets(from, func(r Reset) error {
 		if r.TS >= to {
 			return errStop
@@ -335,6 +338,9 @@ func (e *Engine) Rewind(from, now int64) (Settlement, error) {
 			e.applyOne(ev, now, nil)
 			return nil
 		})
+		if err == nil {
+			err = e.rewindReports(from, now)
+		}
 		if err != nil {
 			return Settlement{}, fmt.Errorf("rewind: %w", err)
 		}
@@ -409,6 +415,10 @@ func (e *Engine) Rewind(from, now int64) (Settlement, error) {
 		if ev.TS >= from {
 			e.applyOne(ev, now, nil)
 		}
+	}
+	clear(e.cum) // rebuilt from the reports before from on
+	if err := e.rewindReports(from, now); err != nil {
+		return Settlement{}, fmt.Errorf("rewind: %w", err)
 	}
 	// Settle again up to the old horizon.
 	saveHold := e.holdUntil

@@ -21,11 +21,101 @@ type memStore struct {
 	resets   map[string]Reset // by space+ts
 	rows     map[string][]Row // per space, ordered by (TS, Seq)
 	noEvents bool             // benchmarks: do not keep events
+
+	reports   []Report // sorted by (TS, DPU, Kind), parked ones included
+	repParked map[repKey]bool
+	lateReps  map[repKey]Report // stored late, correction not committed (Store.LateReports)
 }
 
 func newMemStore() *memStore {
 	return &memStore{keys: map[string]bool{}, parked: map[string]Event{}, late: map[string]Event{},
-		resets: map[string]Reset{}, rows: map[string][]Row{}}
+		resets: map[string]Reset{}, rows: map[string][]Row{}, repParked: map[repKey]bool{}, lateReps: map[repKey]Report{}}
+}
+
+// AppendReports stores reports not seen before whose range overlaps no stored
+// interval of their DPU, parked[i] marking an unmappable one and one marked Late
+// (not parked) kept as late until a commit lists it in CorrectedReports; it returns
+// which were stored.
+func (m *memStore) AppendReports(reps []Report, parked []bool) []bool {
+	fresh := make([]bool, len(reps))
+	for i, r := range reps {
+		if m.overlapsStored(r) {
+			continue
+		}
+		j := sort.Search(len(m.reports), func(j int) bool { return !reportLess(m.reports[j], r) })
+		m.reports = append(m.reports, Report{})
+		copy(m.reports[j+1:], m.reports[j:])
+		m.reports[j] = r
+		fresh[i] = true
+		if parked != nil && parked[i] {
+			m.repParked[keyOf(r)] = true
+		} else if r.Late {
+			m.lateReps[keyOf(r)] = r
+		}
+	}
+	return fresh
+}
+
+// overlapsStored reports whether r is stored already or may not be stored: a
+// cumulative report with its DPU and ts, an interval overlapping one of its DPU.
+func (m *memStore) overlapsStored(r Report) bool {
+	for _, o := range m.reports {
+		if o.DPU == r.DPU && o.Kind == r.Kind && (o.TS == r.TS || (r.Kind == ReportInterval && o.Overlaps(r))) {
+			return true
+		}
+	}
+	return false
+}
+
+func reportLess(a, b Report) bool {
+	if a.TS != b.TS {
+		return a.TS < b.TS
+	}
+	if a.DPU != b.DPU {
+		return a.DPU < b.DPU
+	}
+	return a.Kind < b.Kind
+}
+
+func (m *memStore) Reports(from, to int64, fn func(Report) error) error {
+	i := sort.Search(len(m.reports), func(i int) bool { return m.reports[i].TS >= from })
+	for ; i < len(m.reports) && m.reports[i].TS < to; i++ {
+		if err := fn(m.reports[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *memStore) ParkedReports(fn func(Report) error) error {
+	for _, r := range m.reports {
+		if m.repParked[keyOf(r)] {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (m *memStore) LateReports(fn func(Report) error) error {
+	for _, r := range m.reports {
+		if _, ok := m.lateReps[keyOf(r)]; ok {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (m *memStore) CumulativeBefore(dpu string, t int64) (Report, bool, error) {
+	for i := len(m.reports) - 1; i >= 0; i-- {
+		if r := m.reports[i]; r.TS < t && r.DPU == dpu && r.Kind == ReportCumulative {
+			return r, true, nil
+		}
+	}
+	return Report{}, false, nil
 }
 
 func (m *memStore) PutVersion(v Version) { m.versions = append(m.versions, v) }
@@ -95,6 +185,12 @@ func (m *memStore) Commit(st Settlement) error {
 	}
 	for _, ev := range st.Corrected {
 		delete(m.late, string(ev.Key()))
+	}
+	for _, r := range st.UnparkedReports {
+		delete(m.repParked, keyOf(r))
+	}
+	for _, r := range st.CorrectedReports {
+		delete(m.lateReps, keyOf(r))
 	}
 	m.cp, m.hasCP = st.Checkpoint, true
 	return nil

@@ -64,11 +64,13 @@ const neg = int64(-1) << 61
 
 // Entry classes: the order of entries of different kinds at the same millisecond.
 // A correction sets the value at the horizon before anything else at that instant;
-// events come next (by DPU id, then id/direction as in Event.Key), then topology
-// moves, daily resets and manual resets (each by originating space id).
+// events come next (by DPU id, then id/direction as in Event.Key), then reports (by
+// DPU id, an interval report before a cumulative one), then topology moves, daily
+// resets and manual resets (each by originating space id).
 const (
 	clsCorrection uint8 = iota
 	clsEvent
+	clsReport
 	clsMove
 	clsDaily
 	clsManual
@@ -78,17 +80,19 @@ const (
 //
 // An event entry keeps its event id in aux: ids of up to 8 bytes packed (idn is the
 // length, see packID), longer ones as a slot of the engine's side table (idn ==
-// idLong). Other entries keep their value in the low 32 bits of aux (the value a
-// reset or correction sets, a move's delta). A correction counts crossings too
-// (the late ones; see late.go): its entrances in ref, its exits in aux's high 32 bits.
+// idLong). A report entry keeps the crossings it counts in aux (reportEntry): one
+// entry stands for all of them, however many. Other entries keep their value in
+// the low 32 bits of aux (the value a reset or correction sets, a move's delta). A
+// correction counts crossings too (the late ones; see late.go): its entrances in
+// ref, its exits in aux's high 32 bits.
 type entry struct {
 	ts  int64
 	aux uint64
-	ref int32 // event: DPU index; move/reset: originating global space index; correction: entrances
+	ref int32 // event, report: DPU index; move/reset: originating global space index; correction: entrances
 	cls uint8
-	dir int8  // event direction (timeline order of id-less events)
+	dir int8  // event: direction (timeline order of id-less events); report: its ReportKind
 	idn uint8 // event: id length (0 = no id) or idLong
-	d   int8  // event: delta on this space (+1/-1)
+	d   int8  // event: delta on this space (+1/-1); report: the sign of its +1 direction here
 }
 
 // idLong marks an event entry whose id lives in the engine's side table.
@@ -144,12 +148,37 @@ func cmpPacked(a uint64, an uint8, b uint64, bn uint8) int {
 	return 0
 }
 
+// reportEntry is the entry of a report counting in crossings in the +1 direction
+// and then out in the -1 direction (each at most maxWeight), on a space where +1
+// counts d (+1 or -1).
+func reportEntry(ts int64, ref int32, kind ReportKind, in, out int64, d int8) entry {
+	return entry{ts: ts, aux: uint64(min(in, maxWeight))<<32 | uint64(min(out, maxWeight)), ref: ref, cls: clsReport, dir: int8(kind), d: d}
+}
+
+// weights are the crossings of a report entry: in then out.
+func (en *entry) weights() (in, out int64) { return int64(en.aux >> 32), int64(uint32(en.aux)) }
+
+// reportSteps are the two steps of a report entry on this space: its ins, then its
+// outs, each a clamped (or unclamped) addition of many single crossings at once:
+// max(0, x-M) is M clamped decrements.
+func (en *entry) reportSteps(clamp bool) (first, second fn) {
+	floor := neg
+	if clamp {
+		floor = 0
+	}
+	in, out := en.weights()
+	d := int64(en.d)
+	return fn{a: floor, b: d * in}, fn{a: floor, b: -d * out}
+}
+
 func (en *entry) kind() EntryKind {
 	switch en.cls {
 	case clsCorrection:
 		return KindCorrection
 	case clsEvent:
 		return KindEvent
+	case clsReport:
+		return KindReport
 	case clsMove:
 		return KindMove
 	default:
@@ -192,6 +221,9 @@ func entryFn(en *entry, clamp bool) fn {
 			return fn{a: 0, b: int64(en.d)}
 		}
 		return fn{a: neg, b: int64(en.d)}
+	case clsReport:
+		f, g := en.reportSteps(clamp)
+		return f.then(g)
 	case clsMove:
 		if clamp {
 			return fn{a: 0, b: en.val()}
@@ -220,6 +252,17 @@ func step(en *entry, x int64, clamp bool) (v int64, in, out int32) {
 			out = 1
 		}
 		return v, in, out
+	}
+	if en.cls == clsReport {
+		// Entrances and exits are what the steps actually changed: a decrement
+		// absorbed at 0 is no exit.
+		f, g := en.reportSteps(clamp)
+		x1 := f.apply(x)
+		v = g.apply(x1)
+		if en.d > 0 {
+			return v, int32(x1 - x), int32(x1 - v)
+		}
+		return v, int32(v - x1), int32(x - x1)
 	}
 	if en.cls == clsCorrection {
 		return en.val(), en.ref, int32(uint32(en.aux >> 32))
@@ -566,6 +609,9 @@ func (p *plist) settle(h int64, clamp bool, space string, rows []Row, rel func(*
 		for ; k < len(es) && es[k].ts < h; k++ {
 			en := &es[k]
 			v, in, out := step(en, x, clamp)
+			if en.cls == clsReport && in == 0 && out == 0 {
+				continue // a report that changed nothing here leaves no row
+			}
 			if en.ts != lastTS {
 				lastTS, seq = en.ts, 0
 			} else {

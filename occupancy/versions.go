@@ -89,7 +89,9 @@ func (e *Engine) AddVersion(v Version, now int64) (VersionChange, error) {
 			ch.Removed = append(ch.Removed, s.cfg.ID)
 		}
 	}
-	e.remapFrom(v.At, now)
+	if err := e.remapFrom(v.At, now); err != nil {
+		return VersionChange{}, fmt.Errorf("add version: %w", err)
+	}
 	at := max(v.At, e.h)
 	for li, s := range ver.topo.spaces {
 		pi, ok := prev.topo.spaceIdx[s.cfg.ID]
@@ -139,10 +141,13 @@ func (e *Engine) AddVersion(v Version, now int64) (VersionChange, error) {
 		e.nParked -= len(m)
 		delete(e.parked, dpu)
 	}
-	if len(late) > 0 && e.opts.LateEvents == LateApply {
-		if err := e.correct(late, now); err != nil {
-			return ch, fmt.Errorf("add version: %w", err)
-		}
+	n, err := e.unparkReports(ver.topo, now, &late)
+	ch.Unparked += n
+	if err != nil {
+		return ch, fmt.Errorf("add version: %w", err)
+	}
+	if err := e.correctLate(late, now); err != nil {
+		return ch, fmt.Errorf("add version: %w", err)
 	}
 	e.dirty = true
 	return ch, nil
@@ -150,15 +155,16 @@ func (e *Engine) AddVersion(v Version, now int64) (VersionChange, error) {
 
 // remapFrom maps the pending events with ts >= at again (a new version is in force
 // for them). Normally only events slightly ahead of the clock are there.
-func (e *Engine) remapFrom(at int64, now int64) {
+func (e *Engine) remapFrom(at int64, now int64) error {
 	type evKey struct {
 		ref int32
 		id  string
 		ts  int64
 		dir int8
 	}
-	seen := map[evKey]bool{}
+	seen, seenRep := map[evKey]bool{}, map[evKey]bool{}
 	var evs []Event
+	var reps []Report
 	for g := range e.gs {
 		pl := &e.gs[g].pl
 		if len(pl.chunks) == 0 {
@@ -171,6 +177,13 @@ func (e *Engine) remapFrom(at int64, now int64) {
 		rest := pl.truncateFrom(at, e.opts.ClampNegative)
 		e.markChanged(int32(g))
 		for _, en := range rest {
+			if en.cls == clsReport {
+				if k := (evKey{ref: en.ref, ts: en.ts, dir: en.dir}); !seenRep[k] {
+					seenRep[k] = true
+					reps = append(reps, e.reportAt(&en))
+				}
+				continue
+			}
 			if en.cls != clsEvent {
 				e.insert(int32(g), en, true, now)
 				continue
@@ -187,6 +200,13 @@ func (e *Engine) remapFrom(at int64, now int64) {
 	for _, ev := range evs {
 		e.applyOne(ev, now, nil)
 	}
+	var late []Event // none: pending entries are not late
+	for _, r := range reps {
+		if _, err := e.applyReport(r, now, &late); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (e *Engine) addMove(m moveRec, now int64) {
