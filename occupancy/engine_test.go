@@ -296,6 +296,7 @@ func (d *driver) ref(now int64) *refModel {
 	m := &refModel{versions: d.st.versions, daily: now, clamp: d.opts.ClampNegative,
 		h0: d.st.versions[0].At - d.opts.SettleAfter}
 	m.events = append(m.events, d.st.events...)
+	m.reports = append(m.reports, d.st.reports...)
 	for _, ev := range d.st.parked {
 		m.events = append(m.events, ev)
 	}

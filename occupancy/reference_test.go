@@ -8,13 +8,16 @@ import (
 	"github.com/occupancyd/occupancyd/occupancy/refmodel"
 )
 
-// refModel is the deliberately naive reference of the true timeline (DESIGN 1, 3):
-// take every event, manual reset and daily reset, map each through the versions by
-// walking parent chains, sort everything by (ts, class, name, id|direction), replay
-// with clamping. No incremental state, no horizon.
+// refModel is the deliberately naive reference of the true timeline (DESIGN 1, 2a, 3):
+// take every event, manual reset and daily reset, and every crossing the stored
+// reports stand for (refCrossings: each report expanded into single crossings), map
+// each through the versions by walking parent chains, sort everything by (ts, class,
+// name, id|direction), replay one step at a time with clamping. No incremental
+// state, no horizon, no weighted entries.
 type refModel struct {
 	versions []Version
 	events   []Event
+	reports  []Report // stored reports, parked ones included
 	resets   []Reset
 	daily    int64 // daily resets up to and including this instant
 	clamp    bool
@@ -24,8 +27,14 @@ type refModel struct {
 }
 
 type refEntry struct {
-	ts        int64
-	class     int // 1 event, 2 move, 3 daily reset, 4 manual reset
+	ts    int64
+	class int // 1 event, 2 a report's crossing, 3 daily reset, 4 manual reset (moves are not modelled)
+	// group names the report a crossing belongs to: the crossings of one report on a
+	// space are one timeline entry, whose value is the one after all of them (inner
+	// marks the others: bucket min and max do not see them).
+	group     string
+	seq       int64 // a report's crossings: ins, then outs
+	inner     bool
 	name      string
 	tail      string
 	delta     int64
@@ -146,45 +155,132 @@ func refDailyInstants(hhmm string, tz string, from, to int64) []int64 {
 	return out
 }
 
+// refCrossing is one single crossing: an event's or one of a report's.
+type refCrossing struct {
+	Event
+	class int
+	tail  string // order within a DPU's crossings at one ms (then seq)
+	seq   int64
+	group string
+}
+
+// refCrossings expands the stored reports into the single crossings they stand for
+// (DESIGN 2a): an interval report's In crossings in the +1 direction and then its
+// Out crossings in the -1 direction at its end; a cumulative report's increase of
+// each total over the DPU's report before it in ts order, or the whole total where
+// it dropped (a reset), at its ts; a DPU's first report counts nothing.
+func refCrossings(reports []Report) []refCrossing {
+	var out []refCrossing
+	emit := func(r Report, in, outN int64) {
+		group := fmt.Sprintf("%s/%d/%d", r.DPU, r.Kind, r.TS)
+		tail := fmt.Sprint(r.Kind)
+		for j := int64(0); j < in+outN; j++ {
+			dir := int8(1)
+			if j >= in {
+				dir = -1
+			}
+			out = append(out, refCrossing{Event: Event{DPU: r.DPU, TS: r.TS, Direction: dir}, class: 2,
+				tail: tail, seq: j, group: group})
+		}
+	}
+	byDPU := map[string][]Report{}
+	for _, r := range reports {
+		if r.Kind == ReportInterval {
+			emit(r, r.In, r.Out)
+			continue
+		}
+		byDPU[r.DPU] = append(byDPU[r.DPU], r)
+	}
+	for _, rs := range byDPU {
+		sort.Slice(rs, func(i, j int) bool { return rs[i].TS < rs[j].TS })
+		for i := 1; i < len(rs); i++ {
+			counts := [2]int64{}
+			for c, pair := range [2][2]int64{{rs[i-1].In, rs[i].In}, {rs[i-1].Out, rs[i].Out}} {
+				if pair[1] >= pair[0] {
+					counts[c] = pair[1] - pair[0]
+				} else {
+					counts[c] = pair[1] // the counter restarted from 0
+				}
+			}
+			emit(rs[i], counts[0], counts[1])
+		}
+	}
+	return out
+}
+
 // timelines builds every space's entries with values.
 func (m *refModel) timelines() map[string][]refEntry {
 	tl := map[string][]refEntry{}
+	var all []refCrossing
 	for _, ev := range m.events {
-		vi := m.refVersionFor(ev.DPU, ev.TS)
-		if vi < 0 {
-			continue
-		}
-		c := m.versions[vi].Topology
-		var d DPUConfig
-		for _, x := range c.DPUs {
-			if x.ID == ev.DPU {
-				d = x
-			}
-		}
-		from, to := d.MinusSpace, d.PlusSpace
-		if ev.Direction < 0 {
-			from, to = to, from
-		}
-		var fc, tc []string
-		if from != "" {
-			fc = refParentChain(c, from)
-		}
-		if to != "" {
-			tc = refParentChain(c, to)
-		}
 		tail := "i" + ev.ID
 		if ev.ID == "" {
 			tail = "d" + string([]byte{byte(ev.Direction)})
 		}
-		for _, s := range tc {
-			if !refContains(fc, s) {
-				tl[s] = append(tl[s], refEntry{ts: ev.TS, class: 1, name: ev.DPU, tail: tail, delta: 1, kind: KindEvent})
+		all = append(all, refCrossing{Event: ev, class: 1, tail: tail})
+	}
+	all = append(all, refCrossings(m.reports)...)
+	// The spaces a crossing changes, by DPU, version in force and direction (the
+	// walk is the same for every crossing of a report).
+	type target struct {
+		space string
+		delta int64
+	}
+	type mapKey struct {
+		dpu     string
+		inForce int
+		dir     int8
+	}
+	memo := map[mapKey][]target{}
+	targets := func(ev Event) []target {
+		k := mapKey{ev.DPU, 0, ev.Direction}
+		for i, v := range m.versions {
+			if v.At <= ev.TS {
+				k.inForce = i
 			}
 		}
-		for _, s := range fc {
-			if !refContains(tc, s) {
-				tl[s] = append(tl[s], refEntry{ts: ev.TS, class: 1, name: ev.DPU, tail: tail, delta: -1, kind: KindEvent})
+		if ts, ok := memo[k]; ok {
+			return ts
+		}
+		var out []target
+		if vi := m.refVersionFor(ev.DPU, ev.TS); vi >= 0 {
+			c := m.versions[vi].Topology
+			var d DPUConfig
+			for _, x := range c.DPUs {
+				if x.ID == ev.DPU {
+					d = x
+				}
 			}
+			from, to := d.MinusSpace, d.PlusSpace
+			if ev.Direction < 0 {
+				from, to = to, from
+			}
+			var fc, tc []string
+			if from != "" {
+				fc = refParentChain(c, from)
+			}
+			if to != "" {
+				tc = refParentChain(c, to)
+			}
+			for _, s := range tc {
+				if !refContains(fc, s) {
+					out = append(out, target{s, 1})
+				}
+			}
+			for _, s := range fc {
+				if !refContains(tc, s) {
+					out = append(out, target{s, -1})
+				}
+			}
+		}
+		memo[k] = out
+		return out
+	}
+	for _, cr := range all {
+		ev := cr.Event
+		for _, tg := range targets(ev) {
+			tl[tg.space] = append(tl[tg.space], refEntry{ts: ev.TS, class: cr.class, name: ev.DPU, tail: cr.tail, seq: cr.seq,
+				group: cr.group, delta: tg.delta, kind: KindEvent})
 		}
 	}
 	for _, r := range m.resets {
@@ -223,7 +319,12 @@ func (m *refModel) timelines() map[string][]refEntry {
 		}
 	}
 	for sp, es := range tl {
-		sort.SliceStable(es, func(i, j int) bool { return es[i].order().Less(es[j].order()) })
+		sort.SliceStable(es, func(i, j int) bool {
+			if a, b := es[i].order(), es[j].order(); a != b {
+				return a.Less(b)
+			}
+			return es[i].seq < es[j].seq // a report's crossings
+		})
 		x := int64(0)
 		for i := range es {
 			e := &es[i]
@@ -244,6 +345,7 @@ func (m *refModel) timelines() map[string][]refEntry {
 			}
 			e.value = nx
 			x = nx
+			e.inner = e.group != "" && i+1 < len(es) && es[i+1].group == e.group
 		}
 		tl[sp] = es
 	}
@@ -292,11 +394,14 @@ func refCounts(es []refEntry, start, end, interval int64) []Bucket {
 		b.Occupancy, b.Min, b.Max = x, x, x
 		for _, e := range es {
 			if e.ts >= b.Start && e.ts < b.End {
+				b.Entrances += int64(e.in)
+				b.Exits += int64(e.out)
+				if e.inner {
+					continue // inside a report: the entry's value is the one after it
+				}
 				b.Occupancy = e.value
 				b.Min = min(b.Min, e.value)
 				b.Max = max(b.Max, e.value)
-				b.Entrances += int64(e.in)
-				b.Exits += int64(e.out)
 			}
 		}
 		out = append(out, b)
