@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -288,6 +289,11 @@ func TestOutputControlFirst(t *testing.T) {
 	})
 	time.Sleep(100 * time.Millisecond)
 	got, vals := arr.snapshot()
+	// The broker may hand the watcher the first message twice: live, and again as a
+	// retained message of the "#" subscription it is still setting up (seen with
+	// mochi: two deliveries of one gw/info publish, 3 runs in 20). Order is what
+	// is checked here, so a repeat of the topic just before is one arrival.
+	got = slices.Compact(got)
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("send order: got %v, want %v", got, want)
 	}
