@@ -121,6 +121,25 @@ func TestCheckCommand(t *testing.T) {
 			t.Errorf("stderr: got %q, want %q", stderr, w)
 		}
 	})
+	t.Run("open HTTP says why", func(t *testing.T) {
+		// DESIGN 5 Access, issue 14 item 5: off loopback with no token, check refuses
+		// and says what to set.
+		cfg := "../../gateway/config/testdata/bad/http_public.yaml"
+		golden, err := os.ReadFile("../../gateway/config/testdata/bad/http_public.err")
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, out, stderr := runDispatch("check", "--config", cfg)
+		if code != 1 {
+			t.Errorf("exit %d, want 1", code)
+		}
+		if want := cfg + ": " + string(golden); out != want || !strings.Contains(out, "http.open_reads: true") {
+			t.Errorf("stdout: got %q, want %q", out, want)
+		}
+		if w := "occupancyd: " + cfg + ": 1 problem\n"; stderr != w {
+			t.Errorf("stderr: got %q, want %q", stderr, w)
+		}
+	})
 }
 
 func TestServiceConfig(t *testing.T) {
