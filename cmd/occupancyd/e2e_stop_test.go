@@ -29,7 +29,8 @@ func TestE2EStopWithStalledBroker(t *testing.T) {
 		wantLog string
 	}{
 		// DESIGN 6: SIGTERM stops cleanly within 10 s. The final tick gives up after
-		// 5 s, the offline status waits 2 s for its PUBACK, the disconnect 250 ms.
+		// 5 s, the last changes and the offline status share at most 5 s (offline the last
+		// quarter of it), the disconnect 250 ms.
 		{name: "drain is bounded", within: 10 * time.Second, wantLog: "stopping"},
 		{name: "second signal exits at once", second: 300 * time.Millisecond, within: 1500 * time.Millisecond,
 			wantLog: "second signal: exiting without draining"},

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -382,5 +384,148 @@ func TestOutputWindowAdapts(t *testing.T) {
 		if got := ack(time.Millisecond, errors.New("connection lost")); got != minWindow {
 			t.Fatalf("window %d after a failed publish, want %d unchanged", got, minWindow)
 		}
+	})
+}
+
+// holdProxy forwards TCP connections to a broker; hold stops passing what the
+// broker sends (its acknowledgements), as a broker that stopped keeping up would,
+// while what the client sends still goes through.
+type holdProxy struct {
+	addr string
+	held chan struct{}
+	once sync.Once
+}
+
+func newHoldProxy(t *testing.T, broker string) *holdProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := &holdProxy{addr: ln.Addr().String(), held: make(chan struct{})}
+	var conns []net.Conn
+	var mu sync.Mutex
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", broker)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, b)
+			mu.Unlock()
+			go func() { _, _ = io.Copy(b, c); b.Close() }()
+			go func() {
+				buf := make([]byte, 4096)
+				for {
+					n, err := b.Read(buf)
+					select {
+					case <-px.held:
+						return // the broker's side is no longer read
+					default:
+					}
+					if n > 0 {
+						if _, err := c.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						c.Close()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return px
+}
+
+func (px *holdProxy) hold() { px.once.Do(func() { close(px.held) }) }
+
+// syncBuffer is a log sink written by the output's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.WriteString(string(p))
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A broker that stops acknowledging while the gateway stops, with changes still
+// waiting: Close ends within its deadline without an error (nothing acknowledged
+// is lost), logs what it could not do, and `offline`, sent before the disconnect,
+// still reaches the broker.
+func TestOutputCloseBrokerNotAcknowledging(t *testing.T) {
+	env := newTestEnv(t)
+	status := subscribeAll(t, env, "watch", "gw/status")
+	px := newHoldProxy(t, strings.TrimPrefix(env.url, "tcp://"))
+	feed := newFeedSet()
+	var logs syncBuffer
+	p, err := NewOutput(OutputOptions{
+		Broker: "tcp://" + px.addr, ClientID: "out-stop", StatusTopic: "gw/status", OutputPrefix: "occupancy",
+		MinInterval: time.Hour, Window: 2, Subscribe: func() Subscription { return feed },
+		Spaces: func() []occupancy.Occupancy { return nil }, Render: payload.AppendOccupancyJSON,
+		Logger: zerolog.New(&logs),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SetUpstream(true)
+	p.Start()
+	waitFor(t, 20*time.Second, "online", func() string {
+		if _, vals := status.snapshot(); vals["gw/status"] != "online" {
+			return fmt.Sprintf("status %q", vals["gw/status"])
+		}
+		return ""
+	})
+	px.hold()
+	// More changes than the window of 2 lets out without acknowledgements.
+	feed.add(occupancy.Occupancy{Space: "a", Occupancy: 1}, occupancy.Occupancy{Space: "b", Occupancy: 1},
+		occupancy.Occupancy{Space: "c", Occupancy: 1})
+
+	const budget = 2 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	defer cancel()
+	start := time.Now()
+	err = p.Close(ctx)
+	took := time.Since(start)
+	if err != nil {
+		t.Errorf("Close: got %v, want nil (what did not go out is logged)", err)
+	}
+	// The budget, then paho's disconnect (250 ms quiesce), with room for a loaded machine.
+	if took > budget+3*time.Second {
+		t.Errorf("Close took %s, want about %s", took, budget)
+	}
+	for _, want := range []string{"did not take the last occupancy updates in time", "did not acknowledge offline in time"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log %q: want it to say %q", logs.String(), want)
+		}
+	}
+	waitFor(t, 20*time.Second, "offline at the broker", func() string {
+		if _, vals := status.snapshot(); vals["gw/status"] != "offline" {
+			return fmt.Sprintf("status %q", vals["gw/status"])
+		}
+		return ""
 	})
 }
