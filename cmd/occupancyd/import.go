@@ -58,7 +58,7 @@ func importCommand(args []string, stdout, stderr io.Writer) error {
 	if logCfg.Level != "debug" {
 		logCfg.Level = "warn" // the summary is the output; storage warnings still show
 	}
-	log, err := config.NewLogger(logCfg, stderr)
+	log, err := newLogger(logCfg, stderr)
 	if err != nil {
 		return err
 	}

@@ -527,7 +527,7 @@ func newMainFromFile(configPath string, w io.Writer) (*Main, error) {
 	}
 	logCfg := m.Config.Log
 	logCfg.Level = "debug"
-	log, err := config.NewLogger(logCfg, w)
+	log, err := newLogger(logCfg, w)
 	if err != nil {
 		return nil, err
 	}
