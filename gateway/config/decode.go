@@ -19,19 +19,24 @@ import (
 )
 
 // decoder decodes the yaml.v3 node tree of a config file into Config field by field
-// (yaml.v3's own strict decoding stops at the first unknown key and names no key
-// path), so that every unknown key and every value of the wrong type is reported with
-// its key path and line, and the rest of the file still decodes.
+// (yaml.v3's own strict decoding stops at the first value its types reject, names
+// Go types rather than key paths, and ends at the first error of a value's own
+// UnmarshalText without a line), so that every unknown key and every value of the
+// wrong type is reported with its key path and line, and the rest of the file still
+// decodes. It also explains a list element of the JSON topology file that
+// encoding/json refused (topology.go), in the words of JSON.
 type decoder struct {
 	problems []Problem
 	root     *yaml.Node          // the document's top mapping, for lineOf
 	active   map[*yaml.Node]bool // anchored nodes being decoded: an alias back to one is a cycle
 	steps    int                 // aliases expanded so far, bounded against alias bombs
 	file     *string             // Config.TopologyFile, set by topology.file
+	jsonFile string              // the JSON file being explained ("": YAML)
+	lineBase int                 // added to node lines (a JSON element's first line - 1)
 }
 
-// nodeDecoder is a config type with a YAML shape of its own (StringList: a string or
-// a list of strings), decoding itself and reporting through d.
+// nodeDecoder is a config type with a YAML shape of its own (EventsTopics: one entry
+// or a list), decoding itself and reporting through d.
 type nodeDecoder interface {
 	decodeNode(d *decoder, n *yaml.Node, path string)
 }
@@ -40,15 +45,13 @@ type nodeDecoder interface {
 const maxAliasSteps = 100_000
 
 var (
-	durationType     = reflect.TypeFor[time.Duration]()
-	topologyType     = reflect.TypeFor[occupancy.TopologyConfig]()
-	textUnmarshaler  = reflect.TypeFor[encoding.TextUnmarshaler]()
-	nodeDecoderType  = reflect.TypeFor[nodeDecoder]()
-	durationExpected = `want a duration such as "90s", "5m" or "2160h"`
+	topologyType    = reflect.TypeFor[occupancy.TopologyConfig]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+	nodeDecoderType = reflect.TypeFor[nodeDecoder]()
 )
 
 func (d *decoder) problem(path string, line int, format string, args ...any) {
-	d.problems = append(d.problems, Problem{Path: path, Message: fmt.Sprintf(format, args...), Line: line})
+	d.problems = append(d.problems, Problem{Path: path, Message: fmt.Sprintf(format, args...), Line: d.lineBase + line, File: d.jsonFile})
 }
 
 // document decodes data over cfg; false when data is not one YAML document.
@@ -78,7 +81,7 @@ func (d *decoder) document(data []byte, cfg *Config) bool {
 		return true
 	}
 	if root.Kind != yaml.MappingNode {
-		d.problem("", root.Line, "want a mapping of keys (gateway, mqtt, storage, engine, http, health, log, topology), got %s", describe(root))
+		d.problem("", root.Line, "want a mapping of keys (gateway, mqtt, storage, engine, http, health, log, topology), got %s", d.describe(root))
 		return false
 	}
 	d.root, d.file = root, &cfg.TopologyFile
@@ -125,28 +128,15 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	switch {
 	case reflect.PointerTo(t).Implements(nodeDecoderType):
 		v.Addr().Interface().(nodeDecoder).decodeNode(d, n, path)
-	case reflect.PointerTo(t).Implements(textUnmarshaler):
-		if n.Kind != yaml.ScalarNode {
-			d.problem(path, n.Line, "want a scalar, got %s", describe(n))
-		} else if err := v.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value)); err != nil {
-			d.problem(path, n.Line, "%v", err)
-		}
 	case t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct:
 		p := reflect.New(t.Elem()) // a mapping such as a DPU's map: decoded key by key
 		d.decode(n, p.Elem(), path)
 		v.Set(p)
-	case t == durationType:
-		x, err := time.ParseDuration(n.Value)
-		if n.Kind != yaml.ScalarNode || err != nil {
-			d.problem(path, n.Line, "%s, got %s", durationExpected, describe(n))
-			return
-		}
-		v.SetInt(int64(x))
-	case t.Kind() == reflect.Struct:
+	case t.Kind() == reflect.Struct && !reflect.PointerTo(t).Implements(textUnmarshaler):
 		d.decodeStruct(n, v, path)
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
 		if n.Kind != yaml.SequenceNode {
-			d.problem(path, n.Line, "want a list, got %s", describe(n))
+			d.problem(path, n.Line, "want a list, got %s", d.describe(n))
 			return
 		}
 		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
@@ -155,20 +145,33 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		v.Set(s)
 	case t.Kind() == reflect.String && n.Kind == yaml.ScalarNode && n.Tag != "!!binary":
-		v.SetString(n.Value) // yaml sets the text of any other scalar
+		if d.jsonFile != "" && n.Style != yaml.DoubleQuotedStyle {
+			d.problem(path, n.Line, "want a string, got %s", d.describe(n))
+			return
+		}
+		v.SetString(n.Value) // as yaml sets any other scalar, without a decoder per value
 	default:
 		// Through yaml, into a copy so a bad value leaves the default in place.
 		tmp := reflect.New(t)
-		if err := n.Decode(tmp.Interface()); err != nil {
-			d.problem(path, n.Line, "want %s, got %s", typeName(t), describe(n))
-			return
+		var te *yaml.TypeError
+		if err := n.Decode(tmp.Interface()); errors.As(err, &te) {
+			d.problem(path, n.Line, "want %s, got %s", typeName(t), d.describe(n))
+		} else if err != nil {
+			d.problem(path, n.Line, "%v", err) // the value's own UnmarshalText
+		} else {
+			v.Set(tmp.Elem())
 		}
-		v.Set(tmp.Elem())
 	}
 }
 
 // typeName says what a value of type t is written as.
 func typeName(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeFor[time.Duration]():
+		return `a duration such as "90s", "5m" or "2160h"`
+	case reflect.PointerTo(t).Implements(textUnmarshaler):
+		return "a scalar"
+	}
 	switch t.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		return "an integer"
@@ -186,7 +189,7 @@ func typeName(t reflect.Type) string {
 
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
-		d.problem(path, n.Line, "want a mapping of keys, got %s", describe(n))
+		d.problem(path, n.Line, "want %s, got %s", d.words("a mapping of keys", "an object"), d.describe(n))
 		return
 	}
 	fields := yamlFields(v.Type())
@@ -241,7 +244,7 @@ func (l *EventsTopics) decodeNode(d *decoder, n *yaml.Node, path string) {
 			d.decode(c, reflect.ValueOf(&e).Elem(), path)
 			return e, true
 		}
-		d.problem(path, c.Line, "want a topic filter or {filter, kind, map}, got %s", describe(c))
+		d.problem(path, c.Line, "want a topic filter or {filter, kind, map}, got %s", d.describe(c))
 		return EventsTopic{}, false
 	}
 	if n.Kind != yaml.SequenceNode {
@@ -273,16 +276,28 @@ func joinPath(path, key string) string {
 	return path + "." + key
 }
 
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
+// describe says what n is, for "want ..., got ..." (a scalar quoted but for a JSON
+// number, true, false or null).
+func (d *decoder) describe(n *yaml.Node) string {
+	switch {
+	case n.Kind == yaml.MappingNode:
+		return d.words("a mapping", "an object")
+	case n.Kind == yaml.SequenceNode:
 		return "a list"
-	case yaml.ScalarNode:
+	case n.Kind == yaml.ScalarNode && d.jsonFile != "" && n.Style != yaml.DoubleQuotedStyle:
+		return n.Value
+	case n.Kind == yaml.ScalarNode:
 		return strconv.Quote(n.Value)
 	}
 	return "nothing"
+}
+
+// words is the YAML or the JSON word for a thing.
+func (d *decoder) words(yamlWord, jsonWord string) string {
+	if d.jsonFile != "" {
+		return jsonWord
+	}
+	return yamlWord
 }
 
 // yamlFields maps the yaml key of each field of a struct type to its index; the

@@ -12,15 +12,21 @@ import (
 	"strconv"
 	"strings"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
 // topologyFile is a topology read from its own file (topology.file): JSON with the
 // schema of the inline topology (occupancy.TopologyConfig's json tags), unknown keys
 // refused. encoding/json decodes a 100,000-DPU campus several times faster than
-// yaml.v3 builds the node tree of the same topology inline. The list elements are
-// decoded one by one from a stream, so that a bad one is reported with its index and
-// line while the others still decode, and validation problems get lines too.
+// yaml.v3 builds the node tree of the same topology inline (and yaml.v3 needs 350 MB
+// for that tree, too much to spend at a reload just to place an error). The list
+// elements are decoded one by one from a stream, so that the offset of each is
+// known for the lines of validation problems; an element encoding/json refuses is
+// explained key by key by the config's decoder (JSON is YAML), so that it is
+// reported with every problem, its key paths and lines, while the others still
+// decode.
 type topologyFile struct {
 	topology occupancy.TopologyConfig
 	name     string // as written in the config
@@ -114,7 +120,7 @@ func (tf *topologyFile) decode() {
 		case key == "dpus":
 			ok = decodeList(tf, dec, key, &tf.topology.DPUs)
 		default:
-			tf.problem(key, off, "unknown key%s", suggestKey(key, jsonFields(topologyType)))
+			tf.problem(key, off, "unknown key%s", suggestKey(key, topologyKeys))
 			ok = skipValue(dec) == nil
 		}
 		if !ok {
@@ -148,18 +154,13 @@ func decodeList[T any](tf *topologyFile, dec *json.Decoder, key string, out *[]T
 		off := dec.InputOffset()
 		tf.starts[key] = append(tf.starts[key], off)
 		var v T
-		err := dec.Decode(&v)
-		*out = append(*out, v)
 		var se *json.SyntaxError
-		if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if err := dec.Decode(&v); errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return tf.fail(dec, err)
 		} else if err != nil {
-			raw := bytes.TrimLeft(tf.data[off:dec.InputOffset()], separators)
-			path, n := key+"["+strconv.Itoa(i)+"]", len(tf.problems)
-			if tf.elementProblems(path, reflect.TypeFor[T](), off, raw); len(tf.problems) == n {
-				tf.problem(path, off, "%s", strings.TrimPrefix(err.Error(), "json: ")) // e.g. a key given twice
-			}
+			v = explain[T](tf, key+"["+strconv.Itoa(i)+"]", off, dec.InputOffset(), err)
 		}
+		*out = append(*out, v)
 	}
 	if _, err := dec.Token(); err != nil { // ']'
 		return tf.fail(dec, err)
@@ -167,47 +168,21 @@ func decodeList[T any](tf *topologyFile, dec *json.Decoder, key string, out *[]T
 	return true
 }
 
-// elementProblems reports what is wrong with an element that did not decode into a
-// t (a struct): key by key, each with its path. encoding/json's error names only the
-// first problem, and not always its key.
-func (tf *topologyFile) elementProblems(path string, t reflect.Type, off int64, raw []byte) {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		tf.problem(path, off, "want an object, got %s", jsonKind(raw))
-		return
+// explain reports what is wrong with the element at data[from:to] that encoding/json
+// refused with err: every problem, found by the config's decoder, which decodes what
+// it can of the element; encoding/json's own message when the decoder finds nothing
+// (a fraction for an integer: yaml.v3 truncates it).
+func explain[T any](tf *topologyFile, path string, from, to int64, err error) (v T) {
+	var doc yaml.Node
+	d := decoder{jsonFile: tf.name, lineBase: tf.line(from) - 1}
+	if yaml.Unmarshal(bytes.TrimLeft(tf.data[from:to], separators), &doc) == nil && len(doc.Content) == 1 {
+		d.decode(doc.Content[0], reflect.ValueOf(&v).Elem(), path)
 	}
-	fields := jsonFields(t)
-	keys := make([]string, 0, len(obj))
-	for k := range obj {
-		keys = append(keys, k)
+	if len(d.problems) == 0 {
+		tf.problem(path, from, "%s", strings.TrimPrefix(err.Error(), "json: "))
 	}
-	sort.Slice(keys, func(i, j int) bool { return bytes.Index(raw, obj[keys[i]]) < bytes.Index(raw, obj[keys[j]]) })
-	for _, k := range keys {
-		i, ok := fields[k]
-		if !ok {
-			tf.problem(path+"."+k, off, "unknown key%s", suggestKey(k, fields))
-			continue
-		}
-		ft := t.Field(i).Type
-		if st := ft; st.Kind() == reflect.Struct || st.Kind() == reflect.Pointer && st.Elem().Kind() == reflect.Struct {
-			if st.Kind() == reflect.Pointer {
-				st = st.Elem()
-			}
-			if raw := bytes.TrimSpace(obj[k]); !bytes.Equal(raw, []byte("null")) {
-				// A nested object (a DPU's map): its keys by their paths, as strict as
-				// the element.
-				tf.elementProblems(path+"."+k, st, off, raw)
-			}
-			continue
-		}
-		err := json.Unmarshal(obj[k], reflect.New(ft).Interface())
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			tf.problem(path+"."+k, off, "want %s, got %s", typeName(ft), jsonKind(obj[k]))
-		} else if err != nil {
-			tf.problem(path+"."+k, off, "%v", err) // a value's own UnmarshalText
-		}
-	}
+	tf.problems = append(tf.problems, d.problems...)
+	return v
 }
 
 // skipValue reads past the next value.
@@ -226,18 +201,10 @@ func jsonKind(raw []byte) string {
 	return "a number"
 }
 
-var jsonKinds = map[byte]string{'{': "an object", '[': "a list", '"': "a string", 't': "true or false", 'f': "true or false", 'n': "null"}
-
-// jsonFields maps the json key of each field of a struct type to its index.
-func jsonFields(t reflect.Type) map[string]int {
-	m := make(map[string]int, t.NumField())
-	for i := 0; i < t.NumField(); i++ {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
-			m[name] = i
-		}
-	}
-	return m
-}
+var (
+	jsonKinds    = map[byte]string{'{': "an object", '[': "a list", '"': "a string", 't': "true or false", 'f': "true or false", 'n': "null"}
+	topologyKeys = map[string]int{"spaces": 0, "doorways": 1, "dpus": 2} // of the topology file
+)
 
 // separators may stand between an offset the decoder reports and the value there.
 const separators = " \t\r\n,:"
