@@ -1,8 +1,9 @@
 // Package config is occupancyd's configuration file (DESIGN section 7): the types with
 // their defaults, decoding (strict YAML through yaml.v3's node tree, decode.go; a
 // topology in its own JSON file, topology.go) and validation (validate.go), which
-// report every problem with its key path and line. It also builds the process logger
-// from the `log` section (logger.go).
+// report every problem with its key path and line, and the keys a reload cannot
+// apply (reload.go). The process logger, built from the `log` section, is
+// cmd/occupancyd's.
 //
 // A new key is a field with a yaml tag here, its default in DefaultConfig and its
 // rules in validate; the decoder finds it by reflection. A value with a shape of its

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,15 @@ func (c Config) validate() []Problem {
 	positive := func(path string, d time.Duration) {
 		if d <= 0 {
 			add(path, "must be > 0, got %s", d)
+		}
+	}
+	oneOf := func(path, got string, want ...string) {
+		if !slices.Contains(want, got) {
+			q := make([]string, len(want))
+			for i, w := range want {
+				q[i] = strconv.Quote(w)
+			}
+			add(path, "want %s or %s, got %q", strings.Join(q[:len(q)-1], ", "), q[len(q)-1], got)
 		}
 	}
 	readable := func(path, file string) {
@@ -173,9 +183,7 @@ func (c Config) validate() []Problem {
 	} else if e.Tick < time.Millisecond {
 		add("engine.tick", "must be >= 1ms, got %s", e.Tick)
 	}
-	if e.LateEvents != "apply" && e.LateEvents != "drop" {
-		add("engine.late_events", `want "apply" or "drop", got %q`, e.LateEvents)
-	}
+	oneOf("engine.late_events", e.LateEvents, "apply", "drop")
 	if e.MaxFutureSkew < 0 {
 		add("engine.max_future_skew", "must be >= 0, got %s", e.MaxFutureSkew)
 	}
@@ -210,12 +218,8 @@ func (c Config) validate() []Problem {
 	positive("health.dpu_quiet_after", c.Health.DPUQuietAfter)
 
 	// log
-	if !logLevels[c.Log.Level] {
-		add("log.level", `want "debug", "info", "warn" or "error", got %q`, c.Log.Level)
-	}
-	if c.Log.Format != "console" && c.Log.Format != "json" {
-		add("log.format", `want "console" or "json", got %q`, c.Log.Format)
-	}
+	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf("log.format", c.Log.Format, "console", "json")
 	return append(ps, c.topologyProblems()...)
 }
 
@@ -249,7 +253,6 @@ const maxMQTTPayload = 268435455
 var (
 	brokerSchemes = map[string]bool{"tcp": true, "mqtt": true, "ssl": true, "tls": true, "mqtts": true, "ws": true, "wss": true}
 	tlsSchemes    = map[string]bool{"ssl": true, "tls": true, "mqtts": true, "wss": true}
-	logLevels     = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
 )
 
 // checkHostPort checks a listen address "host:port" and returns the host.
