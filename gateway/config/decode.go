@@ -153,13 +153,13 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	default:
 		// Through yaml, into a copy so a bad value leaves the default in place.
 		tmp := reflect.New(t)
-		var te *yaml.TypeError
-		if err := n.Decode(tmp.Interface()); errors.As(err, &te) {
-			d.problem(path, n.Line, "want %s, got %s", typeName(t), d.describe(n))
-		} else if err != nil {
-			d.problem(path, n.Line, "%v", err) // the value's own UnmarshalText
-		} else {
+		switch err := n.Decode(tmp.Interface()).(type) { // yaml.v3 returns its errors unwrapped
+		case nil:
 			v.Set(tmp.Elem())
+		case *yaml.TypeError:
+			d.problem(path, n.Line, "want %s, got %s", typeName(t), d.describe(n))
+		default:
+			d.problem(path, n.Line, "%v", err) // the value's own UnmarshalText
 		}
 	}
 }
