@@ -50,6 +50,7 @@ BENCH_PHASES ?= throughput,campus,100k
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./occupancy/ ./buffer/ ./gateway/tracker/
 	$(GO) test -run='^$$' -bench=RejectVsAccept -benchtime=5x -count=1 ./gateway/ingest/
+	$(GO) test -run='^$$' -bench=ProcessEvents -benchmem -count=1 ./gateway/ingest/
 	$(GO) run ./cmd/dpusim bench --phases $(BENCH_PHASES)
 
 # The long chaos run: kill -9, broker restarts and a full disk under load, then every

@@ -1,8 +1,9 @@
 // Package ingest is the message pipeline every path in shares — the paho client of
 // an external broker, the embedded broker's hook and HTTP push: a raw message (its
 // topic or DPU id, payload, receive time and acknowledgement) goes DPU from topic ->
-// decode (occupancy.DecodePayload) -> tracker.Ingest (stored durably, then applied)
-// -> rejections recorded -> acknowledged, only once its events are durable.
+// decode in the DPU's kind and map (routes.go: events, or interval and cumulative
+// reports) -> tracker.Ingest or IngestMixed (stored durably, then applied) ->
+// rejections recorded -> acknowledged, only once its events and reports are durable.
 //
 // Queued messages (Submit) are taken by a pool of workers, each handing up to
 // BatchMessages messages to one Ingest, so concurrent batches share the store's
@@ -24,6 +25,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/gateway/lograte"
 	"github.com/occupancyd/occupancyd/gateway/metrics"
 	"github.com/occupancyd/occupancyd/gateway/tracker"
@@ -43,6 +45,9 @@ type Message struct {
 // Tracker is what the pipeline needs from the tracker (*tracker.Tracker).
 type Tracker interface {
 	Ingest(ctx context.Context, evs []occupancy.Event) ([]tracker.Result, error)
+	// IngestMixed stores events and interval or cumulative reports in one group
+	// commit (DESIGN 2a).
+	IngestMixed(ctx context.Context, evs []occupancy.Event, reps []occupancy.Report) ([]tracker.Result, []tracker.Result, error)
 	CountRejected(dpu string)
 }
 
@@ -50,9 +55,15 @@ type Tracker interface {
 type Options struct {
 	Tracker Tracker
 	Rejects Rejects
-	// Filters are the events topic filters (mqtt.events_topic): the last `+` of the
-	// first matching one is the DPU id.
+	// Topics are the mqtt.events_topic entries: the first whose filter matches a
+	// topic takes the message, the last `+` of its filter is the DPU id, and its kind
+	// and map decode it unless the DPU's own do (routes.go). Filters, when Topics is
+	// empty, are bare filters (events).
+	Topics  config.EventsTopics
 	Filters []string
+	// Topology is the topology in force at start: its DPUs' kinds and maps
+	// (SetTopology replaces it). Nil: every DPU reports as its entry says.
+	Topology *occupancy.TopologyConfig
 	// Receive-time checks (engine.max_future_skew, mqtt.max_payload,
 	// storage.retention: 0 = no bound).
 	MaxFutureSkew time.Duration
@@ -74,8 +85,10 @@ type Pipeline struct {
 	rejects  Rejects
 	metrics  *metrics.Metrics
 	log      zerolog.Logger
-	retry    *lograte.Logger // a failing store, retried
-	storeErr *lograte.Logger // a batch given up (not acknowledged)
+	retry    *lograte.Logger        // a failing store, retried
+	storeErr *lograte.Logger        // a batch given up (not acknowledged)
+	entries  []entryRoute           // mqtt.events_topic
+	routes   atomic.Pointer[routes] // the decoders of the topology in force
 
 	ch       chan Message
 	stopping chan struct{}
@@ -110,10 +123,16 @@ func New(opts Options) (*Pipeline, error) {
 	if opts.Tracker == nil || opts.Rejects == nil {
 		return nil, errors.New("ingest: a tracker and a rejection recorder are required")
 	}
-	for i, f := range opts.Filters {
-		if _, err := dpuSegment(f); err != nil {
-			return nil, fmt.Errorf("mqtt.events_topic[%d]: %w", i, err)
-		}
+	if len(opts.Topics) == 0 {
+		opts.Topics = config.Topics(opts.Filters...)
+	}
+	entries, err := newEntries(opts.Topics)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	rts, err := newRoutes(entries, opts.Topology)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New()
@@ -128,7 +147,7 @@ func New(opts Options) (*Pipeline, error) {
 		opts.BatchMessages = 256
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Pipeline{
+	p := &Pipeline{
 		opts:     opts,
 		tr:       opts.Tracker,
 		rejects:  opts.Rejects,
@@ -144,7 +163,10 @@ func New(opts Options) (*Pipeline, error) {
 		queued:   make(chan struct{}, 1),
 		acks:     make(chan []func(), opts.Workers*4),
 		ackDone:  make(chan struct{}),
-	}, nil
+		entries:  entries,
+	}
+	p.routes.Store(rts)
+	return p, nil
 }
 
 // Start starts the workers, the pump and the acknowledger.
@@ -215,7 +237,7 @@ func (p *Pipeline) Now() int64 { return p.opts.Now().UnixMilli() }
 // Matches reports whether topic is on an events filter; one whose DPU level is not
 // a valid id is too (it is rejected as bad_topic, with a record).
 func (p *Pipeline) Matches(topic string) bool {
-	_, err := dpuFromTopic(p.opts.Filters, topic)
+	_, _, err := p.route(topic)
 	return !errors.Is(err, errNoFilter)
 }
 

@@ -10,70 +10,80 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/gateway/tracker"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
-func TestDPUFromTopic(t *testing.T) {
+func TestRoute(t *testing.T) {
+	payloadDPU := config.EventsTopic{Filter: "irisys/#", Kind: "cumulative", Map: &occupancy.Mapping{DPU: "$.serial"}}
+	fixed := config.EventsTopic{Filter: "xovis/push", Kind: "interval", Map: &occupancy.Mapping{DPU: "sensor"}}
 	tests := []struct {
 		name    string
-		filters []string
+		topics  config.EventsTopics
 		topic   string
 		want    string
+		entry   int
 		wantErr bool
 	}{
-		{"default filter", []string{"dpu/+/events"}, "dpu/283/events", "283", false},
-		{"last plus is the dpu", []string{"+/dpu/+/events"}, "site-a/dpu/17/events", "17", false},
-		{"second filter of a list", []string{"a/+/events", "b/+/ev"}, "b/x_1/ev", "x_1", false},
-		{"first matching filter wins", []string{"+/+/events", "dpu/+/x"}, "s1/d1/events", "d1", false},
-		{"plus before hash", []string{"site/+/#"}, "site/d9/events/extra", "d9", false},
-		{"no filter matches", []string{"dpu/+/events"}, "dpu/283/other", "", true},
-		{"too short", []string{"dpu/+/events"}, "dpu/283", "", true},
-		{"too long", []string{"dpu/+/events"}, "dpu/283/events/x", "", true},
-		{"invalid dpu id", []string{"dpu/+/events"}, "dpu/bad.id/events", "", true},
-		{"empty dpu id", []string{"dpu/+/events"}, "dpu//events", "", true},
-		{"id over 64 chars", []string{"dpu/+/events"}, "dpu/" + strings.Repeat("a", 65) + "/events", "", true},
+		{"default filter", config.Topics("dpu/+/events"), "dpu/283/events", "283", 0, false},
+		{"last plus is the dpu", config.Topics("+/dpu/+/events"), "site-a/dpu/17/events", "17", 0, false},
+		{"second filter of a list", config.Topics("a/+/events", "b/+/ev"), "b/x_1/ev", "x_1", 1, false},
+		{"first matching filter wins", config.Topics("+/+/events", "dpu/+/x"), "s1/d1/events", "d1", 0, false},
+		{"plus before hash", config.Topics("site/+/#"), "site/d9/events/extra", "d9", 0, false},
+		{"dpu in the payload, hash", config.EventsTopics{payloadDPU}, "irisys/a/b", "", 0, false},
+		{"dpu in the payload, hash matches its parent", config.EventsTopics{payloadDPU}, "irisys", "", 0, false},
+		{"dpu in the payload, no wildcard", config.EventsTopics{{Filter: "dpu/+/events"}, fixed}, "xovis/push", "", 1, false},
+		{"dpu in the payload, other topic", config.EventsTopics{fixed}, "xovis/push/x", "", 0, true},
+		{"no filter matches", config.Topics("dpu/+/events"), "dpu/283/other", "", 0, true},
+		{"too short", config.Topics("dpu/+/events"), "dpu/283", "", 0, true},
+		{"too long", config.Topics("dpu/+/events"), "dpu/283/events/x", "", 0, true},
+		{"invalid dpu id", config.Topics("dpu/+/events"), "dpu/bad.id/events", "", 0, true},
+		{"empty dpu id", config.Topics("dpu/+/events"), "dpu//events", "", 0, true},
+		{"id over 64 chars", config.Topics("dpu/+/events"), "dpu/" + strings.Repeat("a", 65) + "/events", "", 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := dpuFromTopic(tt.filters, tt.topic)
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("dpuFromTopic(%v, %q) error = %v, want error %v", tt.filters, tt.topic, err, tt.wantErr)
+			entries, err := newEntries(tt.topics)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if got != tt.want {
-				t.Errorf("dpuFromTopic(%v, %q) = %q, want %q", tt.filters, tt.topic, got, tt.want)
+			p := &Pipeline{entries: entries}
+			e, got, err := p.route(tt.topic)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("route(%q) on %+v: error = %v, want error %v", tt.topic, tt.topics, err, tt.wantErr)
+			}
+			if got != tt.want || err == nil && e != &p.entries[tt.entry] {
+				t.Errorf("route(%q) on %+v = entry %+v, %q; want entry %d, %q", tt.topic, tt.topics, e, got, tt.entry, tt.want)
 			}
 		})
 	}
 	t.Run("no filter error is errNoFilter", func(t *testing.T) {
-		_, err := dpuFromTopic([]string{"dpu/+/events"}, "x/y")
+		entries, _ := newEntries(config.Topics("dpu/+/events"))
+		_, _, err := (&Pipeline{entries: entries}).route("x/y")
 		if !errors.Is(err, errNoFilter) {
 			t.Errorf("got %v, want errNoFilter", err)
 		}
 	})
 }
 
-func TestDPUSegment(t *testing.T) {
-	tests := []struct {
-		filter  string
-		want    int
+func TestNewEntries(t *testing.T) {
+	for _, tt := range []struct {
+		topic   config.EventsTopic
 		wantErr bool
 	}{
-		{"dpu/+/events", 1, false},
-		{"+/dpu/+/events", 2, false},
-		{"+/#", 0, false},
-		{"dpu/events", 0, true},
-		{"dpu/#/x", 0, true},
-		{"dpu/a+/events", 0, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.filter, func(t *testing.T) {
-			got, err := dpuSegment(tt.filter)
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("dpuSegment(%q) error = %v, want error %v", tt.filter, err, tt.wantErr)
-			}
-			if err == nil && got != tt.want {
-				t.Errorf("dpuSegment(%q) = %d, want %d", tt.filter, got, tt.want)
+		{config.EventsTopic{Filter: "dpu/+/events"}, false},
+		{config.EventsTopic{Filter: "+/#"}, false},
+		{config.EventsTopic{Filter: "dpu/events"}, true},
+		{config.EventsTopic{Filter: "dpu/events", Kind: "interval", Map: &occupancy.Mapping{DPU: "sn"}}, false},
+		{config.EventsTopic{Filter: "dpu/#/x"}, true},
+		{config.EventsTopic{Filter: "dpu/a+/events"}, true},
+		{config.EventsTopic{Filter: "dpu/+/events", Kind: "tally"}, true},
+		{config.EventsTopic{Filter: "dpu/+/events", Kind: "interval", Map: &occupancy.Mapping{TS: "t"}}, true},
+	} {
+		t.Run(fmt.Sprintf("%+v", tt.topic), func(t *testing.T) {
+			if _, err := newEntries(config.EventsTopics{tt.topic}); (err != nil) != tt.wantErr {
+				t.Errorf("newEntries: error %v, want error %v", err, tt.wantErr)
 			}
 		})
 	}
@@ -207,6 +217,9 @@ type nopTracker struct{}
 
 func (nopTracker) Ingest(context.Context, []occupancy.Event) ([]tracker.Result, error) {
 	return nil, errors.New("not stored")
+}
+func (nopTracker) IngestMixed(context.Context, []occupancy.Event, []occupancy.Report) ([]tracker.Result, []tracker.Result, error) {
+	return nil, nil, errors.New("not stored")
 }
 func (nopTracker) CountRejected(string) {}
 

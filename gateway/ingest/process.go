@@ -16,25 +16,33 @@ import (
 
 // msgWork is one message through the pipeline.
 type msgWork struct {
-	msg        Message
-	dpu        string
-	events     []occupancy.Event
-	index      []int // position of each event in the message (-1: a message of one)
+	msg     Message
+	dpu     string // "" where the map takes it from the payload (or the topic named none)
+	events  []occupancy.Event
+	reports []occupancy.Report // interval or cumulative (one message has one kind)
+	// index is the position in the message of each event or report (-1: a message
+	// of one).
+	index      []int
 	rejections []occupancy.Rejection
 	accepted   int // stored for the first time (parked included)
 	duplicates int
 }
 
-// decode finds the DPU and decodes the payload with the receive-time checks.
+// items is the number of events and reports decoded.
+func (w *msgWork) items() int { return len(w.events) + len(w.reports) }
+
+// decode finds the DPU and decodes the payload in its kind and map (routes.go),
+// with the receive-time checks.
 func (p *Pipeline) decode(m Message) msgWork {
 	w := msgWork{msg: m, dpu: m.DPU}
+	var entry *entryRoute
 	if w.dpu == "" {
-		dpu, err := dpuFromTopic(p.opts.Filters, m.Topic)
+		e, dpu, err := p.route(m.Topic)
 		if err != nil {
 			w.rejections = []occupancy.Rejection{{Reason: occupancy.ReasonBadTopic, Detail: err.Error(), Index: -1}}
 			return w
 		}
-		w.dpu = dpu
+		entry, w.dpu = e, dpu
 	}
 	lim := occupancy.Limits{
 		Now:           m.Received,
@@ -43,6 +51,12 @@ func (p *Pipeline) decode(m Message) msgWork {
 	}
 	if p.opts.Retention > 0 {
 		lim.Oldest = m.Received - p.opts.Retention.Milliseconds()
+	}
+	if dec := p.routes.Load().decoder(entry, w.dpu); dec != nil {
+		d := dec.Decode(w.dpu, m.Payload, lim)
+		w.events, w.reports, w.rejections = d.Events, d.Reports, d.Rejections
+		w.index = batchIndexes(w.items(), d.Rejections)
+		return w
 	}
 	evs, rejs := occupancy.DecodePayload(w.dpu, m.Payload, lim)
 	for j := range evs {
@@ -81,26 +95,51 @@ func batchIndexes(nEvents int, rejs []occupancy.Rejection) []int {
 // busy, when retrying, is renewed at every answer of the store (BusySince).
 func (p *Pipeline) store(ctx context.Context, work []msgWork, busy *atomic.Int64) error {
 	var all []occupancy.Event
-	var owner []int // message of each event
+	var reps []occupancy.Report
+	var owner, repOwner []int // message of each event, of each report
 	for i := range work {
 		all = append(all, work[i].events...)
 		for range work[i].events {
 			owner = append(owner, i)
 		}
+		if len(work[i].reports) > 0 {
+			reps = append(reps, work[i].reports...)
+			for range work[i].reports {
+				repOwner = append(repOwner, i)
+			}
+		}
 	}
-	if len(all) == 0 {
+	if len(all) == 0 && len(reps) == 0 {
 		return nil
 	}
-	var res []tracker.Result
+	var res, repRes []tracker.Result
 	var err error
 	if busy != nil {
-		res, err = p.ingestRetry(ctx, all, busy)
+		res, repRes, err = p.ingestRetry(ctx, all, reps, busy)
 	} else {
-		res, err = p.tr.Ingest(ctx, all)
+		res, repRes, err = p.ingest(ctx, all, reps)
 	}
 	if err != nil {
 		return err
 	}
+	p.sortResults(work, res, owner)
+	p.sortResults(work, repRes, repOwner)
+	return nil
+}
+
+// ingest hands events and reports to the tracker: events alone (the hot path) to
+// Ingest, with reports to IngestMixed.
+func (p *Pipeline) ingest(ctx context.Context, evs []occupancy.Event, reps []occupancy.Report) ([]tracker.Result, []tracker.Result, error) {
+	if len(reps) == 0 {
+		res, err := p.tr.Ingest(ctx, evs)
+		return res, nil, err
+	}
+	return p.tr.IngestMixed(ctx, evs, reps)
+}
+
+// sortResults gives each message the results of its events (or reports): owner[j]
+// is the message of result j, and a message's results are in a row, in order.
+func (p *Pipeline) sortResults(work []msgWork, res []tracker.Result, owner []int) {
 	at := 0
 	for j, r := range res {
 		w := &work[owner[j]]
@@ -119,30 +158,29 @@ func (p *Pipeline) store(ctx context.Context, work []msgWork, busy *atomic.Int64
 		}
 		at++
 	}
-	return nil
 }
 
 // ingestRetry is tracker.Ingest, retried with backoff while the store fails.
-func (p *Pipeline) ingestRetry(ctx context.Context, evs []occupancy.Event, busy *atomic.Int64) ([]tracker.Result, error) {
+func (p *Pipeline) ingestRetry(ctx context.Context, evs []occupancy.Event, reps []occupancy.Report, busy *atomic.Int64) ([]tracker.Result, []tracker.Result, error) {
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		res, err := p.tr.Ingest(ctx, evs)
+		res, repRes, err := p.ingest(ctx, evs, reps)
 		if err == nil {
-			return res, nil
+			return res, repRes, nil
 		}
 		if errors.Is(err, buffer.ErrClosed) || ctx.Err() != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		busy.Store(time.Now().UnixNano())
 		p.retry.Log(func(e *zerolog.Event) *zerolog.Event {
-			return e.Err(err).Int("events", len(evs)).Int("attempt", attempt)
+			return e.Err(err).Int("events", len(evs)).Int("reports", len(reps)).Int("attempt", attempt)
 		}, "store events failed; retrying (not acknowledged)")
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return nil, nil, err
 		case <-p.stopping:
 			if attempt >= 3 {
-				return nil, err
+				return nil, nil, err
 			}
 		case <-time.After(backoff):
 		}
@@ -182,7 +220,7 @@ func (p *Pipeline) process(msgs []Message, busy *atomic.Int64) []func() {
 	work := make([]msgWork, len(msgs))
 	for i, m := range msgs {
 		work[i] = p.decode(m)
-		p.metrics.EventsReceived.Add(float64(len(work[i].events) + len(work[i].rejections)))
+		p.metrics.EventsReceived.Add(float64(work[i].items() + len(work[i].rejections)))
 	}
 	if p.ctx.Err() != nil {
 		return nil // abandoned while decoding: stored, recorded and acknowledged nothing
@@ -197,7 +235,7 @@ func (p *Pipeline) process(msgs []Message, busy *atomic.Int64) []func() {
 	var rejected []Rejected
 	for i := range work {
 		w := &work[i]
-		if err != nil && len(w.events) > 0 {
+		if err != nil && w.items() > 0 {
 			continue
 		}
 		if r, ok := p.count(w); ok {
@@ -215,8 +253,8 @@ func (p *Pipeline) process(msgs []Message, busy *atomic.Int64) []func() {
 
 // Result is what a synchronous Ingest did with one message.
 type Result struct {
-	Accepted   int // events stored for the first time (parked ones included)
-	Duplicates int // events stored already
+	Accepted   int // events or reports stored for the first time (parked ones included)
+	Duplicates int // events or reports stored already
 	// Rejected are the rejected events (Index: the position in a JSON array; -1:
 	// the whole message, or its one event), in no particular order.
 	Rejected []occupancy.Rejection
@@ -238,7 +276,7 @@ func (p *Pipeline) Ingest(ctx context.Context, m Message) (Result, error) {
 		m.Received = p.Now()
 	}
 	w := []msgWork{p.decode(m)}
-	p.metrics.EventsReceived.Add(float64(len(w[0].events) + len(w[0].rejections)))
+	p.metrics.EventsReceived.Add(float64(w[0].items() + len(w[0].rejections)))
 	if err := p.store(ctx, w, nil); err != nil {
 		return Result{}, fmt.Errorf("store events: %w", err)
 	}

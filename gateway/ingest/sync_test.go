@@ -70,6 +70,24 @@ func realPipelineOpts(t testing.TB, now time.Time, o rigOptions) (*Pipeline, *Re
 	return p, rec, st, tr
 }
 
+func clock(now time.Time) func() time.Time { return func() time.Time { return now } }
+
+// openTracker opens a store in t.TempDir() (closed when the test ends) and a tracker
+// over it with topo, at the fixed time now, parking at most 100; m nil: fresh metrics.
+func openTracker(t *testing.T, now time.Time, topo occupancy.TopologyConfig, eng occupancy.Options, m *metrics.Metrics) (*buffer.Store, *tracker.Tracker) {
+	t.Helper()
+	st, err := buffer.Open(buffer.Options{Dir: filepath.Join(t.TempDir(), "data"), Logger: zerolog.Nop(), MinFreeBytes: -1, Now: clock(now)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	tr, err := tracker.Open(tracker.Options{Store: st, Topology: &topo, Now: clock(now), Logger: zerolog.Nop(), Metrics: m, Engine: eng, MaxParked: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, tr
+}
+
 // TestIngestSync: the synchronous entry (HTTP push) answers per index once durable:
 // accepted, duplicates (within the message and of what was stored before) and
 // rejected elements with their positions; each rejection is recorded (a dead letter,

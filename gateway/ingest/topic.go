@@ -5,26 +5,11 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
-// dpuSegment checks filter (config.CheckEventsFilter) and returns the index of its
-// last `+` level, the DPU id's level.
-func dpuSegment(filter string) (int, error) {
-	if err := config.CheckEventsFilter(filter); err != nil {
-		return 0, err
-	}
-	levels := strings.Split(filter, "/")
-	i := len(levels) - 1
-	for levels[i] != "+" { // config.CheckEventsFilter found one
-		i--
-	}
-	return i, nil
-}
-
 // matchTopic reports whether topic matches filter and returns the level matched by
-// the filter's last `+`.
+// the filter's last `+` ("" for a filter without one).
 func matchTopic(filter, topic string) (string, bool) {
 	fl := strings.Split(filter, "/")
 	tl := strings.Split(topic, "/")
@@ -36,7 +21,10 @@ func matchTopic(filter, topic string) (string, bool) {
 	}
 	for i, l := range fl {
 		if l == "#" {
-			if last < 0 || last >= len(tl) {
+			switch {
+			case last < 0:
+				return "", len(tl) >= i
+			case last >= len(tl):
 				return "", false
 			}
 			return tl[last], true
@@ -48,24 +36,32 @@ func matchTopic(filter, topic string) (string, bool) {
 			return "", false
 		}
 	}
-	if len(fl) != len(tl) || last < 0 {
+	if len(fl) != len(tl) {
 		return "", false
+	}
+	if last < 0 {
+		return "", true
 	}
 	return tl[last], true
 }
 
 var errNoFilter = errors.New("topic matches no mqtt.events_topic filter")
 
-// dpuFromTopic finds the first filter matching topic and returns the DPU id (the
-// level matched by its last `+`), which must be a valid id.
-func dpuFromTopic(filters []string, topic string) (string, error) {
-	for _, f := range filters {
-		if dpu, ok := matchTopic(f, topic); ok {
-			if !occupancy.ValidID(dpu) {
-				return "", fmt.Errorf("DPU id %q in topic %q is not [A-Za-z0-9_-]{1,64}", dpu, topic)
+// route finds the first entry whose filter matches topic and returns it with the
+// DPU id (the level matched by its last `+`), which must be a valid id; "" for an
+// entry whose map takes the DPU id from the payload.
+func (p *Pipeline) route(topic string) (*entryRoute, string, error) {
+	for i := range p.entries {
+		e := &p.entries[i]
+		if dpu, ok := matchTopic(e.filter, topic); ok {
+			if e.dpuInPayload {
+				return e, "", nil
 			}
-			return dpu, nil
+			if !occupancy.ValidID(dpu) {
+				return nil, "", fmt.Errorf("DPU id %q in topic %q is not [A-Za-z0-9_-]{1,64}", dpu, topic)
+			}
+			return e, dpu, nil
 		}
 	}
-	return "", fmt.Errorf("%w: %q", errNoFilter, topic)
+	return nil, "", fmt.Errorf("%w: %q", errNoFilter, topic)
 }

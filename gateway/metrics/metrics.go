@@ -25,6 +25,7 @@ type Metrics struct {
 	EventsRejected  *prometheus.CounterVec // occupancyd_events_rejected_total{reason}
 	EventsLate      prometheus.Counter     // occupancyd_events_late_total
 	EventsParked    prometheus.Gauge       // occupancyd_events_parked
+	CounterResets   prometheus.Counter     // occupancyd_counter_resets_total (cumulative DPUs)
 	IngestBatch     prometheus.Histogram   // occupancyd_ingest_batch_seconds (store+ack latency)
 	Publishes       prometheus.Counter     // occupancyd_publishes_total
 	PendingEntries  prometheus.Gauge       // occupancyd_pending_entries
@@ -100,6 +101,10 @@ func New() *Metrics {
 		EventsParked: f.NewGauge(prometheus.GaugeOpts{
 			Name: "occupancyd_events_parked",
 			Help: "Events parked for DPUs no topology version maps yet.",
+		}),
+		CounterResets: f.NewCounter(prometheus.CounterOpts{
+			Name: "occupancyd_counter_resets_total",
+			Help: "Counter resets of cumulative DPUs: a report whose in_total or out_total is below the one before it in ts order (each DPU's in GET /v1/dpus).",
 		}),
 		IngestBatch: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "occupancyd_ingest_batch_seconds",

@@ -2,10 +2,12 @@ package tracker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/rs/zerolog"
 
+	"github.com/occupancyd/occupancyd/buffer"
 	"github.com/occupancyd/occupancyd/gateway/payload"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
@@ -69,7 +71,29 @@ func (t *Tracker) Backfill(ctx context.Context, evs []occupancy.Event) ([]Result
 	return t.ingest(ctx, evs, true)
 }
 
+// IngestMixed is Ingest for a batch of events and interval or cumulative reports
+// (DESIGN 2a): all are stored in one group commit (buffer.AppendMixed), then the new
+// ones applied; it returns one Result per event and one per report, in order. A
+// report has an event's outcomes and may also be rejected as overlap (an interval
+// report whose range overlaps a different stored report of its DPU). Without
+// reports it is Ingest.
+func (t *Tracker) IngestMixed(ctx context.Context, evs []occupancy.Event, reps []occupancy.Report) ([]Result, []Result, error) {
+	if len(reps) == 0 {
+		res, err := t.ingest(ctx, evs, false)
+		return res, nil, err
+	}
+	return t.ingestMixed(ctx, evs, reps, false)
+}
+
 func (t *Tracker) ingest(ctx context.Context, in []occupancy.Event, backfill bool) ([]Result, error) {
+	res, _, err := t.ingestMixed(ctx, in, nil, backfill)
+	return res, err
+}
+
+// ingestMixed stores and applies events and reports. The events alone (the hot
+// path) cost what they did before reports: every step for reports is skipped when
+// there are none.
+func (t *Tracker) ingestMixed(ctx context.Context, in []occupancy.Event, inReps []occupancy.Report, backfill bool) ([]Result, []Result, error) {
 	res := make([]Result, len(in))
 	evs := make([]occupancy.Event, 0, len(in)) // what goes to the store
 	at := make([]int, 0, len(in))              // position of each in `in`
@@ -88,41 +112,69 @@ func (t *Tracker) ingest(ctx context.Context, in []occupancy.Event, backfill boo
 	t.mu.Lock()
 	h := t.eng.Horizon()
 	drop := !backfill && t.eng.LatePolicy() == occupancy.LateDrop
-	for i, e := range in {
-		e.Late = false
-		if e.TS < h && !backfill {
+	// check decides for one input at ts of dpu: rejected (late under drop, or past
+	// storage.max_parked), or stored late and/or parked.
+	check := func(dpu string, ts int64) (r Result, late, park, ok bool) {
+		if ts < h && !backfill {
 			if drop {
-				res[i] = rejected(occupancy.ReasonLate, fmt.Sprintf("ts %s is before the settled horizon %s",
-					payload.FormatMS(e.TS), payload.FormatMS(h)))
-				continue
+				return rejected(occupancy.ReasonLate, fmt.Sprintf("ts %s is before the settled horizon %s",
+					payload.FormatMS(ts), payload.FormatMS(h))), false, false, false
 			}
-			e.Late = true
+			late = true
 		}
-		p := !t.eng.Mappable(e.DPU, e.TS)
-		if p {
+		if park = !t.eng.Mappable(dpu, ts); park {
 			if t.maxParked > 0 && int64(t.store.ParkedCount())+t.parkedInFlight.Load() >= int64(t.maxParked) {
-				res[i] = parkedFull(e.DPU, t.maxParked)
-				continue
+				return parkedFull(dpu, t.maxParked), false, false, false
 			}
 			inFlight++
 			t.parkedInFlight.Add(1) // under mu: other callers see it at once
 		}
+		return Result{}, late, park, true
+	}
+	for i, e := range in {
+		r, late, p, ok := check(e.DPU, e.TS)
+		if !ok {
+			res[i] = r
+			continue
+		}
+		e.Late = late
 		evs = append(evs, e)
 		at = append(at, i)
 		parked = append(parked, p)
 	}
+	var rb *reportBatch
+	if len(inReps) > 0 {
+		rb = newReportBatch(inReps)
+		for i, r := range inReps {
+			rej, late, p, ok := check(r.DPU, r.TS)
+			if !ok {
+				rb.res[i] = rej
+				continue
+			}
+			rb.add(i, late, p)
+		}
+	}
 	t.mu.Unlock()
 	defer t.parkedInFlight.Add(-inFlight)
-	if len(evs) == 0 {
-		return res, nil
+	if len(evs) == 0 && (rb == nil || len(rb.reps) == 0) {
+		return res, rb.results(), nil
 	}
 
-	stored, err := t.store.Append(ctx, evs, parked)
+	var stored []buffer.AppendResult
+	var err error
+	if rb == nil {
+		stored, err = t.store.Append(ctx, evs, parked)
+	} else {
+		stored, rb.stored, err = t.store.AppendMixed(ctx, evs, parked, rb.reps, rb.parked)
+		if err == nil && len(rb.stored) != len(rb.reps) {
+			err = fmt.Errorf("the store returned %d results for %d reports", len(rb.stored), len(rb.reps))
+		}
+	}
 	if err == nil && len(stored) != len(evs) {
 		err = fmt.Errorf("the store returned %d results for %d events", len(stored), len(evs))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store events: %w", err)
+		return nil, nil, fmt.Errorf("store events: %w", err)
 	}
 
 	fresh := make([]occupancy.Event, 0, len(evs)) // to apply
@@ -168,47 +220,152 @@ func (t *Tracker) ingest(ctx context.Context, in []occupancy.Event, backfill boo
 			}
 		}
 	}
+	if rb != nil {
+		rb.sort(t, h, backfill)
+		dups += rb.dups
+		accepted = append(accepted, rb.accepted...)
+	}
 	if !backfill {
 		t.stats.AcceptedBatch(accepted)
 		t.metrics.EventsDuplicate.Add(float64(dups))
 		t.metrics.EventsAccepted.Add(float64(len(accepted)))
 	}
-	if len(fresh) == 0 {
-		return res, nil
+	if len(fresh) == 0 && (rb == nil || len(rb.fresh) == 0) {
+		return res, rb.results(), nil
 	}
+	var ar, rr occupancy.ApplyResult
+	var rerr error
 	t.mu.Lock()
-	ar, err := t.eng.Apply(fresh, t.nowMS())
+	if len(fresh) > 0 {
+		ar, err = t.eng.Apply(fresh, t.nowMS())
+	}
+	if rb != nil && len(rb.fresh) > 0 {
+		rr, rerr = t.eng.ApplyReports(rb.fresh, t.nowMS())
+	}
 	t.changedLocked()
 	t.mu.Unlock()
 	t.topoMu.RUnlock()
 	topoHeld = false
-	if err != nil {
+	if err = errors.Join(err, rerr); err != nil {
 		// The events are stored: a restart replays them. They may be acknowledged.
-		t.applyErr.Log(func(e *zerolog.Event) *zerolog.Event { return e.Err(err).Int("events", len(fresh)) },
-			"engine apply failed (events are stored)")
-		return res, nil
+		t.applyErr.Log(func(e *zerolog.Event) *zerolog.Event {
+			return e.Err(err).Int("events", len(fresh)).Int("reports", rb.freshCount())
+		}, "engine apply failed (events are stored)")
+		return res, rb.results(), nil
 	}
 	if backfill {
-		return res, nil
+		return res, rb.results(), nil
 	}
-	t.metrics.EventsLate.Add(float64(ar.Late))
+	t.metrics.EventsLate.Add(float64(ar.Late + rr.Late))
 	// Every event stored late carries a late mark until the commit of its
 	// correction, and the engine corrects for the marked ones again at start, so
 	// the append alone makes it safe to acknowledge them. An event the engine found
 	// late that was not marked (the horizon passed it between the check above and
-	// Apply) has no mark: its correction is committed before Ingest returns.
+	// Apply) has no mark: its correction is committed before Ingest returns. The
+	// same holds for reports.
 	marked := 0
 	for _, e := range fresh {
 		if e.Late {
 			marked++
 		}
 	}
-	if ar.Late > marked {
-		if _, err := t.Tick(); err != nil {
-			return nil, err
+	if rb != nil {
+		for _, r := range rb.fresh {
+			if r.Late {
+				marked++
+			}
 		}
 	}
-	return res, nil
+	if ar.Late+rr.Late > marked {
+		if _, err := t.Tick(); err != nil {
+			return nil, nil, err
+		}
+	}
+	return res, rb.results(), nil
+}
+
+// reportBatch is the reports of one ingestMixed on their way: those to store (with
+// their positions in the input and parked flags), the store's answers, and what
+// is applied.
+type reportBatch struct {
+	in     []occupancy.Report
+	res    []Result
+	reps   []occupancy.Report // to store
+	at     []int              // position of each in `in`
+	parked []bool
+	stored []buffer.ReportResult
+
+	fresh    []occupancy.Report // to apply
+	accepted []occupancy.Event  // for the per-DPU statistics: DPU, TS, Received
+	dups     int
+}
+
+func newReportBatch(in []occupancy.Report) *reportBatch {
+	return &reportBatch{in: in, res: make([]Result, len(in))}
+}
+
+func (b *reportBatch) add(i int, late, parked bool) {
+	r := b.in[i]
+	r.Late = late
+	b.reps = append(b.reps, r)
+	b.at = append(b.at, i)
+	b.parked = append(b.parked, parked)
+}
+
+// results are the reports' results (nil without reports).
+func (b *reportBatch) results() []Result {
+	if b == nil {
+		return nil
+	}
+	return b.res
+}
+
+func (b *reportBatch) freshCount() int {
+	if b == nil {
+		return 0
+	}
+	return len(b.fresh)
+}
+
+// sort turns the store's answers into results, as ingestMixed does for events, and
+// counts counter resets.
+func (b *reportBatch) sort(t *Tracker, h int64, backfill bool) {
+	resets := 0
+	for j, sr := range b.stored {
+		i, r := b.at[j], b.reps[j]
+		if rej, ok := sr.Rejection(r, t.maxParked, -1); ok {
+			b.res[i] = Result{Outcome: Rejected, Rejection: rej}
+			continue
+		}
+		if sr.Duplicate {
+			b.res[i].Outcome = Duplicate
+			b.dups++
+			if !backfill {
+				t.stats.Duplicate(r.DPU)
+			}
+			// As a duplicate event: applied again where not parked (idempotent: a
+			// pending report replaces its own entries, a late one's correction is a
+			// replay of the stored reports), so one stored by an append that then
+			// failed counts now.
+			if !b.parked[j] && (!backfill || r.TS >= h) {
+				b.fresh = append(b.fresh, r)
+			}
+			continue
+		}
+		resets += sr.CounterResets
+		b.res[i].Outcome = Accepted
+		if b.parked[j] {
+			b.res[i].Outcome = Parked
+			if !backfill {
+				t.stats.Parked(r.DPU)
+			}
+		}
+		b.accepted = append(b.accepted, occupancy.Event{DPU: r.DPU, TS: r.TS, Received: r.Received})
+		b.fresh = append(b.fresh, r)
+	}
+	if resets > 0 && !backfill {
+		t.metrics.CounterResets.Add(float64(resets))
+	}
 }
 
 func rejected(reason occupancy.Reason, detail string) Result {

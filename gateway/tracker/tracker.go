@@ -49,6 +49,11 @@ import (
 type Store interface {
 	occupancy.Store
 	Append(ctx context.Context, evs []occupancy.Event, parked []bool) ([]buffer.AppendResult, error)
+	// AppendMixed stores events and reports (DESIGN 2a) in one group commit, with
+	// Append's promise; the overlap and counter-reset checks of the reports are
+	// atomic with it.
+	AppendMixed(ctx context.Context, evs []occupancy.Event, evParked []bool,
+		reps []occupancy.Report, repParked []bool) ([]buffer.AppendResult, []buffer.ReportResult, error)
 	ParkedCount() int
 	PutReset(r occupancy.Reset) error
 	PutVersion(v occupancy.Version) error
