@@ -12,12 +12,15 @@
 //	layer 1  tracker   "store durably, then apply": the engine and the store behind
 //	                   their locks, ingest outcomes, resets, topology versions, the
 //	                   tick, the queries, per-DPU statistics and the change feed
-//	layer 2  ingest    the message pipeline of every path in: DPU from topic, decode,
-//	                   tracker.Ingest, rejections recorded, ack once durable
+//	layer 2  ingest    the message pipeline of every path in: DPU from topic, decode
+//	                   in the DPU's kind and map, tracker.Ingest, rejections
+//	                   recorded, ack once durable
 //	layer 3  broker    the embedded MQTT broker and its event hook (PUBACK once durable)
 //	         mqtt      the paho client: events in, occupancy/discovery/status/rejected out
 //	         httpapi   the HTTP server, its routes over the tracker, route registration
 //	         httpapi/ui  the status page (embedded assets), routes registered by Main
+//	         httpapi/push  POST /v1/dpus/{id}/events: HTTP push into the ingest
+//	                   pipeline, answered once durable; per-DPU ingest tokens
 //	         stream    GET /v1/stream: the change feed as Server-Sent Events
 //
 // Data flows one way: MQTT/HTTP in -> ingest -> tracker (buffer, then engine) ->

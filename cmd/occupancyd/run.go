@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"reflect"
@@ -21,6 +22,7 @@ import (
 	"github.com/occupancyd/occupancyd/gateway/broker"
 	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/gateway/httpapi"
+	"github.com/occupancyd/occupancyd/gateway/httpapi/push"
 	"github.com/occupancyd/occupancyd/gateway/ingest"
 	"github.com/occupancyd/occupancyd/gateway/metrics"
 	"github.com/occupancyd/occupancyd/gateway/mqtt"
@@ -59,6 +61,7 @@ type Main struct {
 	broker   *broker.Broker
 	client   *mqtt.Client
 	http     *httpapi.Server
+	push     *push.Handler // HTTP push (POST /v1/dpus/{id}/events); nil without HTTP
 	httpDone chan error
 	runStop  context.CancelFunc // the tracker's ticks and the store's maintenance
 	runDone  sync.WaitGroup
@@ -195,7 +198,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.pipe, err = ingest.New(ingest.Options{
 		Tracker:       m.tracker,
 		Rejects:       m.rejects,
-		Filters:       cfg.MQTT.EventsTopic.Filters(),
+		Topics:        cfg.MQTT.EventsTopic,
+		Topology:      &topo,
 		MaxFutureSkew: cfg.Engine.MaxFutureSkew,
 		MaxPayload:    cfg.MQTT.MaxPayload,
 		Retention:     cfg.Storage.Retention,
@@ -271,6 +275,18 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		if err := registerPage(hs, hub); err != nil {
 			return err
 		}
+		var admin func(*http.Request) bool
+		if token != "" {
+			admin = hs.Authorized
+		}
+		m.push, err = push.New(push.Options{Ingester: m.pipe, Admin: admin, MaxPayload: cfg.MQTT.MaxPayload, Logger: component("push")})
+		if err != nil {
+			return err
+		}
+		if err := m.setIngestTokens(cfg.Topology); err != nil {
+			return err
+		}
+		m.push.Register(hs)
 		m.http = hs
 		m.httpDone = make(chan error, 1)
 		go func() { m.httpDone <- hs.Serve() }()
@@ -303,6 +319,19 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	log.Info().Str("gateway", cfg.Gateway.ID).Dur("startup", time.Since(started)).
 		Str("storage", cfg.Storage.Dir).Msg("occupancyd started")
 	m.sd = startSystemd(watched{ready: ready, tracker: m.tracker, pipe: m.pipe}, m.metrics, log)
+	return nil
+}
+
+// setIngestTokens reads the DPUs' ingest tokens (ingest_token_file) for HTTP push.
+func (m *Main) setIngestTokens(tc occupancy.TopologyConfig) error {
+	if m.push == nil {
+		return nil
+	}
+	tokens, err := config.IngestTokens(tc)
+	if err != nil {
+		return err
+	}
+	m.push.SetTokens(tokens)
 	return nil
 }
 
@@ -476,6 +505,18 @@ func (m *Main) reload(tr *tracker.Tracker, path string) error {
 	if _, _, err := tr.AddVersion(cfg.Topology); err != nil {
 		m.Logger.Error().Err(err).Msg("reload failed")
 		return fmt.Errorf("reload: %w", err)
+	}
+	m.mu.Lock()
+	pipe := m.pipe
+	m.mu.Unlock()
+	if pipe != nil {
+		// The DPUs' kinds and maps are part of the topology: they decode from now on.
+		if err := pipe.SetTopology(&cfg.Topology); err != nil {
+			m.Logger.Error().Err(err).Msg("reload: the DPUs' kinds and maps are not in force")
+		}
+	}
+	if err := m.setIngestTokens(cfg.Topology); err != nil {
+		m.Logger.Error().Err(err).Msg("reload: the DPUs' ingest tokens stay as they were")
 	}
 	tr.SetTick(cfg.Engine.Tick)
 	setLogLevel(cfg.Log.Level)

@@ -232,6 +232,26 @@ func ReadSecret(path string) (string, error) {
 	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
+// IngestTokens reads the DPUs' ingest tokens (topology ingest_token_file, HTTP
+// push): DPU id -> token, for the DPUs that have one.
+func IngestTokens(tc occupancy.TopologyConfig) (map[string]string, error) {
+	out := map[string]string{}
+	for i, d := range tc.DPUs {
+		if d.IngestTokenFile == "" {
+			continue
+		}
+		tok, err := ReadSecret(d.IngestTokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("topology.dpus[%d].ingest_token_file: %w", i, err)
+		}
+		if strings.TrimSpace(tok) == "" {
+			return nil, fmt.Errorf("topology.dpus[%d].ingest_token_file: %s is empty", i, d.IngestTokenFile)
+		}
+		out[d.ID] = tok
+	}
+	return out, nil
+}
+
 // MinFreeBytes is storage.min_free as buffer.Options.MinFreeBytes takes it: no
 // floor (0) is -1 there.
 func (s StorageConfig) MinFreeBytes() int64 {

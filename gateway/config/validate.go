@@ -233,8 +233,11 @@ func (c Config) topologyProblems() []Problem {
 	}
 	for i, d := range t.DPUs {
 		if d.IngestTokenFile != "" {
-			if err := checkReadable(d.IngestTokenFile); err != nil {
-				ps = append(ps, occupancy.Problem{Path: "dpus[" + strconv.Itoa(i) + "].ingest_token_file", Message: err.Error()})
+			path := "dpus[" + strconv.Itoa(i) + "].ingest_token_file"
+			if tok, err := ReadSecret(d.IngestTokenFile); err != nil {
+				ps = append(ps, occupancy.Problem{Path: path, Message: err.Error()})
+			} else if strings.TrimSpace(tok) == "" {
+				ps = append(ps, occupancy.Problem{Path: path, Message: d.IngestTokenFile + " is empty"})
 			}
 		}
 	}
