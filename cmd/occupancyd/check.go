@@ -66,13 +66,31 @@ func configSummary(path string, cfg config.Config) string {
 	fmt.Fprintf(&b, "  spaces:    %d (%d top-level, %d with a capacity, %d with a daily reset)\n",
 		len(t.Spaces), roots, capacities, resets)
 	fmt.Fprintf(&b, "  doorways:  %d\n", len(t.Doorways))
-	fmt.Fprintf(&b, "  DPUs:      %d\n", len(t.DPUs))
+	kinds := map[string]int{}
+	for _, d := range t.DPUs {
+		if d.Kind != "" {
+			kinds[d.Kind]++
+		}
+	}
+	if len(kinds) == 0 {
+		fmt.Fprintf(&b, "  DPUs:      %d\n", len(t.DPUs))
+	} else {
+		fmt.Fprintf(&b, "  DPUs:      %d (own kind: %d events, %d interval, %d cumulative)\n",
+			len(t.DPUs), kinds["events"], kinds["interval"], kinds["cumulative"])
+	}
 	if cfg.MQTT.Broker == "" {
 		fmt.Fprintf(&b, "  broker:    embedded, listening on %s\n", cfg.MQTT.Embedded.Listen)
 	} else {
 		fmt.Fprintf(&b, "  broker:    %s (client id %s)\n", cfg.MQTT.Broker, cfg.MQTT.ClientID)
 	}
-	fmt.Fprintf(&b, "  events:    %s\n", strings.Join(cfg.MQTT.EventsTopic.Filters(), ", "))
+	filters := make([]string, len(cfg.MQTT.EventsTopic))
+	for i, e := range cfg.MQTT.EventsTopic {
+		filters[i] = e.Filter
+		if e.Kind != "" || e.Map != nil {
+			filters[i] += " (" + e.ReportKind().String() + ")"
+		}
+	}
+	fmt.Fprintf(&b, "  events:    %s\n", strings.Join(filters, ", "))
 	fmt.Fprintf(&b, "  output:    %s/<space-id>, status %s\n", cfg.MQTT.OutputPrefix, cfg.MQTT.StatusTopic)
 	fmt.Fprintf(&b, "  storage:   %s (retention %s)\n", cfg.Storage.Dir, cfg.Storage.Retention)
 	if cfg.HTTP.Listen == "" {
