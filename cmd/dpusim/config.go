@@ -26,6 +26,11 @@ type simConfig struct {
 	Engine struct {
 		SettleAfter time.Duration `yaml:"settle_after"`
 	} `yaml:"engine"`
+	HTTP struct {
+		Listen    string `yaml:"listen"`
+		Token     string `yaml:"token"`
+		TokenFile string `yaml:"token_file"`
+	} `yaml:"http"`
 	Inline struct {
 		File                     string `yaml:"file"`
 		occupancy.TopologyConfig `yaml:",inline"`
@@ -33,6 +38,7 @@ type simConfig struct {
 	Topology occupancy.TopologyConfig `yaml:"-"` // inline, or read from topology.file
 
 	filters []string
+	entries config.EventsTopics // mqtt.events_topic with the entries' kinds and maps
 }
 
 func loadSimConfig(path string) (*simConfig, error) {
@@ -47,21 +53,43 @@ func parseSimConfig(b []byte, path string) (*simConfig, error) {
 	c := &simConfig{}
 	c.MQTT.Embedded.Listen = "127.0.0.1:1883"
 	c.Engine.SettleAfter = 5 * time.Minute
+	c.HTTP.Listen = "127.0.0.1:8080"
 	if err := yaml.Unmarshal(b, c); err != nil {
 		return nil, fmt.Errorf("parse config %s: %w", path, err)
 	}
-	switch c.MQTT.EventsTopic.Kind {
+	entry := func(n *yaml.Node) (config.EventsTopic, error) {
+		var e config.EventsTopic
+		switch n.Kind {
+		case yaml.ScalarNode:
+			e.Filter = n.Value
+		case yaml.MappingNode:
+			if err := n.Decode(&e); err != nil {
+				return e, err
+			}
+		default:
+			return e, fmt.Errorf("want a topic filter or {filter, kind, map}")
+		}
+		return e, nil
+	}
+	switch n := &c.MQTT.EventsTopic; n.Kind {
 	case 0:
-		c.filters = []string{"dpu/+/events"}
-	case yaml.ScalarNode:
-		c.filters = []string{c.MQTT.EventsTopic.Value}
+		c.entries = config.Topics("dpu/+/events")
 	case yaml.SequenceNode:
-		if err := c.MQTT.EventsTopic.Decode(&c.filters); err != nil {
-			return nil, fmt.Errorf("parse config %s: mqtt.events_topic: %w", path, err)
+		for _, el := range n.Content {
+			e, err := entry(el)
+			if err != nil {
+				return nil, fmt.Errorf("parse config %s: mqtt.events_topic: %w", path, err)
+			}
+			c.entries = append(c.entries, e)
 		}
 	default:
-		return nil, fmt.Errorf("parse config %s: mqtt.events_topic: want a topic filter or a list of them", path)
+		e, err := entry(n)
+		if err != nil {
+			return nil, fmt.Errorf("parse config %s: mqtt.events_topic: %w", path, err)
+		}
+		c.entries = config.EventsTopics{e}
 	}
+	c.filters = c.entries.Filters()
 	c.Topology = c.Inline.TopologyConfig
 	if f := c.Inline.File; f != "" {
 		if !filepath.IsAbs(f) {
@@ -85,6 +113,19 @@ func (c *simConfig) brokerURL() string {
 		return c.MQTT.Broker
 	}
 	return "tcp://" + c.MQTT.Embedded.Listen
+}
+
+// httpBase is the gateway's HTTP API of this config (http.listen), for pushes.
+func (c *simConfig) httpBase() string {
+	return "http://" + c.HTTP.Listen
+}
+
+// httpToken is the config's http.token (or the content of http.token_file).
+func (c *simConfig) httpToken() (string, error) {
+	if c.HTTP.TokenFile != "" {
+		return config.ReadSecret(c.HTTP.TokenFile)
+	}
+	return c.HTTP.Token, nil
 }
 
 // topicMatch reports whether an MQTT topic matches a filter (+ and #).

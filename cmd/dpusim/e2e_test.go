@@ -305,6 +305,61 @@ func TestEndToEnd(t *testing.T) {
 	}
 }
 
+// TestEndToEndKinds is TestEndToEnd with DPUs of every report kind (DESIGN 2a):
+// 10,000 DPUs, 60% of them events, 20% interval and 20% cumulative by their own kind
+// (half of those with a vendor-like map of their own), and of the rest half again
+// interval or cumulative by run --kinds on the kinds' topics (the cumulative entry
+// with its map); reports every 2 s with re-sent, reordered and late ones and counter
+// resets, 10% of everything pushed over HTTP; --verify passes.
+func TestEndToEndKinds(t *testing.T) {
+	o := DefaultTopoOptions()
+	o.Sites, o.DPUsPerSite, o.GatewayID, o.HTTPToken = 200, 50, "kinds", "push-token"
+	o.SettleAfter, o.Tick = 4*time.Second, 250*time.Millisecond
+	o.Kinds = KindSpec{0.6, 0.2, 0.2}
+	rate := "1500"
+	if raceEnabled {
+		o.Sites, rate = 100, "600"
+	}
+	g := startGateway(t, o)
+	code, out, errs := runMain(t, "run", "--config", g.cfg, "--rate", rate, "--duration", "20s",
+		"--kinds", "events=0.5,interval=0.25,cumulative=0.25", "--report-period", "2s", "--counter-resets", "0.05",
+		"--http-push", "0.1", "--reorder", "0.05", "--max-delay", "2s", "--duplicates", "0.02", "--late", "0.01",
+		"--bad", "0.005", "--connections", "4", "--seed", "7", "--verify", g.base, "--verify-timeout", "2m")
+	if code != 0 {
+		t.Fatalf("dpusim run --kinds --verify: exit %d\nstdout tail:\n%s\nstderr:\n%s", code, tail(out, 30), errs)
+	}
+	if !strings.Contains(errs, "spaces match the truth") {
+		t.Errorf("no verify success line:\n%s", errs)
+	}
+	var inside int64
+	for _, s := range parseTruth(t, out) {
+		if !strings.Contains(s.Space, "-") {
+			inside += s.Occupancy
+		}
+	}
+	if inside == 0 {
+		t.Fatalf("nobody inside at the end: verify proved nothing")
+	}
+	// Reports of both kinds, counter resets and HTTP pushes reached the gateway.
+	for _, c := range []struct{ metric, why string }{
+		{"occupancyd_counter_resets_total", "no counter reset counted"},
+		{"occupancyd_events_duplicate_total", "no re-sent event or report"},
+		{`occupancyd_events_rejected_total{reason="bad_report"}`, "no malformed report rejected"},
+	} {
+		v, err := metric(g.base, c.metric)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v <= 0 {
+			t.Errorf("%s: %s = %v", c.why, c.metric, v)
+		}
+	}
+	if !strings.Contains(errs, "pushed over HTTP") || !strings.Contains(errs, "counter resets") {
+		t.Errorf("no HTTP push or report in the summary:\n%s", errs)
+	}
+	t.Logf("dpusim run:\n%s", errs)
+}
+
 // TestVerifyAfterTraffic: --verify against a gateway that already counts people (the
 // README tour leaves some in the building) compares with the counts it found before
 // the run plus the run's truth, and passes; the run's truth alone would not.

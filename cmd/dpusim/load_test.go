@@ -22,13 +22,16 @@ func TestGeneratedConfigsLoad(t *testing.T) {
 		mod    func(*TopoOptions)
 		topics int
 	}{
-		{"default", func(o *TopoOptions) {}, 1},
-		{"site topics", func(o *TopoOptions) { o.SiteTopics = true }, 1},
+		{"default", func(o *TopoOptions) {}, 3}, // dpu/+/events and the kinds' entries
+		{"site topics", func(o *TopoOptions) { o.SiteTopics = true }, 3},
 		{"shard 2 of 3", func(o *TopoOptions) { o.Shard, o.Shards = 2, 3 }, 4},
 		{"probe and options", func(o *TopoOptions) {
 			o.Probe, o.Broker, o.HomeAssistant, o.SettleAfter = true, "tcp://127.0.0.1:1884", false, 30*time.Second
-		}, 1},
-		{"one DPU", func(o *TopoOptions) { o.Sites, o.DPUsPerSite = 1, 1 }, 1},
+		}, 3},
+		{"one DPU", func(o *TopoOptions) { o.Sites, o.DPUsPerSite = 1, 1 }, 3},
+		{"kinds and a token", func(o *TopoOptions) {
+			o.Kinds, o.HTTPToken = KindSpec{0.5, 0.25, 0.25}, "push-token"
+		}, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := DefaultTopoOptions()

@@ -19,11 +19,13 @@ const usage = `dpusim: a DPU simulator and load generator for occupancyd
 
 Usage:
   dpusim topology --sites N --dpus-per-site M [--seed S] [--site-topics] [--shard K/N]
-                  [--topology-file FILE] [...]
+                  [--topology-file FILE] [--kinds SHARES] [--http-token T] [...]
   dpusim run --config FILE [--broker URL] [--rate EVENTS_PER_S] [--duration D]
              [--reorder FRACTION] [--max-delay D] [--duplicates FRACTION]
              [--late FRACTION] [--bad FRACTION] [--connections N] [--seed S]
              [--verify HTTP_URL[,HTTP_URL...]] [--site-topics]
+             [--kinds SHARES] [--report-period D] [--counter-resets FRACTION]
+             [--http-push FRACTION] [--http-url URL] [--http-token T]
   dpusim bench [--sites N] [--dpus-per-site M] [--rate R] [--duration D] [...]
 
 topology writes a complete occupancyd config (YAML) for a synthetic campus to stdout:
@@ -43,6 +45,12 @@ topology writes a complete occupancyd config (YAML) for a synthetic campus to st
   it (topology: {file: FILE}), for large campuses: a 100,000-DPU config loads in a
   fraction of the time. occupancyd reads a relative FILE from the config file's
   directory: write both to one directory (--topology-file campus.json > campus.yaml).
+  --kinds events=0.6,interval=0.2,cumulative=0.2 gives each DPU a report kind by
+  those shares (DESIGN 2a; drawn from the seed and the DPU id), written as its kind;
+  half the interval and cumulative DPUs also get a map of their own. Configs other
+  than shards subscribe beside dpu/+/events to dpu/+/interval and dpu/+/cumulative
+  (entries of those kinds, the second with a map), where run --kinds sends.
+  --http-token sets http.token (HTTP push needs a token).
   Also: --gateway-id, --broker, --embedded-listen, --http-listen, --storage-dir,
   --settle-after, --tick, --log-level, --homeassistant, --probe.
 
@@ -61,6 +69,16 @@ run publishes the traffic of simulated people (enter, move, leave; the true coun
   --site-topics publishes to <site>/dpu/<id>/events (configs written with
   --site-topics or --shard). The broker defaults to the config's (mqtt.broker, else
   its embedded listener). Same --seed, same traffic.
+  Report kinds: each DPU reports in its kind (the topology's; else the one --kinds
+  draws for it, published on dpu/<id>/<kind>; else its topic entry's), in its map.
+  An interval or cumulative DPU reports at the end of every --report-period in which
+  someone crossed (the crossings count then: the truth is the crossings the reports
+  stand for); a cumulative DPU first sends its baseline, and after a report restarts
+  its counters with the chance --counter-resets; reports are reordered, re-sent and
+  (interval) late like events; every open period reports when the run ends.
+  --http-push FRACTION sends that share of messages as HTTP pushes to
+  POST /v1/dpus/{id}/events (of DPUs the gateway decodes alike there: a kind of
+  their own in the topology, or events), with http.token unless --http-token.
 
 bench starts Mosquitto on a free 127.0.0.1 port (max_inflight_messages 1000,
   max_queued_messages 1000000, persistence true) and puts the same dpusim load through
@@ -149,6 +167,12 @@ func topoFlags(fs *flag.FlagSet, o *TopoOptions) *string {
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "log.level")
 	fs.BoolVar(&o.HomeAssistant, "homeassistant", o.HomeAssistant, "mqtt.homeassistant.enabled")
 	fs.BoolVar(&o.Probe, "probe", o.Probe, `add the quiet latency-probe site "probe" (DPU probe-d1)`)
+	fs.Func("kinds", "report kinds of the DPUs by shares, e.g. events=0.6,interval=0.2,cumulative=0.2 (written as each DPU's kind)", func(v string) error {
+		k, err := ParseKindSpec(v)
+		o.Kinds = k
+		return err
+	})
+	fs.StringVar(&o.HTTPToken, "http-token", o.HTTPToken, "http.token (HTTP push and the write routes need one)")
 	return shard
 }
 
@@ -190,6 +214,16 @@ func runFlags(fs *flag.FlagSet, o *RunOptions) *string {
 	fs.BoolVar(&o.SiteTopics, "site-topics", o.SiteTopics, "publish to <site>/dpu/<id>/events")
 	fs.DurationVar(&o.Progress, "progress", o.Progress, "interval of the progress line")
 	fs.BoolVar(&o.Quiet, "quiet", o.Quiet, "do not print the true occupancy table")
+	fs.Func("kinds", "report kinds of the DPUs without one in the topology, by shares, e.g. events=0.6,interval=0.2,cumulative=0.2", func(v string) error {
+		k, err := ParseKindSpec(v)
+		o.Kinds = k
+		return err
+	})
+	fs.DurationVar(&o.ReportPeriod, "report-period", o.ReportPeriod, "period of interval and cumulative reports")
+	fs.Float64Var(&o.CounterResets, "counter-resets", o.CounterResets, "chance that a cumulative DPU restarts its counters after a report")
+	fs.Float64Var(&o.HTTPPush, "http-push", o.HTTPPush, "fraction of messages sent as HTTP pushes (POST /v1/dpus/{id}/events) instead of MQTT")
+	fs.StringVar(&o.HTTPURL, "http-url", o.HTTPURL, "gateway HTTP base URL for --http-push (default: the config's http.listen)")
+	fs.StringVar(&o.HTTPToken, "http-token", o.HTTPToken, "bearer token for --http-push (default: the config's http.token)")
 	return verify
 }
 

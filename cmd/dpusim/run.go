@@ -35,6 +35,17 @@ type RunOptions struct {
 	Exclude       map[string]bool
 	Progress      time.Duration
 	Quiet         bool // do not print the truth table
+
+	// Report kinds (DESIGN 2a, kinds.go): Kinds gives the DPUs without a kind in the
+	// topology one; ReportPeriod and CounterResets shape interval and cumulative
+	// reports; HTTPPush is the share of messages sent as HTTP pushes to HTTPURL
+	// (default: the config's http.listen) with HTTPToken (default: its http.token).
+	Kinds         KindSpec
+	ReportPeriod  time.Duration
+	CounterResets float64
+	HTTPPush      float64
+	HTTPURL       string
+	HTTPToken     string
 }
 
 // DefaultRunOptions are the flag defaults.
@@ -42,6 +53,7 @@ func DefaultRunOptions() RunOptions {
 	return RunOptions{
 		Rate: 1000, Duration: 30 * time.Second, MaxDelay: 2 * time.Second,
 		Connections: 4, Seed: 1, VerifyTimeout: 10 * time.Minute, Progress: 5 * time.Second,
+		ReportPeriod: 10 * time.Second, CounterResets: 0.02,
 	}
 }
 
@@ -81,16 +93,43 @@ func (h *delayed) Pop() any {
 	return m
 }
 
+// acks counts messages sent and their acknowledgements (PUBACKs, or 200s of HTTP
+// pushes), the failed ones and the first failure.
+type acks struct {
+	sent   atomic.Int64
+	acked  atomic.Int64
+	failed atomic.Int64
+	errMu  sync.Mutex
+	err    error
+}
+
+// done records the answer to one message: err nil is an acknowledgement.
+func (a *acks) done(err error) {
+	if err != nil {
+		a.failed.Add(1)
+		a.errMu.Lock()
+		if a.err == nil {
+			a.err = err
+		}
+		a.errMu.Unlock()
+	}
+	a.acked.Add(1)
+}
+
+func (a *acks) outstanding() int64 { return a.sent.Load() - a.acked.Load() }
+
+func (a *acks) firstErr() error {
+	a.errMu.Lock()
+	defer a.errMu.Unlock()
+	return a.err
+}
+
 // publisher spreads QoS 1 publishes over N paho connections and counts broker acks.
 type publisher struct {
+	acks
 	clients []mqtt.Client
 	toks    []chan mqtt.Token
 	abandon chan struct{} // closed: stop waiting for acknowledgements
-	sent    atomic.Int64
-	acked   atomic.Int64
-	failed  atomic.Int64
-	errMu   sync.Mutex
-	err     error
 	wg      sync.WaitGroup
 }
 
@@ -131,15 +170,7 @@ func newPublisher(broker string, n int, idPrefix string) (*publisher, error) {
 				case <-p.abandon: // the run was cancelled: the broker may never ack
 					return
 				}
-				if err := tok.Error(); err != nil {
-					p.failed.Add(1)
-					p.errMu.Lock()
-					if p.err == nil {
-						p.err = err
-					}
-					p.errMu.Unlock()
-				}
-				p.acked.Add(1)
+				p.done(tok.Error())
 			}
 		}()
 	}
@@ -158,8 +189,6 @@ func (p *publisher) publish(ctx context.Context, conn int, topic string, payload
 	}
 }
 
-func (p *publisher) outstanding() int64 { return p.sent.Load() - p.acked.Load() }
-
 // close waits for the outstanding acknowledgements, or for none when abandon is
 // set (a cancelled run), and disconnects.
 func (p *publisher) close(abandon bool) {
@@ -176,19 +205,14 @@ func (p *publisher) close(abandon bool) {
 	p.toks = nil
 }
 
-func (p *publisher) firstErr() error {
-	p.errMu.Lock()
-	defer p.errMu.Unlock()
-	return p.err
-}
-
 // Run publishes the simulated traffic, prints the truth to out and, with Verify,
 // compares it with the gateways. Progress goes to logw.
 func Run(ctx context.Context, o RunOptions, out, logw io.Writer) (*RunResult, error) {
 	if o.Config == "" {
 		return nil, errors.New("run: --config FILE is required")
 	}
-	for name, f := range map[string]float64{"--reorder": o.Reorder, "--duplicates": o.Duplicates, "--late": o.Late, "--bad": o.Bad} {
+	for name, f := range map[string]float64{"--reorder": o.Reorder, "--duplicates": o.Duplicates, "--late": o.Late, "--bad": o.Bad,
+		"--counter-resets": o.CounterResets, "--http-push": o.HTTPPush} {
 		if f < 0 || f > 1 {
 			return nil, fmt.Errorf("run: %s must be a fraction in [0, 1], got %g", name, f)
 		}
@@ -209,13 +233,33 @@ func Run(ctx context.Context, o RunOptions, out, logw io.Writer) (*RunResult, er
 	if err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
+	if o.ReportPeriod <= 0 {
+		return nil, fmt.Errorf("run: --report-period must be positive, got %s", o.ReportPeriod)
+	}
 	sim, err := NewSim(cfg.Topology, SimOptions{
 		Seed: o.Seed, Reorder: o.Reorder, MaxDelay: o.MaxDelay, Duplicates: o.Duplicates,
 		Late: o.Late, Bad: o.Bad, SettleAfter: cfg.Engine.SettleAfter, SiteTopics: o.SiteTopics,
-		Exclude: o.Exclude,
+		Exclude: o.Exclude, Kinds: o.Kinds, Entries: cfg.entries, ReportPeriod: o.ReportPeriod,
+		CounterResets: o.CounterResets, HTTPPush: o.HTTPPush,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("run: %w", err)
+	}
+	var push *pusher
+	if o.HTTPPush > 0 {
+		base, token := o.HTTPURL, o.HTTPToken
+		if base == "" {
+			base = cfg.httpBase()
+		}
+		if token == "" {
+			if token, err = cfg.httpToken(); err != nil {
+				return nil, fmt.Errorf("run: http.token_file: %w", err)
+			}
+		}
+		if token == "" {
+			return nil, fmt.Errorf("run: --http-push needs a bearer token: http.token in the config (dpusim topology --http-token) or --http-token")
+		}
+		push = newPusher(base, token, max(64, 16*o.Connections)) // each push waits for a synced write
 	}
 	if err := cfg.checkTopics(sim); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
@@ -239,8 +283,9 @@ func Run(ctx context.Context, o RunOptions, out, logw io.Writer) (*RunResult, er
 	if err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
-	res, err := drive(ctx, o, sim, pub, logw)
-	pub.close(ctx.Err() != nil)
+	way := outlet{pub: pub, push: push}
+	res, err := drive(ctx, o, sim, way, logw)
+	way.close(ctx.Err() != nil)
 	if err != nil {
 		return res, err
 	}
@@ -253,7 +298,7 @@ func Run(ctx context.Context, o RunOptions, out, logw io.Writer) (*RunResult, er
 		}
 	}
 	if res.PublishFails > 0 {
-		return res, fmt.Errorf("run: %d publishes failed, first: %w", res.PublishFails, pub.firstErr())
+		return res, fmt.Errorf("run: %d publishes or pushes failed, first: %w", res.PublishFails, way.firstErr())
 	}
 	if len(o.Verify) > 0 {
 		res.Mismatches, err = Verify(ctx, o.Verify, plusBaseline(res.Truth, baseline), o.VerifyTimeout, logw)
@@ -270,9 +315,66 @@ func Run(ctx context.Context, o RunOptions, out, logw io.Writer) (*RunResult, er
 	return res, nil
 }
 
+// outlet sends a message its way: MQTT (publisher) or HTTP push (pusher, nil
+// without --http-push).
+type outlet struct {
+	pub  *publisher
+	push *pusher
+}
+
+func (o outlet) send(ctx context.Context, m Msg) {
+	if m.HTTP {
+		o.push.push(ctx, m)
+		return
+	}
+	o.pub.publish(ctx, m.DPU, m.Topic, m.Payload)
+}
+
+func (o outlet) sent() int64 {
+	n := o.pub.sent.Load()
+	if o.push != nil {
+		n += o.push.sent.Load()
+	}
+	return n
+}
+
+func (o outlet) outstanding() int64 {
+	n := o.pub.outstanding()
+	if o.push != nil {
+		n += o.push.outstanding()
+	}
+	return n
+}
+
+func (o outlet) failed() int64 {
+	n := o.pub.failed.Load()
+	if o.push != nil {
+		n += o.push.failed.Load()
+	}
+	return n
+}
+
+func (o outlet) firstErr() error {
+	if err := o.pub.firstErr(); err != nil {
+		return err
+	}
+	if o.push != nil {
+		return o.push.firstErr()
+	}
+	return nil
+}
+
+func (o outlet) close(abandon bool) {
+	if o.push != nil {
+		o.push.close(abandon)
+	}
+	o.pub.close(abandon)
+}
+
 // drive is the pacing loop: event slot i is due at start + i/rate, delayed messages
-// wait in a heap until their publish time; then every ack is awaited.
-func drive(ctx context.Context, o RunOptions, sim *Sim, pub *publisher, logw io.Writer) (*RunResult, error) {
+// wait in a heap until their publish time; at the end the report periods still
+// open report (Sim.Finish); then every ack is awaited.
+func drive(ctx context.Context, o RunOptions, sim *Sim, pub outlet, logw io.Writer) (*RunResult, error) {
 	res := &RunResult{Start: time.Now()}
 	startMs := res.Start.UnixMilli()
 	endMs := startMs + o.Duration.Milliseconds()
@@ -291,7 +393,7 @@ func drive(ctx context.Context, o RunOptions, sim *Sim, pub *publisher, logw io.
 			case <-done:
 				return
 			case now := <-t.C:
-				s := pub.sent.Load()
+				s := pub.sent()
 				fmt.Fprintf(logw, "dpusim: %s sent=%d rate=%.0f/s acks_outstanding=%d\n",
 					now.Sub(res.Start).Truncate(time.Second), s, float64(s-last)/now.Sub(lastT).Seconds(), pub.outstanding())
 				last, lastT = s, now
@@ -303,6 +405,7 @@ func drive(ctx context.Context, o RunOptions, sim *Sim, pub *publisher, logw io.
 	defer stopProgress()
 
 	generating := true
+	var lastTS int64
 	for generating || h.Len() > 0 {
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("run: %w", err)
@@ -326,9 +429,10 @@ func drive(ctx context.Context, o RunOptions, sim *Sim, pub *publisher, logw io.
 				if o.Rate > 0 {
 					ts = startMs + int64(float64(slots)*1000/o.Rate)
 				}
+				lastTS = ts
 				for _, m := range sim.Next(ts) {
 					if m.PublishAt <= now {
-						pub.publish(ctx, m.DPU, m.Topic, m.Payload)
+						pub.send(ctx, m)
 					} else {
 						heap.Push(&h, m)
 					}
@@ -339,6 +443,13 @@ func drive(ctx context.Context, o RunOptions, sim *Sim, pub *publisher, logw io.
 			}
 			if !generating {
 				res.GenEnd = time.Now()
+				for _, m := range sim.Finish(lastTS) {
+					if m.PublishAt <= now {
+						pub.send(ctx, m)
+					} else {
+						heap.Push(&h, m)
+					}
+				}
 			}
 		}
 		flushDue(ctx, &h, pub, time.Now().UnixMilli())
@@ -348,11 +459,18 @@ func drive(ctx context.Context, o RunOptions, sim *Sim, pub *publisher, logw io.
 	}
 	res.End = time.Now()
 	stopProgress() // logw is not goroutine-safe
-	res.Messages = pub.sent.Load()
+	res.Messages = pub.sent()
 	res.Events = sim.Stats.Normal + sim.Stats.Late
-	fmt.Fprintf(logw, "dpusim: published %d messages in %s (%.0f/s); waiting for %d acks\n",
+	pushed := ""
+	if pub.push != nil {
+		pushed = fmt.Sprintf(", %d of them pushed over HTTP", pub.push.sent.Load())
+	}
+	fmt.Fprintf(logw, "dpusim: published %d messages in %s (%.0f/s)%s; waiting for %d acks\n",
 		res.Messages, res.End.Sub(res.Start).Round(time.Millisecond),
-		float64(res.Messages)/res.End.Sub(res.Start).Seconds(), pub.outstanding())
+		float64(res.Messages)/res.End.Sub(res.Start).Seconds(), pushed, pub.outstanding())
+	if st := sim.Stats; st.Reports > 0 {
+		fmt.Fprintf(logw, "dpusim: %d interval and cumulative reports, %d counter resets\n", st.Reports, st.CounterResets)
+	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for pub.outstanding() > 0 {
 		if time.Now().After(deadline) {
@@ -364,14 +482,13 @@ func drive(ctx context.Context, o RunOptions, sim *Sim, pub *publisher, logw io.
 		time.Sleep(5 * time.Millisecond)
 	}
 	res.AllAcked = time.Now()
-	res.PublishFails = pub.failed.Load()
+	res.PublishFails = pub.failed()
 	return res, nil
 }
 
-func flushDue(ctx context.Context, h *delayed, pub *publisher, now int64) {
+func flushDue(ctx context.Context, h *delayed, pub outlet, now int64) {
 	for h.Len() > 0 && (*h)[0].PublishAt <= now {
-		m := heap.Pop(h).(Msg)
-		pub.publish(ctx, m.DPU, m.Topic, m.Payload)
+		pub.send(ctx, heap.Pop(h).(Msg))
 	}
 }
 

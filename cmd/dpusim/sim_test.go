@@ -156,9 +156,12 @@ func runSim(t testing.TB, topo occupancy.TopologyConfig, opt SimOptions, n int, 
 	}
 	start := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC).UnixMilli()
 	var r simRun
+	var last int64
 	for i := 0; i < n; i++ {
-		r.msgs = append(r.msgs, s.Next(start+int64(float64(i)*1000/rate))...)
+		last = start + int64(float64(i)*1000/rate)
+		r.msgs = append(r.msgs, s.Next(last)...)
 	}
+	r.msgs = append(r.msgs, s.Finish(last)...)
 	r.truth = s.Truth()
 	r.stats = s.Stats
 	return r

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/occupancyd/occupancyd/gateway/config"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -44,6 +45,11 @@ type TopoOptions struct {
 	// to it as written (topology: {file: ...}), and occupancyd reads a relative path
 	// from the config file's directory.
 	TopologyFile string
+	// Kinds gives each DPU a report kind (DESIGN 2a) by these shares, written as
+	// its kind; half the interval and cumulative DPUs get a map of their own.
+	Kinds KindSpec
+	// HTTPToken is http.token (HTTP push and write routes need it).
+	HTTPToken string
 }
 
 // DefaultTopoOptions are the flag defaults.
@@ -217,7 +223,13 @@ func (o TopoOptions) SelectedSites() []Site {
 	idx := ShardSites(o.Sites, o.Shard, o.Shards)
 	out := make([]Site, 0, len(idx)+1)
 	for _, i := range idx {
-		out = append(out, GenerateSite(o.Seed, i, o.Sites, o.DPUsPerSite))
+		site := GenerateSite(o.Seed, i, o.Sites, o.DPUsPerSite)
+		if !o.Kinds.IsZero() {
+			for j := range site.DPUs {
+				setKind(&site.DPUs[j], o.Kinds, o.Seed)
+			}
+		}
+		out = append(out, site)
 	}
 	if o.Probe {
 		out = append(out, ProbeSite())
@@ -225,19 +237,65 @@ func (o TopoOptions) SelectedSites() []Site {
 	return out
 }
 
-// EventsTopics is the mqtt.events_topic of the generated config.
-func (o TopoOptions) EventsTopics(sites []Site) []string {
+// setKind gives DPU d the kind spec draws for it, and one DPU in two of a report
+// kind a map of its own (kinds.go).
+func setKind(d *occupancy.DPUConfig, spec KindSpec, seed uint64) {
+	k := spec.Kind(seed, d.ID)
+	if k == occupancy.ReportEvents {
+		return
+	}
+	d.Kind = k.String()
+	if draw(seed+1, d.ID) >= dpuMapShare {
+		return
+	}
+	m := intervalDPUMap
+	if k == occupancy.ReportCumulative {
+		m = cumulDPUMap
+	}
+	d.Map = &m
+}
+
+// EventsTopics is the mqtt.events_topic of the generated config. Beside the events
+// filter(s) there is one entry per report kind (dpu/+/interval, dpu/+/cumulative
+// with a map of its own), on which DPUs report that `dpusim run --kinds` gives a
+// kind the topology does not; shard configs have one filter per site and none.
+func (o TopoOptions) EventsTopics(sites []Site) config.EventsTopics {
 	switch {
 	case o.Shards > 0:
 		t := make([]string, 0, len(sites))
 		for _, s := range sites {
 			t = append(t, s.ID+"/dpu/+/events")
 		}
-		return t
+		return config.Topics(t...)
 	case o.SiteTopics:
-		return []string{"+/dpu/+/events"}
+		return kindEntries("+/dpu/+/events")
 	}
-	return []string{"dpu/+/events"}
+	return kindEntries("dpu/+/events")
+}
+
+// kindEntries are the events filter and the entries of the report kinds beside it.
+func kindEntries(events string) config.EventsTopics {
+	m := cumulEntryMap
+	return config.EventsTopics{
+		{Filter: events},
+		{Filter: kindTopic(events, occupancy.ReportInterval), Kind: "interval"},
+		{Filter: kindTopic(events, occupancy.ReportCumulative), Kind: "cumulative", Map: &m},
+	}
+}
+
+// yamlMap renders a map as a flow mapping.
+func yamlMap(m *occupancy.Mapping) string {
+	var parts []string
+	for _, f := range []struct{ k, v string }{
+		{"items", m.Items}, {"dpu", m.DPU}, {"ts", m.TS}, {"direction", m.Direction}, {"id", m.ID},
+		{"start", m.Start}, {"end", m.End}, {"in", m.In}, {"out", m.Out}, {"in_total", m.InTotal},
+		{"out_total", m.OutTotal}, {"ts_format", m.TSFormat}, {"ts_zone", m.TSZone}, {"time_zone", m.TimeZone},
+	} {
+		if f.v != "" {
+			parts = append(parts, f.k+": "+yamlString(f.v))
+		}
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
 }
 
 // WriteConfig writes a complete occupancyd config (DESIGN 7) for the options, and
@@ -252,6 +310,9 @@ func WriteConfig(w io.Writer, o TopoOptions) error {
 	p := func(format string, a ...any) { fmt.Fprintf(bw, format, a...) }
 	p("# occupancyd config for a synthetic campus, written by:\n")
 	p("#   dpusim topology --sites %d --dpus-per-site %d --seed %d", o.Sites, o.DPUsPerSite, o.Seed)
+	if !o.Kinds.IsZero() {
+		p(" --kinds %s", o.Kinds)
+	}
 	if o.Shards > 0 {
 		p(" --shard %d/%d", o.Shard, o.Shards)
 	} else if o.SiteTopics {
@@ -270,11 +331,19 @@ func WriteConfig(w io.Writer, o TopoOptions) error {
 	p("  embedded: {listen: %s}\n", q(o.EmbeddedListen))
 	topics := o.EventsTopics(sites)
 	if len(topics) == 1 {
-		p("  events_topic: %s\n", q(topics[0]))
+		p("  events_topic: %s\n", q(topics[0].Filter))
 	} else {
 		p("  events_topic:\n")
 		for _, t := range topics {
-			p("    - %s\n", q(t))
+			if t.Kind == "" {
+				p("    - %s\n", q(t.Filter))
+				continue
+			}
+			p("    - {filter: %s, kind: %s", q(t.Filter), t.Kind)
+			if t.Map != nil {
+				p(", map: %s", yamlMap(t.Map))
+			}
+			p("}\n")
 		}
 	}
 	p("  max_payload: 262144\n")
@@ -283,7 +352,11 @@ func WriteConfig(w io.Writer, o TopoOptions) error {
 	p("storage: {dir: %s, retention: 2160h, max_parked: 1000000}\n", q(o.StorageDir))
 	p("engine: {settle_after: %s, tick: %s, late_events: apply, clamp_negative: true, max_future_skew: 1m}\n",
 		shortDuration(o.SettleAfter), shortDuration(o.Tick))
-	p("http: {listen: %s}\n", q(o.HTTPListen))
+	if o.HTTPToken != "" {
+		p("http: {listen: %s, token: %s}\n", q(o.HTTPListen), q(o.HTTPToken))
+	} else {
+		p("http: {listen: %s}\n", q(o.HTTPListen))
+	}
 	p("log: {level: %s, format: console}\n", q(o.LogLevel))
 	if o.TopologyFile != "" {
 		p("topology: {file: %s}\n", q(o.TopologyFile))
@@ -321,6 +394,12 @@ func WriteConfig(w io.Writer, o TopoOptions) error {
 			}
 			if d.MinusSpace != "" {
 				p(", minus_space: %s", q(d.MinusSpace))
+			}
+			if d.Kind != "" {
+				p(", kind: %s", d.Kind)
+			}
+			if d.Map != nil {
+				p(", map: %s", yamlMap(d.Map))
 			}
 			p("}\n")
 		}

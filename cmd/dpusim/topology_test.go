@@ -147,7 +147,7 @@ func TestTopology(t *testing.T) {
 				t.Errorf("sites (root spaces): got %d, want %d", roots, tc.sites)
 			}
 			checkTopology(t, c.Topology)
-			if got, want := c.filters, []string{"dpu/+/events"}; fmt.Sprint(got) != fmt.Sprint(want) {
+			if got, want := c.filters, []string{"dpu/+/events", "dpu/+/interval", "dpu/+/cumulative"}; fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("events_topic: got %v, want %v", got, want)
 			}
 		})
@@ -195,7 +195,7 @@ func TestTopologyShards(t *testing.T) {
 	full := DefaultTopoOptions()
 	full.Sites, full.DPUsPerSite, full.SiteTopics = 9, 12, true
 	fc, _ := genConfig(t, full)
-	if got, want := fmt.Sprint(fc.filters), "[+/dpu/+/events]"; got != want {
+	if got, want := fmt.Sprint(fc.filters), "[+/dpu/+/events +/dpu/+/interval +/dpu/+/cumulative]"; got != want {
 		t.Errorf("site-topics events_topic: got %s, want %s", got, want)
 	}
 	var union occupancy.TopologyConfig
