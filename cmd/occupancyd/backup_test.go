@@ -41,8 +41,11 @@ func TestBackupOfStoppedStore(t *testing.T) {
 	publishAll(t, c, msgs)
 	want := map[string]float64{"hq": 5, "f1": 5, "r1a": 2}
 	waitSpaces(t, d.httpAddr, want)
-	time.Sleep(1500 * time.Millisecond)                            // past settle_after: the crossings are settled rows
-	end := time.Now().Add(-time.Second).UTC().Format(time.RFC3339) // every bucket settled
+	// Every bucket up to end settled (the crossings are settled rows): waited for,
+	// not slept on, as a tick can come late on a loaded machine.
+	endT := time.Now().Truncate(time.Second)
+	waitSettled(t, d.httpAddr, endT.UnixMilli())
+	end := endT.UTC().Format(time.RFC3339)
 	countsURL := "/v1/spaces/r1a/counts?start=" + now.Add(-2*time.Minute).UTC().Format(time.RFC3339) +
 		"&end=" + end + "&interval=1s"
 	before := getJSON(t, d.httpAddr, countsURL)
