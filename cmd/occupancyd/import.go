@@ -172,6 +172,9 @@ type importer struct {
 
 	batch     []occupancy.Event
 	lines     []int
+	reps      []occupancy.Report // interval and cumulative report lines (archives)
+	repLines  []int
+	decoders  map[occupancy.ReportKind]*occupancy.Decoder
 	earliest  int64 // earliest ts of a valid row
 	haveValid bool
 	lastProg  int
@@ -349,7 +352,8 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 
 func (im *importer) addJSON(ctx context.Context, line int, b []byte) error {
 	var head struct {
-		DPU json.RawMessage `json:"dpu"`
+		DPU  json.RawMessage `json:"dpu"`
+		Kind json.RawMessage `json:"kind"`
 	}
 	if b[0] != '{' {
 		im.reject(line, string(occupancy.ReasonBadJSON), "want one event object a line")
@@ -364,7 +368,49 @@ func (im *importer) addJSON(ctx context.Context, line int, b []byte) error {
 		im.reject(line, "bad_dpu", err.Error())
 		return nil
 	}
+	kind := occupancy.ReportEvents
+	if len(head.Kind) > 0 && string(head.Kind) != "null" {
+		var name string
+		if err := json.Unmarshal(head.Kind, &name); err != nil {
+			im.reject(line, string(occupancy.ReasonBadReport), fmt.Sprintf("kind must be a string, got %.40s", head.Kind))
+			return nil
+		}
+		if kind, err = occupancy.ParseReportKind(name); err != nil {
+			im.reject(line, string(occupancy.ReasonBadReport), err.Error())
+			return nil
+		}
+	}
+	if kind != occupancy.ReportEvents {
+		return im.decodeReport(line, dpu, kind, b)
+	}
 	return im.decode(ctx, line, dpu, b)
+}
+
+// decodeReport validates an interval or cumulative report line (as the archive
+// writes them: the kind's own field names, beside dpu and kind) and queues it.
+func (im *importer) decodeReport(line int, dpu string, kind occupancy.ReportKind, b []byte) error {
+	d := im.decoders[kind]
+	if d == nil {
+		var err error
+		if d, err = occupancy.NewDecoder(kind, occupancy.Mapping{}); err != nil {
+			return fmt.Errorf("report decoder: %w", err)
+		}
+		if im.decoders == nil {
+			im.decoders = map[occupancy.ReportKind]*occupancy.Decoder{}
+		}
+		im.decoders[kind] = d
+	}
+	out := d.Decode(dpu, b, im.lim)
+	im.rejectAll(line, out.Rejections)
+	for _, r := range out.Reports {
+		r.Received, r.Late = 0, false // an import, not a receive
+		if !im.haveValid || r.TS < im.earliest {
+			im.earliest, im.haveValid = r.TS, true
+		}
+		im.reps = append(im.reps, r)
+		im.repLines = append(im.repLines, line)
+	}
+	return nil
 }
 
 // jsonDPU reads the dpu field: a string or an integer.
@@ -489,13 +535,7 @@ func isDigits(s string) bool {
 // decode validates one row through the event decoder and queues it.
 func (im *importer) decode(ctx context.Context, line int, dpu string, payload []byte) error {
 	evs, rejs := occupancy.DecodePayload(dpu, payload, im.lim)
-	for _, rj := range rejs {
-		reason := string(rj.Reason)
-		if rj.Reason == occupancy.ReasonBadTopic {
-			reason = "bad_dpu"
-		}
-		im.reject(line, reason, rj.Detail)
-	}
+	im.rejectAll(line, rejs)
 	for _, ev := range evs {
 		ev.Received = 0 // an import, not a receive
 		ev.Late = false
@@ -511,10 +551,22 @@ func (im *importer) decode(ctx context.Context, line int, dpu string, payload []
 // rowDone follows every row read: a full batch, or a progress line due, flushes.
 func (im *importer) rowDone(ctx context.Context) error {
 	progressDue := im.opts.Progress > 0 && im.sum.Rows-im.lastProg >= im.opts.Progress
-	if len(im.batch) >= importBatch || progressDue {
+	if len(im.batch)+len(im.reps) >= importBatch || progressDue {
 		return im.flush(ctx)
 	}
 	return nil
+}
+
+// rejectAll lists a decoder's rejections of one row (a topic's bad DPU id is the
+// row's bad dpu).
+func (im *importer) rejectAll(line int, rejs []occupancy.Rejection) {
+	for _, rj := range rejs {
+		reason := string(rj.Reason)
+		if rj.Reason == occupancy.ReasonBadTopic {
+			reason = "bad_dpu"
+		}
+		im.reject(line, reason, rj.Detail)
+	}
 }
 
 func (im *importer) reject(line int, reason, detail string) {
@@ -526,22 +578,29 @@ func (im *importer) reject(line int, reason, detail string) {
 func (im *importer) flush(ctx context.Context) error {
 	defer func() {
 		im.batch, im.lines = im.batch[:0], im.lines[:0]
+		im.reps, im.repLines = im.reps[:0], im.repLines[:0]
 		if p := im.opts.Progress; p > 0 && im.opts.ProgOut != nil && im.sum.Rows-im.lastProg >= p {
 			im.lastProg = im.sum.Rows
 			fmt.Fprintf(im.opts.ProgOut, "import: %d rows read: %d imported, %d duplicates, %d rejected\n",
 				im.sum.Rows, im.sum.Imported, im.sum.Duplicates, len(im.sum.Rejected))
 		}
 	}()
-	if len(im.batch) == 0 {
+	if len(im.batch) == 0 && len(im.reps) == 0 {
 		return nil
 	}
-	// Backfill dedups the batch against itself and the store alike; events before
-	// the horizon reach the engine through the Rewind at the end.
-	evs, lines := im.batch, im.lines
-	res, err := im.tr.Backfill(ctx, evs)
+	// Backfill dedups the batch against itself and the store alike; events and
+	// reports before the horizon reach the engine through the Rewind at the end.
+	res, repRes, err := im.tr.BackfillMixed(ctx, im.batch, im.reps)
 	if err != nil {
 		return err
 	}
+	im.tally(res, im.lines)
+	im.tally(repRes, im.repLines)
+	return nil
+}
+
+// tally counts the outcomes of a flush's rows (lines[i]: the line of res[i]).
+func (im *importer) tally(res []tracker.Result, lines []int) {
 	for i, r := range res {
 		switch r.Outcome {
 		case tracker.Duplicate:
@@ -555,5 +614,4 @@ func (im *importer) flush(ctx context.Context) error {
 			im.sum.Imported++
 		}
 	}
-	return nil
 }

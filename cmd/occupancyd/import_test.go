@@ -25,7 +25,8 @@ import (
 )
 
 // The import tests use this building: hq > lobby, room; DPUs d-main (street <->
-// lobby), d-room (lobby <-> room) and "283" (street <-> room).
+// lobby), d-room (lobby <-> room) and "283" (street <-> room); iv-room (lobby <->
+// room) reports intervals and cu-main (street <-> lobby) cumulative totals.
 const impTopologyYAML = `topology:
   spaces:
     - {id: hq, name: HQ, capacity: 100}
@@ -38,6 +39,8 @@ const impTopologyYAML = `topology:
     - {id: d-main, doorway: main, plus_space: lobby, minus_space: ""}
     - {id: d-room, doorway: inner, plus_space: room, minus_space: lobby}
     - {id: "283", doorway: main, plus_space: room, minus_space: ""}
+    - {id: iv-room, doorway: inner, plus_space: room, minus_space: lobby, kind: interval}
+    - {id: cu-main, doorway: main, plus_space: lobby, minus_space: "", kind: cumulative}
 `
 
 var impSpaces = []string{"hq", "lobby", "room"}
@@ -45,9 +48,11 @@ var impSpaces = []string{"hq", "lobby", "room"}
 // impEffects is the nesting rule of DESIGN 1 worked out by hand for this building:
 // the change of each space for a crossing with direction +1 (-1 negates it).
 var impEffects = map[string]map[string]int64{
-	"d-main": {"lobby": 1, "hq": 1},
-	"d-room": {"room": 1, "lobby": -1},
-	"283":    {"room": 1, "hq": 1},
+	"d-main":  {"lobby": 1, "hq": 1},
+	"d-room":  {"room": 1, "lobby": -1},
+	"283":     {"room": 1, "hq": 1},
+	"iv-room": {"room": 1, "lobby": -1},
+	"cu-main": {"lobby": 1, "hq": 1},
 }
 
 // impEvent is a row as the model sees it.
@@ -592,4 +597,131 @@ func runImport(ctx context.Context, opts importOptions, name string, in io.Reade
 		sum.importSummary = sums[0]
 	}
 	return sum, err
+}
+
+// TestImportReports: interval and cumulative report lines as the retention sweep
+// archives them (buffer.ArchivedInterval, ArchivedCumulative: the kind's own field
+// names beside dpu and kind), mixed with event lines, shuffled, some twice, one
+// cumulative report lost, a counter reset and an interval overlapping a stored one,
+// are imported (the overlap rejected with its line) and recomputed: the history
+// equals the model of the crossings the reports stand for (an interval's ins then
+// outs at its end; a cumulative report's increase over the one before it in ts
+// order, its new value where a counter dropped, the first one the baseline).
+func TestImportReports(t *testing.T) {
+	cfg, _ := impSetup(t)
+	rng := rand.New(rand.NewSource(17))
+	now := time.Now().UnixMilli()
+	base := now - 3*time.Hour.Milliseconds()
+	type line struct {
+		text  string
+		model []impEvent // the crossings it stands for; nil: none (or a rejected line)
+	}
+	var lines []line
+	jsonLine := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	// crossings expands a report's counts at ts: ins (+1) before outs (-1), ordered
+	// by id within the millisecond as the model sorts them.
+	crossings := func(dpu string, ts, in, out int64) []impEvent {
+		var evs []impEvent
+		for j := int64(0); j < in+out; j++ {
+			dir := int8(1)
+			if j >= in {
+				dir = -1
+			}
+			evs = append(evs, impEvent{dpu, fmt.Sprintf("x%06d", j), ts, dir})
+		}
+		return evs
+	}
+	// Events: every 2 minutes, within the first second.
+	for ts := base; ts < now-time.Minute.Milliseconds(); ts += 120_000 {
+		e := impEvent{[]string{"d-main", "d-room", "283"}[rng.Intn(3)], "", ts + rng.Int63n(1000), int8(1 - 2*rng.Intn(2))}
+		if rng.Intn(3) == 0 {
+			e.dir = 1 // people mostly come in
+		}
+		lines = append(lines, line{fmt.Sprintf(`{"dpu":%q,"ts":%d,"direction":%d}`, e.dpu, e.ts, e.dir), []impEvent{e}})
+	}
+	// Intervals of 5 minutes ending 30 s or 90 s past an event slot: never an event's
+	// millisecond.
+	var lastIv buffer.ArchivedInterval
+	var lastStart int64
+	for start := base + 30_000 - 300_000; start+300_000 < now; start += 300_000 {
+		in, out := int64(rng.Intn(5)), int64(rng.Intn(4))
+		iv := buffer.ArchivedInterval{DPU: "iv-room", Kind: "interval", Start: impRFC(start), End: impRFC(start + 300_000), In: in, Out: out}
+		lines = append(lines, line{jsonLine(iv), crossings("iv-room", start+300_000, in, out)})
+		lastIv, lastStart = iv, start
+	}
+	// Totals every 4 minutes at 30.5 s past an event slot; one lost, one reset.
+	var cum []buffer.ArchivedCumulative
+	var cumTS []int64
+	inT, outT := int64(1000+rng.Intn(100)), int64(900+rng.Intn(100))
+	for k, ts := 0, base+30_500; ts < now; k, ts = k+1, ts+240_000 {
+		if k == 20 {
+			inT, outT = 2, 1 // the sensor restarted: both counters from 0
+		} else {
+			inT += int64(rng.Intn(6))
+			outT += int64(rng.Intn(5))
+		}
+		if k == 10 {
+			continue // lost: the next report carries its crossings
+		}
+		cum = append(cum, buffer.ArchivedCumulative{DPU: "cu-main", Kind: "cumulative", TS: impRFC(ts), InTotal: inT, OutTotal: outT})
+		cumTS = append(cumTS, ts)
+	}
+	resets := 0
+	for i, c := range cum {
+		var model []impEvent
+		if i > 0 {
+			p := cum[i-1]
+			d := func(prev, next int64) int64 {
+				if next < prev {
+					return next
+				}
+				return next - prev
+			}
+			if c.InTotal < p.InTotal || c.OutTotal < p.OutTotal {
+				resets++
+			}
+			model = crossings("cu-main", cumTS[i], d(p.InTotal, c.InTotal), d(p.OutTotal, c.OutTotal))
+		}
+		lines = append(lines, line{jsonLine(c), model})
+	}
+	if resets != 1 {
+		t.Fatalf("the scenario has %d counter resets, want 1", resets)
+	}
+	unique := len(lines)
+	rng.Shuffle(len(lines), func(i, j int) { lines[i], lines[j] = lines[j], lines[i] })
+	for i := 0; i < 10; i++ { // re-sent: counted once
+		lines = append(lines, line{text: lines[rng.Intn(unique)].text})
+	}
+	// A different report overlapping the last interval: refused, its line named.
+	over := lastIv
+	over.Start, over.In = impRFC(lastStart+60_000), 9
+	lines = append(lines, line{text: jsonLine(over)})
+
+	var data bytes.Buffer
+	var model []impEvent
+	for _, l := range lines {
+		data.WriteString(l.text + "\n")
+		model = append(model, l.model...)
+	}
+	sum := impRun(t, cfg, "reports.jsonl", data.Bytes())
+	if sum.Rows != len(lines) || sum.Imported != unique || sum.Duplicates != 10 || len(sum.Rejected) != 1 {
+		t.Fatalf("summary: got %d rows, %d imported, %d duplicates, %d rejected (%+v); want %d, %d, 10, 1",
+			sum.Rows, sum.Imported, sum.Duplicates, len(sum.Rejected), sum.Rejected, len(lines), unique)
+	}
+	if r := sum.Rejected[0]; r.Line != len(lines) || r.Reason != string(occupancy.ReasonOverlap) {
+		t.Errorf("rejected: got line %d %s, want line %d overlap", r.Line, r.Reason, len(lines))
+	}
+	impCheckAt(t, cfg, model)
+	// Imported again: every line a duplicate, the history unchanged.
+	again := impRun(t, cfg, "reports.jsonl", data.Bytes())
+	if again.Imported != 0 || again.Duplicates != len(lines)-1 {
+		t.Errorf("second import: got %d imported, %d duplicates; want 0, %d", again.Imported, again.Duplicates, len(lines)-1)
+	}
+	impCheckAt(t, cfg, model)
 }

@@ -85,6 +85,14 @@ func (t *Tracker) IngestMixed(ctx context.Context, evs []occupancy.Event, reps [
 	return t.ingestMixed(ctx, evs, reps, false)
 }
 
+// BackfillMixed is Backfill for a batch of events and interval or cumulative
+// reports (import of archived report lines): one Result per event and one per
+// report, as IngestMixed; reports before the horizon are stored, not applied, and
+// reach the engine through Rewind.
+func (t *Tracker) BackfillMixed(ctx context.Context, evs []occupancy.Event, reps []occupancy.Report) ([]Result, []Result, error) {
+	return t.ingestMixed(ctx, evs, reps, true)
+}
+
 func (t *Tracker) ingest(ctx context.Context, in []occupancy.Event, backfill bool) ([]Result, error) {
 	res, _, err := t.ingestMixed(ctx, in, nil, backfill)
 	return res, err
@@ -361,7 +369,11 @@ func (b *reportBatch) sort(t *Tracker, h int64, backfill bool) {
 			}
 		}
 		b.accepted = append(b.accepted, occupancy.Event{DPU: r.DPU, TS: r.TS, Received: r.Received})
-		b.fresh = append(b.fresh, r)
+		// Backfill: as for events, those before the horizon reach the engine
+		// through Rewind.
+		if !backfill || r.TS >= h {
+			b.fresh = append(b.fresh, r)
+		}
 	}
 	if resets > 0 && !backfill {
 		t.metrics.CounterResets.Add(float64(resets))
