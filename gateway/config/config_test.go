@@ -181,6 +181,15 @@ func TestParseConfig(t *testing.T) {
 		}
 	})
 
+	t.Run("a fraction for an integer is refused, not truncated", func(t *testing.T) {
+		got, err := ParseConfig([]byte("mqtt: {max_payload: 1.5}\nstorage: {max_parked: 2.0}\ntopology:\n  spaces: [{id: hq, name: HQ, capacity: 10.5}]\n"))
+		assertProblems(t, err, `mqtt.max_payload: want an integer, got "1.5" (line 1)`,
+			`topology.spaces[0].capacity: want an integer, got "10.5" (line 4)`)
+		if got.Storage.MaxParked != 2 {
+			t.Errorf("max_parked 2.0: got %d, want 2 (a whole number is one in YAML)", got.Storage.MaxParked)
+		}
+	})
+
 	t.Run("a bad value leaves the rest decoded", func(t *testing.T) {
 		got, err := ParseConfig([]byte("mqtt: {max_payload: lots, output_prefix: occ}\ntopology:\n  spaces: [{id: hq, name: HQ}]\n"))
 		assertProblems(t, err, `mqtt.max_payload: want an integer, got "lots" (line 1)`)
@@ -589,6 +598,15 @@ func TestTopologyFile(t *testing.T) {
 			if !reflect.DeepEqual(got.Topology, want.Topology) || got.TopologyFile != f {
 				t.Errorf("%s: got %q %+v\nwant %+v", f, got.TopologyFile, got.Topology, want.Topology)
 			}
+		}
+	})
+	t.Run("a number with a point is not an integer, as in encoding/json", func(t *testing.T) {
+		tf := decodeTopology([]byte("{\"spaces\": [\n{\"id\": \"a\", \"name\": \"A\", \"capacity\": 1.5},\n{\"id\": \"b\", \"name\": \"B\", \"capacity\": 2.0}]}"), "t.json")
+		got := problemLines(&ConfigError{Problems: tf.problems})
+		want := []string{"topology.file t.json: spaces[0].capacity: want an integer, got 1.5 (line 2 of t.json)",
+			"topology.file t.json: spaces[1].capacity: want an integer, got 2.0 (line 3 of t.json)"}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("got  %q\nwant %q", got, want)
 		}
 	})
 	t.Run("not a regular file", func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"sort"
 	"strconv"
@@ -150,6 +151,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		v.SetString(n.Value) // as yaml sets any other scalar, without a decoder per value
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64 && n.ShortTag() == "!!float" &&
+		!reflect.PointerTo(t).Implements(textUnmarshaler) && (d.jsonFile != "" || !whole(n.Value)):
+		// yaml.v3 would truncate 1.5 to 1; JSON (encoding/json) takes no 10.0 either.
+		d.problem(path, n.Line, "want %s, got %s", typeName(t), d.describe(n))
 	default:
 		// Through yaml, into a copy so a bad value leaves the default in place.
 		tmp := reflect.New(t)
@@ -162,6 +167,12 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			d.problem(path, n.Line, "%v", err) // the value's own UnmarshalText
 		}
 	}
+}
+
+// whole reports whether the YAML float f is a whole number.
+func whole(f string) bool {
+	x, err := strconv.ParseFloat(f, 64)
+	return err == nil && x == math.Trunc(x)
 }
 
 // typeName says what a value of type t is written as.
