@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/occupancyd/occupancyd/buffer"
 	"github.com/occupancyd/occupancyd/gateway/payload"
 	"github.com/occupancyd/occupancyd/gateway/tracker"
@@ -374,7 +376,7 @@ func (s *Server) rejections(w http.ResponseWriter, r *http.Request) {
 	if s.page.DeadLetters != nil {
 		dls, err := s.page.DeadLetters(limit)
 		if err != nil {
-			s.log.Error().Err(err).Msg("read dead letters")
+			s.deadErr.Log(func(e *zerolog.Event) *zerolog.Event { return e.Err(err) }, "read dead letters")
 			WriteError(w, http.StatusInternalServerError, "read dead letters: "+err.Error())
 			return
 		}

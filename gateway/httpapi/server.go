@@ -26,6 +26,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/occupancyd/occupancyd/gateway/config"
+	"github.com/occupancyd/occupancyd/gateway/lograte"
 	"github.com/occupancyd/occupancyd/gateway/metrics"
 	"github.com/occupancyd/occupancyd/gateway/payload"
 	"github.com/occupancyd/occupancyd/gateway/tracker"
@@ -92,6 +93,11 @@ type Server struct {
 	now     func() time.Time
 	metrics http.Handler
 
+	// queryErr and deadErr log a query and a read of the dead letters that failed
+	// (500) at most once a second each, with the number suppressed: a failing store
+	// fails every poll of every client.
+	queryErr, deadErr *lograte.Logger
+
 	routes []string // every pattern registered (Routes)
 
 	page      PageSources
@@ -140,6 +146,8 @@ func New(o Options) (*Server, error) {
 		log:   o.Logger,
 		now:   o.Now,
 	}
+	s.queryErr = lograte.New(o.Logger, zerolog.ErrorLevel, time.Second)
+	s.deadErr = lograte.New(o.Logger, zerolog.ErrorLevel, time.Second)
 	s.access = newAccess(o.Token, o.OpenReads || loopback)
 	s.page = o.Page
 	s.metrics = promhttp.HandlerFor(s.m.Registry, promhttp.HandlerOpts{
@@ -513,7 +521,7 @@ func (s *Server) queryError(w http.ResponseWriter, id string, err error) {
 	case errors.Is(err, tracker.ErrBadReset), errors.Is(err, occupancy.ErrBadQuery):
 		WriteError(w, http.StatusBadRequest, err.Error())
 	default:
-		s.log.Error().Err(err).Str("space", id).Msg("http query failed")
+		s.queryErr.Log(func(e *zerolog.Event) *zerolog.Event { return e.Err(err).Str("space", id) }, "http query failed")
 		WriteError(w, http.StatusInternalServerError, err.Error())
 	}
 }

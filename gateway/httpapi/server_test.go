@@ -719,6 +719,51 @@ func TestHTTPRequestLog(t *testing.T) {
 	}
 }
 
+// TestHTTPQueryErrorLogRateLimited (issue 14: every error line on a hot path is
+// rate-limited with a suppressed count): while the querier fails, every read is a
+// 500 with the error, and the log says so once a second, the next line with the
+// number of lines suppressed, not once per request.
+func TestHTTPQueryErrorLogRateLimited(t *testing.T) {
+	var buf syncBuffer
+	q := newFakeQuerier()
+	q.failAll = errors.New("store: disk on fire")
+	s := startServer(t, "", q, nil, zerolog.New(&buf))
+	url := "http://" + s.Addr() + "/v1/spaces/hq/counts?start=2026-11-27T09:00:00Z&end=2026-11-27T10:00:00Z"
+	failed := func() []string {
+		var out []string
+		for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			if strings.Contains(l, `"http query failed"`) {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	const reads = 20
+	began := time.Now()
+	for i := range reads {
+		if r := do(t, "GET", url, "", ""); r.status != 500 || !strings.Contains(string(r.body), "disk on fire") {
+			t.Fatalf("read %d: %d %s, want 500 with the error", i, r.status, r.body)
+		}
+	}
+	if took := time.Since(began); took < time.Second {
+		if got := failed(); len(got) != 1 {
+			t.Fatalf("%d failed reads within %v logged %d lines, want 1:\n%s", reads, took, len(got), buf.String())
+		}
+	}
+	time.Sleep(time.Until(began.Add(1100 * time.Millisecond)))
+	do(t, "GET", url, "", "")
+	got := failed()
+	var last struct {
+		Suppressed int    `json:"suppressed"`
+		Space      string `json:"space"`
+		Error      string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(got[len(got)-1]), &last); err != nil || last.Space != "hq" || last.Error != "store: disk on fire" ||
+		last.Suppressed == 0 || last.Suppressed != reads+1-len(got) {
+		t.Errorf("last line %q (of %d): want space hq, the error and the %d lines suppressed before it", got[len(got)-1], len(got), reads+1-len(got))
+	}
+}
+
 // BenchmarkHTTPSpaces measures GET /v1/spaces for 10,000 spaces over loopback.
 func BenchmarkHTTPSpaces(b *testing.B) {
 	q := newFakeQuerier()

@@ -47,6 +47,7 @@ import (
 
 	"github.com/occupancyd/occupancyd/gateway/httpapi"
 	"github.com/occupancyd/occupancyd/gateway/ingest"
+	"github.com/occupancyd/occupancyd/gateway/lograte"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -81,6 +82,9 @@ type Options struct {
 type Handler struct {
 	opts   Options
 	tokens atomic.Pointer[map[string][sha256.Size]byte] // DPU id -> hash of its ingest token
+	// notStored logs a push the store did not take at most once a second, with the
+	// number suppressed: while storage refuses writes every DPU's every push fails.
+	notStored *lograte.Logger
 }
 
 // New returns the handler; Register puts it on a mux.
@@ -91,7 +95,7 @@ func New(o Options) (*Handler, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 30 * time.Second
 	}
-	h := &Handler{opts: o}
+	h := &Handler{opts: o, notStored: lograte.New(o.Logger, zerolog.ErrorLevel, time.Second)}
 	h.tokens.Store(&map[string][sha256.Size]byte{})
 	return h, nil
 }
@@ -150,7 +154,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	res, err := h.opts.Ingester.Ingest(ctx, ingest.Message{Topic: "http:/v1/dpus/" + dpu + "/events", DPU: dpu, Payload: body})
 	if err != nil {
 		if !errors.Is(err, ingest.ErrStopping) {
-			h.opts.Logger.Error().Err(err).Str("dpu", dpu).Msg("HTTP push not stored; the sender is told to send again")
+			h.notStored.Log(func(e *zerolog.Event) *zerolog.Event { return e.Err(err).Str("dpu", dpu) },
+				"HTTP push not stored; the sender is told to send again")
 		}
 		w.Header().Set("Retry-After", "1")
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "not stored, send again: "+err.Error())

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,6 +48,12 @@ type gw struct {
 	push  *Handler
 	url   string
 	token string
+
+	// full, when set, is the store's free-space probe under a 64 MiB floor, and the
+	// handler's logs and store timeout are logs and timeout.
+	full    func(string) (uint64, error)
+	logs    io.Writer
+	timeout time.Duration
 }
 
 // start opens the store, the tracker, the pipeline and the HTTP server with the
@@ -53,7 +61,11 @@ type gw struct {
 func (g *gw) start(token string, tokens map[string]string) {
 	t := g.t
 	clock := func() time.Time { return g.now }
-	st, err := buffer.Open(buffer.Options{Dir: filepath.Join(g.dir, "data"), Logger: zerolog.Nop(), MinFreeBytes: -1, Now: clock})
+	so := buffer.Options{Dir: filepath.Join(g.dir, "data"), Logger: zerolog.Nop(), MinFreeBytes: -1, Now: clock}
+	if g.full != nil {
+		so.MinFreeBytes, so.FreeSpace = 64<<20, g.full
+	}
+	st, err := buffer.Open(so)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +88,11 @@ func (g *gw) start(token string, tokens map[string]string) {
 	if token != "" {
 		admin = srv.Authorized
 	}
-	h, err := New(Options{Ingester: pipe, Admin: admin, MaxPayload: 4096, Logger: zerolog.Nop()})
+	log := zerolog.Nop()
+	if g.logs != nil {
+		log = zerolog.New(g.logs)
+	}
+	h, err := New(Options{Ingester: pipe, Admin: admin, MaxPayload: 4096, Logger: log, Timeout: g.timeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,5 +310,56 @@ func TestPushManyRejected(t *testing.T) {
 	}
 	if len(a.Rejected) != 1000 || details != 100 {
 		t.Errorf("got %d rejections, %d with details; want 1000, 100", len(a.Rejected), details)
+	}
+}
+
+// TestPushNotStoredLogsRateLimited (issue 14: every error line on a hot path is
+// rate-limited with a suppressed count): while the store refuses writes (its disk
+// below the free-space floor) every push is answered 503 with Retry-After and
+// nothing is counted, and the log says so once a second, the next line with the
+// number of lines suppressed, not once per push.
+func TestPushNotStoredLogsRateLimited(t *testing.T) {
+	// The handler logs before it answers, and the test reads the log only after an
+	// answer: the socket orders the two (as the race detector knows).
+	var logs bytes.Buffer
+	g := newGW(t)
+	var free atomic.Uint64
+	free.Store(1 << 40)
+	g.full = func(string) (uint64, error) { return free.Load(), nil }
+	g.logs, g.timeout = zerolog.SyncWriter(&logs), 50*time.Millisecond
+	g.start("s3cret", nil)
+	free.Store(1 << 20) // below the floor from now on
+	if err := g.st.Health(); !errors.Is(err, buffer.ErrDiskFull) {
+		t.Fatalf("store health below the floor: %v, want ErrDiskFull", err)
+	}
+	const pushes = 20
+	ms := g.now.Add(-time.Minute).UnixMilli()
+	began := time.Now()
+	for i := range pushes {
+		if code, body := g.post("/v1/dpus/d1/events", "s3cret", event(ms, fmt.Sprint(i))); code != http.StatusServiceUnavailable {
+			t.Fatalf("push %d on a full disk: got %d %s, want 503", i, code, body)
+		}
+	}
+	if g.occ("a") != 0 {
+		t.Errorf("occupancy of a = %d with nothing stored, want 0", g.occ("a"))
+	}
+	lines := func() []string { return strings.Split(strings.TrimSpace(logs.String()), "\n") }
+	if took := time.Since(began); took < time.Second {
+		if got := lines(); len(got) != 1 || !strings.Contains(got[0], "HTTP push not stored") {
+			t.Fatalf("%d pushes not stored within %v logged %d lines, want 1:\n%s", pushes, took, len(got), logs.String())
+		}
+	}
+	time.Sleep(time.Until(began.Add(1100 * time.Millisecond)))
+	if code, _ := g.post("/v1/dpus/d1/events", "s3cret", event(ms, "last")); code != http.StatusServiceUnavailable {
+		t.Fatalf("push on a full disk: got %d, want 503", code)
+	}
+	got := lines()
+	last := got[len(got)-1]
+	var n struct {
+		Suppressed int    `json:"suppressed"`
+		DPU        string `json:"dpu"`
+	}
+	if err := json.Unmarshal([]byte(last), &n); err != nil || n.DPU != "d1" || n.Suppressed != pushes+1-len(got) || n.Suppressed == 0 {
+		t.Errorf("last log line %q (of %d): want the DPU and the %d lines suppressed before it", last, len(got), pushes+1-len(got))
 	}
 }
