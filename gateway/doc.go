@@ -3,13 +3,14 @@
 // layers — a package imports only occupancy/, buffer/ and packages of the layers
 // below its own (layers_test.go checks it):
 //
-//	layer 0  config    the configuration file: types, defaults, decoding, validation
-//	         metrics   the Prometheus metrics (every counter and gauge, one registry)
+//	layer 0  metrics   the Prometheus metrics (every counter and gauge, one registry)
 //	         payload   the occupancy JSON object and the time format the outputs share
 //	         sdnotify  systemd readiness, status and watchdog notifications
 //	         mqttconn  the MQTT connection under paho: buffered reads, coalesced writes
+//	         mqtttopic MQTT topic syntax: filters checked, topics matched (the DPU's '+')
 //	         lograte   hot-path log lines at a bounded rate, with a suppressed count
-//	layer 1  tracker   "store durably, then apply": the engine and the store behind
+//	layer 1  config    the configuration file: types, defaults, decoding, validation
+//	         tracker   "store durably, then apply": the engine and the store behind
 //	                   their locks, ingest outcomes, resets, topology versions, the
 //	                   tick, the queries, per-DPU statistics and the change feed
 //	layer 2  ingest    the message pipeline of every path in: DPU from topic, decode

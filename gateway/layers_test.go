@@ -18,11 +18,11 @@ const module = "github.com/occupancyd/occupancyd"
 // package below one of them (gateway/httpapi/ui) is in its layer and may import
 // within its own subtree.
 var layers = map[string]int{
-	"gateway/config": 0, "gateway/metrics": 0, "gateway/payload": 0, "gateway/sdnotify": 0,
-	"gateway/mqttconn": 0, "gateway/lograte": 0,
-	"gateway/tracker": 1,
-	"gateway/ingest":  2,
-	"gateway/broker":  3, "gateway/mqtt": 3, "gateway/httpapi": 3, "gateway/stream": 3,
+	"gateway/metrics": 0, "gateway/payload": 0, "gateway/sdnotify": 0,
+	"gateway/mqttconn": 0, "gateway/mqtttopic": 0, "gateway/lograte": 0,
+	"gateway/config": 1, "gateway/tracker": 1,
+	"gateway/ingest": 2,
+	"gateway/broker": 3, "gateway/mqtt": 3, "gateway/httpapi": 3, "gateway/stream": 3,
 }
 
 // layerOf is the layer of pkg: its own, or that of the nearest package above it.

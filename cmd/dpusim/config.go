@@ -10,6 +10,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/occupancyd/occupancyd/gateway/config"
+	"github.com/occupancyd/occupancyd/gateway/mqtttopic"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -128,24 +129,6 @@ func (c *simConfig) httpToken() (string, error) {
 	return c.HTTP.Token, nil
 }
 
-// topicMatch reports whether an MQTT topic matches a filter (+ and #).
-func topicMatch(filter, topic string) bool {
-	f := strings.Split(filter, "/")
-	t := strings.Split(topic, "/")
-	for i, lv := range f {
-		if lv == "#" {
-			return true
-		}
-		if i >= len(t) {
-			return false
-		}
-		if lv != "+" && lv != t[i] {
-			return false
-		}
-	}
-	return len(f) == len(t)
-}
-
 // checkTopics makes sure the gateway of this config would receive what the
 // simulator publishes: a clear error instead of a silent mismatch.
 func (c *simConfig) checkTopics(s *Sim) error {
@@ -155,8 +138,7 @@ func (c *simConfig) checkTopics(s *Sim) error {
 		t := s.Topic(i)
 		ok := false
 		for _, f := range c.filters {
-			if topicMatch(f, t) {
-				ok = true
+			if _, ok = mqtttopic.Match(f, t); ok {
 				break
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/occupancyd/occupancyd/gateway/config"
+	"github.com/occupancyd/occupancyd/gateway/mqtttopic"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -230,7 +231,7 @@ func topicEntries(topics []config.EventsTopic, filters []string) config.EventsTo
 // entryFor is the first entry whose filter matches topic (nil: none).
 func entryFor(entries config.EventsTopics, topic string) *config.EventsTopic {
 	for i := range entries {
-		if topicMatch(entries[i].Filter, topic) {
+		if _, ok := mqtttopic.Match(entries[i].Filter, topic); ok {
 			return &entries[i]
 		}
 	}

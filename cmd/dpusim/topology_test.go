@@ -10,6 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/occupancyd/occupancyd/gateway/mqtttopic"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -237,7 +238,7 @@ func TestTopologyShards(t *testing.T) {
 	for i := 0; i < sim.DPUCount(); i++ {
 		n := 0
 		for _, f := range filters {
-			if topicMatch(f, sim.Topic(i)) {
+			if _, ok := mqtttopic.Match(f, sim.Topic(i)); ok {
 				n++
 			}
 		}

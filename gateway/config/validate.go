@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/occupancyd/occupancyd/gateway/mqtttopic"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
 
@@ -130,7 +131,7 @@ func (c Config) validate() []Problem {
 		seen[e.Filter] = true
 		// A filter that matches what occupancyd publishes would feed it its own output.
 		for _, out := range outputs {
-			if topicMatches(e.Filter, out) {
+			if _, ok := mqtttopic.Match(e.Filter, out); ok {
 				add(fp, "%q also matches %s, which occupancyd publishes", e.Filter, out)
 				break
 			}
@@ -304,31 +305,14 @@ func (e EventsTopic) problems(at string) []Problem {
 	return ps
 }
 
-// CheckEventsFilter checks an events topic filter: a valid MQTT filter with at least
-// one '+' level (the last one is the DPU id).
-func CheckEventsFilter(f string) error { return CheckTopicFilter(f, true) }
-
-// CheckTopicFilter checks an MQTT topic filter; with dpuLevel it needs a '+' level
-// for the DPU id (an entry whose map takes the id from the payload needs none).
+// CheckTopicFilter checks an events topic filter (mqtttopic.CheckFilter); with
+// dpuLevel it needs a '+' level for the DPU id (an entry whose map takes the id from
+// the payload needs none).
 func CheckTopicFilter(f string, dpuLevel bool) error {
-	if f == "" {
-		return errors.New("empty topic filter")
+	if err := mqtttopic.CheckFilter(f); err != nil {
+		return err
 	}
-	levels := strings.Split(f, "/")
-	plus := false
-	for i, l := range levels {
-		switch {
-		case l == "+":
-			plus = true
-		case l == "#":
-			if i != len(levels)-1 {
-				return fmt.Errorf("%q: '#' must be the last level", f)
-			}
-		case strings.ContainsAny(l, "+#"):
-			return fmt.Errorf("%q: '+' and '#' must fill a whole level", f)
-		}
-	}
-	if !plus && dpuLevel {
+	if dpuLevel && !slices.Contains(strings.Split(f, "/"), "+") {
 		return fmt.Errorf("%q has no '+' level for the DPU id (e.g. dpu/+/events; or a map with dpu, the DPU id in the payload)", f)
 	}
 	return nil
@@ -348,20 +332,6 @@ func (c Config) outputTopics() []string {
 		out = append(out, m.HomeAssistant.DiscoveryPrefix+"/sensor/"+d.Gateway.ID+"_space-id/occupancy/config")
 	}
 	return out
-}
-
-// topicMatches reports whether MQTT topic filter f matches topic t.
-func topicMatches(f, t string) bool {
-	fl, tl := strings.Split(f, "/"), strings.Split(t, "/")
-	for i, l := range fl {
-		if l == "#" {
-			return true
-		}
-		if i >= len(tl) || (l != "+" && l != tl[i]) {
-			return false
-		}
-	}
-	return len(fl) == len(tl)
 }
 
 // checkTopicName checks a topic (or topic prefix) occupancyd publishes to.

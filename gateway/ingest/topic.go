@@ -3,47 +3,10 @@ package ingest
 import (
 	"errors"
 	"fmt"
-	"strings"
 
+	"github.com/occupancyd/occupancyd/gateway/mqtttopic"
 	"github.com/occupancyd/occupancyd/occupancy"
 )
-
-// matchTopic reports whether topic matches filter and returns the level matched by
-// the filter's last `+` ("" for a filter without one).
-func matchTopic(filter, topic string) (string, bool) {
-	fl := strings.Split(filter, "/")
-	tl := strings.Split(topic, "/")
-	last := -1
-	for i, l := range fl {
-		if l == "+" {
-			last = i
-		}
-	}
-	for i, l := range fl {
-		if l == "#" {
-			switch {
-			case last < 0:
-				return "", len(tl) >= i
-			case last >= len(tl):
-				return "", false
-			}
-			return tl[last], true
-		}
-		if i >= len(tl) {
-			return "", false
-		}
-		if l != "+" && l != tl[i] {
-			return "", false
-		}
-	}
-	if len(fl) != len(tl) {
-		return "", false
-	}
-	if last < 0 {
-		return "", true
-	}
-	return tl[last], true
-}
 
 var errNoFilter = errors.New("topic matches no mqtt.events_topic filter")
 
@@ -53,7 +16,7 @@ var errNoFilter = errors.New("topic matches no mqtt.events_topic filter")
 func (p *Pipeline) route(topic string) (*entryRoute, string, error) {
 	for i := range p.entries {
 		e := &p.entries[i]
-		if dpu, ok := matchTopic(e.filter, topic); ok {
+		if dpu, ok := mqtttopic.Match(e.filter, topic); ok {
 			if e.dpuInPayload {
 				return e, "", nil
 			}
