@@ -20,11 +20,11 @@ import (
 )
 
 // decoder decodes the yaml.v3 node tree of a config file into Config field by field
-// (yaml.v3's own strict decoding stops at the first value its types reject, names
-// Go types rather than key paths, and ends at the first error of a value's own
-// UnmarshalText without a line), so that every unknown key and every value of the
-// wrong type is reported with its key path and line, and the rest of the file still
-// decodes. It also explains a list element of the JSON topology file that
+// (yaml.v3's own strict decoding, KnownFields, names Go types instead of key paths,
+// a bad value by its line and first 7 characters, and ends at the first error of a
+// value's own UnmarshalText, without a line), so that every unknown key and every
+// value of the wrong type is reported with its key path and line, and the rest of
+// the file still decodes. It also explains a list element of the JSON topology file that
 // encoding/json refused (topology.go), in the words of JSON.
 type decoder struct {
 	problems []Problem
