@@ -23,6 +23,7 @@ import (
 //	u <gen BE> <eventKey>                 unpark marker of a settlement written in steps (see Commit)
 //	m <name>                              meta: "schema", "unpark-gen"
 //	n N k K P R U                         interval and cumulative reports, their indexes and marks (reports.go)
+//	s <chunk>                             DPUs' statistics totals, in chunks by id hash (dpustats.go)
 //
 // eventKey is occupancy.Event.Key() (AppendKey), parsed by occupancy.ParseKey:
 //

@@ -37,6 +37,17 @@ func (s *Store) update(fn func(*badger.Txn) error) error {
 // write runs fn serialised with the other non-event writers, unless the store is
 // closed or the disk is full; fn's error is logged as a failed write.
 func (s *Store) write(fn func() error) error {
+	return s.writeAside(func() error {
+		s.commitMu.Lock()
+		defer s.commitMu.Unlock()
+		return fn()
+	})
+}
+
+// writeAside runs fn unless the store is closed or the disk is full, not
+// serialised with the other writers (fn writes keys no other writer touches); fn's
+// error is logged as a failed write.
+func (s *Store) writeAside(fn func() error) error {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {
@@ -45,8 +56,6 @@ func (s *Store) write(fn func() error) error {
 	if err := s.space.check(); err != nil {
 		return err
 	}
-	s.commitMu.Lock()
-	defer s.commitMu.Unlock()
 	if err := fn(); err != nil {
 		s.writeFailed(err)
 		return err

@@ -345,6 +345,23 @@ func startCmd(t *testing.T, cmd *exec.Cmd, logs *syncBuf) *child {
 	return c
 }
 
+// term sends SIGTERM and waits for the exit (a clean stop within `within`); it
+// fails on a non-zero exit.
+func (c *child) term(t *testing.T, within time.Duration) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.done:
+	case <-time.After(within):
+		t.Fatalf("no exit within %s of SIGTERM", within)
+	}
+	if c.err != nil {
+		t.Errorf("exit after SIGTERM: %v", c.err)
+	}
+}
+
 func (c *child) kill9(t *testing.T) {
 	t.Helper()
 	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -559,17 +576,7 @@ func TestE2EReloadMovesDPU(t *testing.T) {
 		if ch != nil {
 			// SIGTERM: a clean stop within 10 s that publishes `offline`.
 			start := time.Now()
-			if err := ch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case <-ch.done:
-			case <-time.After(12 * time.Second):
-				t.Fatal("no exit within 12 s of SIGTERM")
-			}
-			if ch.err != nil {
-				t.Errorf("exit after SIGTERM: %v", ch.err)
-			}
+			ch.term(t, 12*time.Second)
 			t.Logf("stopped %v after SIGTERM", time.Since(start))
 			eventually(t, 5*time.Second, "status offline", func() string {
 				if b, _ := ret.get("occupancyd/e2e/status"); string(b) != "offline" {

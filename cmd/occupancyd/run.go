@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -177,6 +178,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.metrics = metrics.New()
 	m.ready = &readiness{store: store}
 	m.metrics.SetReadiness(m.ready.check)
+	c, _, _ := buildInfo()
+	m.metrics.SetBuildInfo(Version(), c, runtime.Version())
+	if err := m.metrics.DPULastEvent.SetMode(cfg.Health.LastEventMetric); err != nil {
+		return fmt.Errorf("health.last_event_metric: %w", err)
+	}
 	topo := cfg.Topology
 	m.tracker, err = tracker.Open(tracker.Options{
 		Store:         store,
@@ -186,6 +192,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		TopologyValid: m.checkedTopology(cfg.Topology),
 		MaxFutureSkew: cfg.Engine.MaxFutureSkew,
 		Tick:          cfg.Engine.Tick,
+		StatsStore:    store,
+		QuietAfter:    cfg.Health.DPUQuietAfter,
 		Metrics:       m.metrics,
 		Logger:        component("tracker"),
 		Now:           m.Now,
@@ -343,10 +351,11 @@ type watched struct {
 	pipe    *ingest.Pipeline
 }
 
-func (w watched) Ready() error                { return w.ready() }
-func (w watched) LastTick() time.Time         { return w.tracker.LastTick() }
-func (w watched) TickInterval() time.Duration { return w.tracker.TickInterval() }
-func (w watched) IngestBusySince() time.Time  { return w.pipe.BusySince() }
+func (w watched) Ready() error                  { return w.ready() }
+func (w watched) LastTick() time.Time           { return w.tracker.LastTick() }
+func (w watched) TickInterval() time.Duration   { return w.tracker.TickInterval() }
+func (w watched) IngestBusySince() time.Time    { return w.pipe.BusySince() }
+func (w watched) QuietDPUs() (quiet, total int) { return w.tracker.QuietDPUs() }
 
 // storeOptions maps the storage settings of cfg to the buffer's options, for run and
 // import alike.
@@ -448,6 +457,13 @@ func (m *Main) cleanupLocked() error {
 		select {
 		case <-m.httpDone:
 		case <-ctx.Done():
+		}
+	}
+	m.setStage("save dpu statistics")
+	if m.tracker != nil && running {
+		// Nothing is ingested any more: the statistics are complete.
+		if err := m.tracker.SaveStats(true); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	m.setStage("storage close")

@@ -20,8 +20,8 @@ type watchedGateway interface {
 	TickInterval() time.Duration // engine.tick, reloadable
 }
 
-// quietDPUs is the hook for the DPU health work (issue 16 item 2): once the gateway
-// counts quiet DPUs with this method, the status line shows them.
+// quietDPUs counts the quiet DPUs (tracker.Tracker; the gateway's watched): the
+// status line and the status page show them.
 type quietDPUs interface {
 	QuietDPUs() (quiet, total int)
 }

@@ -105,7 +105,14 @@ type HTTPConfig struct {
 
 type HealthConfig struct {
 	DPUQuietAfter time.Duration `yaml:"dpu_quiet_after"` // no report for this long: quiet
+	// LastEventMetric: which DPUs have a series of
+	// occupancyd_dpu_last_event_timestamp_seconds: quiet (the quiet DPUs only), all
+	// (every DPU of the topology) or none.
+	LastEventMetric string `yaml:"last_event_metric"`
 }
+
+// LastEventMetrics are the values of health.last_event_metric.
+var LastEventMetrics = []string{"quiet", "all", "none"}
 
 type LogConfig struct {
 	Level  string `yaml:"level"`  // debug | info | warn | error
@@ -179,7 +186,7 @@ func DefaultConfig() Config {
 			MaxFutureSkew: time.Minute,
 		},
 		HTTP:   HTTPConfig{Listen: "127.0.0.1:8080", MaxStreamClients: 100},
-		Health: HealthConfig{DPUQuietAfter: 2 * time.Hour},
+		Health: HealthConfig{DPUQuietAfter: 2 * time.Hour, LastEventMetric: "quiet"},
 		Log:    LogConfig{Level: "info", Format: "console"},
 	}
 }

@@ -44,7 +44,7 @@ func designDefaults() Config {
 			ClampNegative: true, MaxFutureSkew: time.Minute,
 		},
 		HTTP:   HTTPConfig{Listen: "127.0.0.1:8080", Token: "", TokenFile: "", OpenReads: false, MaxStreamClients: 100},
-		Health: HealthConfig{DPUQuietAfter: 2 * time.Hour},
+		Health: HealthConfig{DPUQuietAfter: 2 * time.Hour, LastEventMetric: "quiet"},
 		Log:    LogConfig{Level: "info", Format: "console"},
 	}
 }
@@ -128,7 +128,7 @@ func TestParseConfig(t *testing.T) {
 				ClampNegative: false, MaxFutureSkew: 150 * time.Second,
 			},
 			HTTP:   HTTPConfig{Listen: ":9090", Token: "s3cret", OpenReads: true, MaxStreamClients: 7},
-			Health: HealthConfig{DPUQuietAfter: 45 * time.Minute},
+			Health: HealthConfig{DPUQuietAfter: 45 * time.Minute, LastEventMetric: "all"},
 			Log:    LogConfig{Level: "debug", Format: "json"},
 			Topology: occupancy.TopologyConfig{
 				Spaces: []occupancy.SpaceConfig{

@@ -217,6 +217,9 @@ func (c Config) validate() []Problem {
 
 	// health
 	positive("health.dpu_quiet_after", c.Health.DPUQuietAfter)
+	if !slices.Contains(LastEventMetrics, c.Health.LastEventMetric) {
+		add("health.last_event_metric", `want "quiet", "all" or "none", got %q`, c.Health.LastEventMetric)
+	}
 
 	// log
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")

@@ -321,7 +321,9 @@ func TestHTTPReadRoutes(t *testing.T) {
 		{"counts huge range", "/v1/spaces/hq/counts?start=0001-01-01T00:00:00Z&end=9999-12-31T00:00:00Z&interval=1ms", 400, "", "at most 10000"},
 		{"counts unknown space", "/v1/spaces/nope/counts?start=2026-11-27T09:00:00Z&end=2026-11-27T10:00:00Z", 404, "", `unknown space "nope"`},
 		{"dpus", "/v1/dpus", 200,
-			`[{"dpu":"283","last_event":"2026-11-27T10:00:00.123Z","clock_skew_ms":-40,"accepted":12,"duplicates":0,"rejected":0,"parked":0,"gaps":1,"restarts":0,"doorway":"main","doorway_name":"Main entrance","plus_space":"lobby","minus_space":""}]`, ""},
+			`[{"dpu":"283","last_event":"2026-11-27T10:00:00.123Z","clock_skew_ms":-40,"quiet":false,"accepted":12,"duplicates":0,"rejected":0,"parked":0,"gaps":1,"counter_resets":0,"restarts":0,
+			   "since_start":{"accepted":0,"duplicates":0,"rejected":0,"parked":0,"gaps":0,"counter_resets":0,"restarts":0},
+			   "doorway":"main","doorway_name":"Main entrance","plus_space":"lobby","minus_space":""}]`, ""},
 		{"unknown route", "/v2/nothing", 404, "", "no route GET /v2/nothing"},
 		{"trailing slash is no route", "/v1/spaces/lobby/occupancy/extra", 404, "", "no route"},
 	}

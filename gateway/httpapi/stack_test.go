@@ -79,12 +79,13 @@ type model struct {
 	accepted, dups, parked map[string]int64
 	ids                    map[string][]int64
 	lastTS, skew           map[string]int64
+	recv                   map[string]int64 // when the gateway last received an event of the DPU
 }
 
 func newModel(topo occupancy.TopologyConfig) *model {
 	m := &model{parent: map[string]string{}, dpus: map[string]occupancy.DPUConfig{}, seen: map[string]bool{},
 		accepted: map[string]int64{}, dups: map[string]int64{}, parked: map[string]int64{},
-		ids: map[string][]int64{}, lastTS: map[string]int64{}, skew: map[string]int64{}}
+		ids: map[string][]int64{}, lastTS: map[string]int64{}, skew: map[string]int64{}, recv: map[string]int64{}}
 	for _, s := range topo.Spaces {
 		m.parent[s.ID] = s.Parent
 		m.order = append(m.order, s.ID)
@@ -395,6 +396,7 @@ func deliver(t *testing.T, rng *rand.Rand, q *stack, m *model, evs []occupancy.E
 		}
 		for _, e := range batch {
 			m.event(e)
+			m.recv[e.DPU] = q.now().UnixMilli() // stored or a duplicate: a report
 		}
 		q.ingest(t, batch)
 	}
@@ -517,8 +519,13 @@ func compareAll(t *testing.T, rng *rand.Rand, base string, m *model, horizon, fi
 	}
 	for d := range names {
 		st := tracker.DPUStat{DPU: d, Accepted: m.accepted[d], Duplicates: m.dups[d], Parked: m.parked[d], Gaps: m.gaps(d)}
+		// The statistics are continued in memory across the reopen: all since start.
+		st.SinceStart = tracker.DPUCounts{Accepted: st.Accepted, Duplicates: st.Duplicates, Parked: st.Parked, Gaps: st.Gaps}
 		if ts, ok := m.lastTS[d]; ok {
 			st.LastEvent, st.ClockSkewMS = payload.FormatMS(ts), m.skew[d]
+		}
+		if r, ok := m.recv[d]; ok {
+			st.LastReceived = payload.FormatMS(r)
 		}
 		wantD = append(wantD, st)
 	}

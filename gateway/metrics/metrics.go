@@ -32,15 +32,14 @@ type Metrics struct {
 	SettleLag       prometheus.Gauge       // occupancyd_settle_lag_seconds (now - horizon)
 	MQTTConnected   prometheus.Gauge       // occupancyd_mqtt_connected (0/1)
 	// The output connection (gateway/mqtt Output).
-	MQTTOutputConnected  prometheus.Gauge     // occupancyd_mqtt_output_connected (0/1)
-	PublishLag           prometheus.Gauge     // occupancyd_publish_lag_seconds
-	PublishPending       prometheus.Gauge     // occupancyd_publish_pending_spaces
-	PublishBacklog       prometheus.Gauge     // occupancyd_publish_backlog
-	PublishInFlight      prometheus.Gauge     // occupancyd_publish_inflight
-	PublishWindow        prometheus.Gauge     // occupancyd_publish_window
-	RejectedNotPublished prometheus.Counter   // occupancyd_rejected_unpublished_total
-	SpaceOccupancy       *SpaceGauges         // occupancyd_space_occupancy{space}
-	Registry             *prometheus.Registry // served at /metrics (plus Go/process collectors)
+	MQTTOutputConnected  prometheus.Gauge   // occupancyd_mqtt_output_connected (0/1)
+	PublishLag           prometheus.Gauge   // occupancyd_publish_lag_seconds
+	PublishPending       prometheus.Gauge   // occupancyd_publish_pending_spaces
+	PublishBacklog       prometheus.Gauge   // occupancyd_publish_backlog
+	PublishInFlight      prometheus.Gauge   // occupancyd_publish_inflight
+	PublishWindow        prometheus.Gauge   // occupancyd_publish_window
+	RejectedNotPublished prometheus.Counter // occupancyd_rejected_unpublished_total
+	SpaceOccupancy       *SpaceGauges       // occupancyd_space_occupancy{space}
 
 	// Dead letters the store refused (disk full); their messages were still
 	// published on the rejected topic.
@@ -49,6 +48,12 @@ type Metrics struct {
 	// bad events is one dead letter and one publish on the rejected topic).
 	RejectedMessages prometheus.Counter  // occupancyd_rejected_messages_total
 	readiness        *readinessCollector // occupancyd_ready, occupancyd_not_ready_reason{reason}
+	// DPU health and the build.
+	DPUs         prometheus.Gauge     // occupancyd_dpus (of the topology in force)
+	DPUsQuiet    prometheus.Gauge     // occupancyd_dpus_quiet
+	DPULastEvent *DPULastEvent        // occupancyd_dpu_last_event_timestamp_seconds{dpu}
+	BuildInfo    *prometheus.GaugeVec // occupancyd_build_info{version,commit,goversion} 1
+	Registry     *prometheus.Registry // served at /metrics (plus Go/process collectors)
 }
 
 // rejectReasons are the reasons pre-initialised to 0 so that a dashboard sees every
@@ -166,8 +171,21 @@ func New() *Metrics {
 			Help: "Messages with at least one rejected event (each is one dead letter and one publish on the rejected topic).",
 		}),
 		readiness: newReadinessCollector(),
+		DPUs: f.NewGauge(prometheus.GaugeOpts{
+			Name: "occupancyd_dpus",
+			Help: "DPUs of the topology in force.",
+		}),
+		DPUsQuiet: f.NewGauge(prometheus.GaugeOpts{
+			Name: "occupancyd_dpus_quiet",
+			Help: "DPUs of the topology in force with no report for their quiet_after (health.dpu_quiet_after).",
+		}),
+		DPULastEvent: newDPULastEvent(),
+		BuildInfo: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "occupancyd_build_info",
+			Help: "Always 1; the labels say which build runs.",
+		}, []string{"version", "commit", "goversion"}),
 	}
-	reg.MustRegister(m.SpaceOccupancy, m.readiness)
+	reg.MustRegister(m.SpaceOccupancy, m.readiness, m.DPULastEvent)
 	for _, r := range rejectReasons {
 		m.EventsRejected.WithLabelValues(string(r))
 	}
@@ -183,6 +201,16 @@ func (m *Metrics) Rejected(reason occupancy.Reason) {
 func (m *Metrics) RejectedN(reason occupancy.Reason, n int) {
 	m.EventsRejected.WithLabelValues(string(reason)).Add(float64(n))
 }
+
+// SetBuildInfo sets occupancyd_build_info{version,commit,goversion} to 1.
+func (m *Metrics) SetBuildInfo(version, commit, goversion string) {
+	m.BuildInfo.Reset()
+	m.BuildInfo.WithLabelValues(version, commit, goversion).Set(1)
+}
+
+// LastEventSource sets where occupancyd_dpu_last_event_timestamp_seconds reads from
+// (the tracker's DPU statistics).
+func (m *Metrics) LastEventSource(src LastEventFunc) { m.DPULastEvent.setSource(src) }
 
 // SetSpaces sets occupancyd_space_occupancy for the given spaces.
 func (m *Metrics) SetSpaces(spaces []occupancy.Occupancy) {

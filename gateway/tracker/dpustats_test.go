@@ -91,10 +91,11 @@ func TestDPUStatsCountersAndSnapshot(t *testing.T) {
 	got := s.Snapshot([]string{"c", "b", "a", "c"})
 	want := []DPUStat{
 		{DPU: "a"},
-		{DPU: "b", LastEvent: "1970-01-01T01:06:40.000Z", ClockSkewMS: 1000, Accepted: 4, Duplicates: 2, Rejected: 1},
+		{DPU: "b", LastEvent: "1970-01-01T01:06:40.000Z", ClockSkewMS: 1000, Accepted: 4, Duplicates: 2, Rejected: 1,
+			SinceStart: DPUCounts{Accepted: 4, Duplicates: 2, Rejected: 1}},
 		{DPU: "c"},
-		{DPU: "unknown-only", Rejected: 1},
-		{DPU: "z", LastEvent: "1970-01-01T00:00:05.000Z", Accepted: 1, Parked: 1},
+		{DPU: "unknown-only", Rejected: 1, SinceStart: DPUCounts{Rejected: 1}},
+		{DPU: "z", LastEvent: "1970-01-01T00:00:05.000Z", Accepted: 1, Parked: 1, SinceStart: DPUCounts{Accepted: 1, Parked: 1}},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("snapshot:\n got %+v\nwant %+v", got, want)
@@ -225,7 +226,8 @@ func TestDPUStatsRandomizedAgainstModel(t *testing.T) {
 			for i, m := range models {
 				got := snap[i]
 				want := DPUStat{DPU: m.dpu, LastEvent: payload.FormatMS(m.lastTS), ClockSkewMS: m.skew,
-					Accepted: m.accepted, Gaps: m.gaps, Restarts: m.restarts}
+					Accepted: m.accepted, Gaps: m.gaps, Restarts: m.restarts,
+					SinceStart: DPUCounts{Accepted: m.accepted, Gaps: m.gaps, Restarts: m.restarts}}
 				if got != want {
 					t.Errorf("DPU %s:\n got %+v\nwant %+v", m.dpu, got, want)
 				}

@@ -187,7 +187,7 @@ func (t *Tracker) ingestMixed(ctx context.Context, in []occupancy.Event, inReps 
 
 	fresh := make([]occupancy.Event, 0, len(evs)) // to apply
 	accepted := make([]occupancy.Event, 0, len(evs))
-	dups := 0
+	var dupDPUs, parkedDPUs []string // per event, for the statistics
 	for j, r := range stored {
 		i, e := at[j], evs[j]
 		switch {
@@ -196,10 +196,7 @@ func (t *Tracker) ingestMixed(ctx context.Context, in []occupancy.Event, inReps 
 			res[i] = parkedFull(e.DPU, t.maxParked)
 		case r.Duplicate:
 			res[i].Outcome = Duplicate
-			dups++
-			if !backfill {
-				t.stats.Duplicate(e.DPU)
-			}
+			dupDPUs = append(dupDPUs, e.DPU)
 			// A duplicate may never have reached the engine: stored by a call whose
 			// append reported an error after writing (the sender was not
 			// acknowledged and sends it again), or by a process that died before
@@ -216,9 +213,7 @@ func (t *Tracker) ingestMixed(ctx context.Context, in []occupancy.Event, inReps 
 			res[i].Outcome = Accepted
 			if parked[j] {
 				res[i].Outcome = Parked
-				if !backfill {
-					t.stats.Parked(e.DPU)
-				}
+				parkedDPUs = append(parkedDPUs, e.DPU)
 			}
 			accepted = append(accepted, e)
 			// Backfill: events before the horizon reach the engine through Rewind;
@@ -230,12 +225,13 @@ func (t *Tracker) ingestMixed(ctx context.Context, in []occupancy.Event, inReps 
 	}
 	if rb != nil {
 		rb.sort(t, h, backfill)
-		dups += rb.dups
+		dupDPUs = append(dupDPUs, rb.dupDPUs...)
+		parkedDPUs = append(parkedDPUs, rb.parkedDPUs...)
 		accepted = append(accepted, rb.accepted...)
 	}
 	if !backfill {
-		t.stats.AcceptedBatch(accepted)
-		t.metrics.EventsDuplicate.Add(float64(dups))
+		t.stats.Ingested(accepted, parkedDPUs, dupDPUs, t.nowMS())
+		t.metrics.EventsDuplicate.Add(float64(len(dupDPUs)))
 		t.metrics.EventsAccepted.Add(float64(len(accepted)))
 	}
 	if len(fresh) == 0 && (rb == nil || len(rb.fresh) == 0) {
@@ -305,7 +301,9 @@ type reportBatch struct {
 
 	fresh    []occupancy.Report // to apply
 	accepted []occupancy.Event  // for the per-DPU statistics: DPU, TS, Received
-	dups     int
+	// The DPUs of the duplicates and of the parked reports (one entry per report),
+	// for the per-DPU statistics.
+	dupDPUs, parkedDPUs []string
 }
 
 func newReportBatch(in []occupancy.Report) *reportBatch {
@@ -347,10 +345,7 @@ func (b *reportBatch) sort(t *Tracker, h int64, backfill bool) {
 		}
 		if sr.Duplicate {
 			b.res[i].Outcome = Duplicate
-			b.dups++
-			if !backfill {
-				t.stats.Duplicate(r.DPU)
-			}
+			b.dupDPUs = append(b.dupDPUs, r.DPU)
 			// As a duplicate event: applied again where not parked (idempotent: a
 			// pending report replaces its own entries, a late one's correction is a
 			// replay of the stored reports), so one stored by an append that then
@@ -361,12 +356,15 @@ func (b *reportBatch) sort(t *Tracker, h int64, backfill bool) {
 			continue
 		}
 		resets += sr.CounterResets
+		if sr.CounterResets > 0 && !backfill {
+			// Per DPU too (GET /v1/dpus counter_resets); the store's own totals
+			// ('R', counted with this append) continue them at the next start.
+			t.stats.CounterResets(r.DPU, int64(sr.CounterResets))
+		}
 		b.res[i].Outcome = Accepted
 		if b.parked[j] {
 			b.res[i].Outcome = Parked
-			if !backfill {
-				t.stats.Parked(r.DPU)
-			}
+			b.parkedDPUs = append(b.parkedDPUs, r.DPU)
 		}
 		b.accepted = append(b.accepted, occupancy.Event{DPU: r.DPU, TS: r.TS, Received: r.Received})
 		// Backfill: as for events, those before the horizon reach the engine

@@ -85,6 +85,14 @@ type Options struct {
 	Ticks <-chan time.Time
 	// Stats are the per-DPU statistics to continue (nil: new ones).
 	Stats *DPUStats
+	// StatsStore, when set, keeps the per-DPU statistics across restarts: Open
+	// continues the stored ones, Run saves those that changed every StatsInterval
+	// (default DefaultStatsInterval), SaveStats(true) at a clean stop.
+	StatsStore    StatsStore
+	StatsInterval time.Duration
+	// QuietAfter is health.dpu_quiet_after (0: DefaultQuietAfter); a DPU's own
+	// quiet_after overrides it.
+	QuietAfter time.Duration
 	// Metrics (nil: a fresh set nobody reads) and Logger.
 	Metrics *metrics.Metrics
 	Logger  zerolog.Logger
@@ -110,6 +118,12 @@ type Tracker struct {
 	rewriteMu sync.RWMutex
 
 	parkedInFlight atomic.Int64 // parked events between the check and the store
+
+	statsStore StatsStore
+	statsEvery time.Duration
+	saveMu     sync.Mutex // one SaveStats at a time
+	quietAfter time.Duration
+	sizes      atomic.Pointer[Sizes]
 
 	tickMu    sync.Mutex // one tick at a time
 	tick      atomic.Int64
@@ -153,6 +167,13 @@ func Open(opts Options) (*Tracker, error) {
 		tickReset: make(chan time.Duration, 1),
 		tickErr:   lograte.New(opts.Logger, zerolog.ErrorLevel, 10*time.Second),
 		applyErr:  lograte.New(opts.Logger, zerolog.ErrorLevel, 10*time.Second),
+
+		statsStore: opts.StatsStore,
+		statsEvery: opts.StatsInterval,
+		quietAfter: opts.QuietAfter,
+	}
+	if t.statsEvery <= 0 {
+		t.statsEvery = DefaultStatsInterval
 	}
 	t.tick.Store(int64(opts.Tick))
 	now := t.nowMS()
@@ -193,6 +214,15 @@ func Open(opts Options) (*Tracker, error) {
 	}
 	t.eng = eng
 	t.metrics.SetSpaces(eng.Spaces())
+	if t.statsStore != nil {
+		if err := t.loadStats(); err != nil {
+			return nil, fmt.Errorf("continue DPU statistics: %w", err)
+		}
+	}
+	tc := eng.Topology().Config()
+	t.stats.SetTopology(topologyDPUs(tc, versions, t.lastAt), t.quietAfter, now)
+	t.setSizes(tc)
+	t.metrics.LastEventSource(t.stats.LastReport)
 	return t, nil
 }
 
@@ -271,6 +301,8 @@ func (t *Tracker) AddVersion(tc occupancy.TopologyConfig) (change occupancy.Vers
 		return change, true, fmt.Errorf("apply topology version: %w", err)
 	}
 	t.changedLocked()
+	t.stats.SetTopology(topologyDPUs(tc, nil, v.At), t.quietAfter, now)
+	t.setSizes(tc)
 	t.feed.version(change.Removed)
 	t.metrics.RemoveSpaces(change.Removed)
 	t.log.Info().Strs("added", change.Added).Strs("removed", change.Removed).
@@ -382,6 +414,10 @@ func (t *Tracker) Tick() (TickStats, error) {
 	ts := TickStats{Now: now, Horizon: t.eng.Horizon(), Pending: t.eng.Pending()}
 	t.mu.Unlock()
 	ts.Parked = t.store.ParkedCount()
+	t.stats.CheckQuiet(now)
+	h := t.stats.Health()
+	t.metrics.DPUs.Set(float64(h.DPUs))
+	t.metrics.DPUsQuiet.Set(float64(h.Quiet))
 	t.metrics.SettleLag.Set(float64(now-ts.Horizon) / 1000)
 	t.metrics.PendingEntries.Set(float64(ts.Pending))
 	t.metrics.EventsParked.Set(float64(ts.Parked))
@@ -418,8 +454,18 @@ func (t *Tracker) SetTick(d time.Duration) {
 	}
 }
 
-// Run ticks at the engine tick (or at every value of Options.Ticks) until ctx ends.
+// Run ticks at the engine tick (or at every value of Options.Ticks) and saves the
+// per-DPU statistics every StatsInterval until ctx ends.
 func (t *Tracker) Run(ctx context.Context) {
+	if t.statsStore != nil {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.saveLoop(ctx)
+		}()
+		defer wg.Wait()
+	}
 	if t.ticks != nil {
 		for {
 			select {
@@ -442,4 +488,46 @@ func (t *Tracker) Run(ctx context.Context) {
 			_, _ = t.Tick()
 		}
 	}
+}
+
+// saveLoop saves the per-DPU statistics every statsEvery until ctx ends.
+func (t *Tracker) saveLoop(ctx context.Context) {
+	tk := time.NewTicker(t.statsEvery)
+	defer tk.Stop()
+	failed := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+			err := t.SaveStats(false)
+			switch {
+			case err != nil && !failed:
+				t.log.Warn().Err(err).Msg("saving DPU statistics failed; retrying")
+			case err == nil && failed:
+				t.log.Info().Msg("DPU statistics saved again")
+			}
+			failed = err != nil
+		}
+	}
+}
+
+// Sizes are the sizes of the topology in force.
+type Sizes struct{ Spaces, Doorways, DPUs int }
+
+func (t *Tracker) setSizes(tc occupancy.TopologyConfig) {
+	t.sizes.Store(&Sizes{Spaces: len(tc.Spaces), Doorways: len(tc.Doorways), DPUs: len(tc.DPUs)})
+}
+
+// Sizes returns the sizes of the topology in force.
+func (t *Tracker) Sizes() Sizes { return *t.sizes.Load() }
+
+// Health returns the DPU health summary (quiet DPUs), as of the last tick.
+func (t *Tracker) Health() Health { return t.stats.Health() }
+
+// QuietDPUs returns the number of quiet DPUs and of the DPUs of the topology in
+// force, as of the last tick.
+func (t *Tracker) QuietDPUs() (quiet, total int) {
+	h := t.stats.Health()
+	return h.Quiet, h.DPUs
 }
