@@ -82,8 +82,12 @@ func TestE2EOutOfOrderDuplicatedStream(t *testing.T) {
 				var cfg struct {
 					UniqueID   string `json:"unique_id"`
 					StateTopic string `json:"state_topic"`
+					Device     struct {
+						ConfigurationURL string `json:"configuration_url"`
+					} `json:"device"`
 				}
-				if !ok || json.Unmarshal(b, &cfg) != nil || cfg.UniqueID != "e2e_"+s.id || cfg.StateTopic != "occupancy/"+s.id {
+				if !ok || json.Unmarshal(b, &cfg) != nil || cfg.UniqueID != "e2e_"+s.id || cfg.StateTopic != "occupancy/"+s.id ||
+					cfg.Device.ConfigurationURL != "http://"+d.httpAddr+"/" {
 					return fmt.Sprintf("discovery config of %s = %s", s.id, b)
 				}
 			}

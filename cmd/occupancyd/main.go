@@ -10,8 +10,6 @@ import (
 	"io"
 	"os"
 	"strings"
-
-	"github.com/occupancyd/occupancyd/gateway/mqtt"
 )
 
 const usageText = `occupancyd: an MQTT edge gateway for people-counting sensors
@@ -44,7 +42,6 @@ type exitError struct {
 func (e *exitError) Error() string { return e.msg }
 
 func main() {
-	mqtt.SoftwareVersion = Version() // the Home Assistant device's sw_version
 	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -248,6 +249,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Tracker:         m.tracker,
 		Events:          m.pipe,
 		Rejected:        m.rejects.Outgoing(),
+		Info:            mqtt.Info{Version: Version(), Commit: c, Started: started, SettleAfter: cfg.Engine.SettleAfter},
 		Metrics:         m.metrics,
 		Logger:          component("mqtt"),
 	})
@@ -298,7 +300,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		m.http = hs
 		m.httpDone = make(chan error, 1)
 		go func() { m.httpDone <- hs.Serve() }()
-		log.Info().Str("listen", hs.Addr()).Msg("HTTP API listening")
+		page := statusPageURL(cfg.HTTP.Listen, hs.Addr(), os.Hostname)
+		m.client.SetStatusPage(page)
+		log.Info().Str("listen", hs.Addr()).Str("status_page", page).Msg("HTTP API listening")
 	}
 
 	m.pipe.Start()
@@ -356,6 +360,29 @@ func (w watched) LastTick() time.Time           { return w.tracker.LastTick() }
 func (w watched) TickInterval() time.Duration   { return w.tracker.TickInterval() }
 func (w watched) IngestBusySince() time.Time    { return w.pipe.BusySince() }
 func (w watched) QuietDPUs() (quiet, total int) { return w.tracker.QuietDPUs() }
+
+// statusPageURL is the status page's URL for Home Assistant's configuration_url,
+// from http.listen and the address the server bound (its port, for port 0): the
+// listen host as it is, or, on every interface (0.0.0.0, [::] or no host), this
+// machine's host name, which a browser elsewhere can reach where the network
+// resolves it ("" without one). A loopback listen gives a loopback URL: right where
+// Home Assistant runs on the gateway's machine, and the only address that serves.
+func statusPageURL(listen, bound string, hostname func() (string, error)) string {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ""
+	}
+	_, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		if host, err = hostname(); err != nil || host == "" {
+			return ""
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
+}
 
 // storeOptions maps the storage settings of cfg to the buffer's options, for run and
 // import alike.

@@ -112,3 +112,29 @@ func TestMainRunErrors(t *testing.T) {
 		}
 	})
 }
+
+func TestStatusPageURL(t *testing.T) {
+	host := func() (string, error) { return "gw-7.example", nil }
+	noHost := func() (string, error) { return "", errors.New("no host name") }
+	for _, c := range []struct {
+		listen, bound string
+		hostname      func() (string, error)
+		want          string
+	}{
+		{"127.0.0.1:8080", "127.0.0.1:8080", host, "http://127.0.0.1:8080/"},
+		{"127.0.0.1:0", "127.0.0.1:41234", host, "http://127.0.0.1:41234/"},
+		{"10.1.2.3:80", "10.1.2.3:80", host, "http://10.1.2.3:80/"},
+		{"[::1]:8080", "[::1]:8080", host, "http://[::1]:8080/"},
+		{"[fd00::7]:8080", "[fd00::7]:8080", host, "http://[fd00::7]:8080/"},
+		{"gateway.local:9090", "192.0.2.4:9090", host, "http://gateway.local:9090/"},
+		{"0.0.0.0:8080", "0.0.0.0:8080", host, "http://gw-7.example:8080/"},
+		{"[::]:8080", "[::]:8080", host, "http://gw-7.example:8080/"},
+		{":8080", "[::]:8080", host, "http://gw-7.example:8080/"},
+		{":8080", "[::]:8080", noHost, ""},
+		{"nonsense", "", host, ""},
+	} {
+		if got := statusPageURL(c.listen, c.bound, c.hostname); got != c.want {
+			t.Errorf("statusPageURL(%q, %q) = %q, want %q", c.listen, c.bound, got, c.want)
+		}
+	}
+}

@@ -207,6 +207,12 @@ func (c *Config) ApplyDefaults() {
 	}
 }
 
+// InfoTopic is the retained gateway info topic, occupancyd/<gateway.id>/info.
+func (c Config) InfoTopic() string { return "occupancyd/" + c.Gateway.ID + "/info" }
+
+// DPUsTopic is the retained DPU health topic, occupancyd/<gateway.id>/dpus.
+func (c Config) DPUsTopic() string { return "occupancyd/" + c.Gateway.ID + "/dpus" }
+
 // EngineOptions are the engine's options from the engine section.
 func (c Config) EngineOptions() occupancy.Options {
 	return occupancy.Options{

@@ -329,10 +329,12 @@ func (c Config) outputTopics() []string {
 	m := d.MQTT
 	out := []string{
 		m.OutputPrefix + "/space-id", m.OutputPrefix + "/space-id/count",
-		m.StatusTopic, m.RejectedTopic,
+		m.StatusTopic, m.RejectedTopic, d.InfoTopic(), d.DPUsTopic(),
 	}
-	if m.HomeAssistant.Enabled {
-		out = append(out, m.HomeAssistant.DiscoveryPrefix+"/sensor/"+d.Gateway.ID+"_space-id/occupancy/config")
+	if p := m.HomeAssistant.DiscoveryPrefix; m.HomeAssistant.Enabled {
+		out = append(out, p+"/sensor/"+d.Gateway.ID+"_space-id/occupancy/config",
+			p+"/sensor/"+d.Gateway.ID+"_space-id/utilization/config",
+			p+"/binary_sensor/"+d.Gateway.ID+"/connectivity/config", p+"/sensor/"+d.Gateway.ID+"/quiet_dpus/config")
 	}
 	return out
 }

@@ -10,7 +10,8 @@
 //     published — the occupancy topics of the spaces the tracker's change feed
 //     reports, as soon as they change and at most once per publish_min_interval per
 //     space, every space at start and after every reconnect, the Home Assistant
-//     discovery configs, cleared topics of removed spaces, the status and the
+//     discovery configs (homeassistant.go), cleared topics of removed spaces, the
+//     status, the retained gateway info and DPU health topics (health.go) and the
 //     rejected topic. Output never holds up ingest (see output.go).
 //
 // Both connections read through a buffer and coalesce their writes (mqttconn), and
@@ -49,6 +50,8 @@ type Tracker interface {
 	Space(id string) (occupancy.Occupancy, bool)
 	Hold()
 	Subscribe() *tracker.Subscription
+	Health() tracker.Health // DPU health (the dpus topic)
+	Sizes() tracker.Sizes   // the topology's sizes (the info topic)
 }
 
 // Events takes the event messages the client receives (*ingest.Pipeline).
@@ -78,9 +81,15 @@ type Options struct {
 	// often); both 0: DefaultMinInterval.
 	MinInterval time.Duration
 	// Window: the most unacknowledged QoS 1 publishes of the output (0: 4096).
-	Window  int
-	Metrics *metrics.Metrics // nil: a fresh set nobody reads
-	Logger  zerolog.Logger
+	Window int
+	// Info is what the retained info topic says about this gateway; Info.Version is
+	// also the sw_version of Home Assistant's device and origin blocks.
+	Info Info
+	// StatusPage is the status page's URL, Home Assistant's configuration_url (""
+	// with HTTP off); SetStatusPage may set it later, before Start.
+	StatusPage string
+	Metrics    *metrics.Metrics // nil: a fresh set nobody reads
+	Logger     zerolog.Logger
 }
 
 // DefaultMinInterval is mqtt.publish_min_interval's default.
@@ -95,6 +104,8 @@ type names struct {
 	haPrefix      string
 	haEnabled     bool
 	filters       []string
+	infoTopic     string // occupancyd/<gateway-id>/info
+	dpusTopic     string // occupancyd/<gateway-id>/dpus
 }
 
 func deriveNames(c config.MQTTConfig) names {
@@ -127,6 +138,7 @@ type Client struct {
 	metrics *metrics.Metrics
 	log     zerolog.Logger
 	out     *Output
+	disc    *Discovery // nil: Home Assistant discovery off
 
 	c       paho.Client
 	connTok paho.Token // the initial Connect; waited for before Disconnect (paho #550)
@@ -193,15 +205,17 @@ func New(o Options) (*Client, error) {
 	if o.Metrics == nil {
 		o.Metrics = metrics.New()
 	}
+	names := deriveNames(o.MQTT)
+	gw := config.Config{Gateway: config.GatewayConfig{ID: o.GatewayID}}
+	names.infoTopic, names.dpusTopic = gw.InfoTopic(), gw.DPUsTopic()
 	m := &Client{
 		opts:    o,
-		names:   deriveNames(o.MQTT),
+		names:   names,
 		tr:      o.Tracker,
 		metrics: o.Metrics,
 		log:     o.Logger,
 		closed:  make(chan struct{}),
 	}
-	names := m.names
 	po := paho.NewClientOptions()
 	po.AddBroker(o.Broker)
 	po.SetClientID(names.clientID)
@@ -305,17 +319,10 @@ func New(o Options) (*Client, error) {
 		Logger: m.log.With().Str("connection", "output").Logger(),
 	}
 	if names.haEnabled {
-		oo.Discovery = func(occ occupancy.Occupancy) []Message {
-			b, err := DiscoveryConfig(o.GatewayID, names.outputPrefix, names.statusTopic, occ)
-			if err != nil {
-				m.log.Error().Err(err).Str("space", occ.Space).Msg("render discovery config")
-				return nil
-			}
-			return []Message{{Topic: discoveryTopic(names.haPrefix, o.GatewayID, occ.Space), Payload: b}}
-		}
-		oo.Cleared = func(space string) []string {
-			return []string{discoveryTopic(names.haPrefix, o.GatewayID, space)}
-		}
+		m.disc = &Discovery{Prefix: names.haPrefix, GatewayID: o.GatewayID, OutputPrefix: names.outputPrefix,
+			StatusTopic: names.statusTopic, DPUsTopic: names.dpusTopic, Version: o.Info.Version,
+			ConfigurationURL: o.StatusPage}
+		oo.Discovery, oo.Cleared = m.disc.Space, m.disc.Cleared
 	}
 	if m.out, err = NewOutput(oo); err != nil {
 		return nil, err
@@ -326,6 +333,14 @@ func New(o Options) (*Client, error) {
 	return m, nil
 }
 
+// SetStatusPage sets the status page's URL (Home Assistant's configuration_url)
+// once the HTTP server listens; call it before Start.
+func (m *Client) SetStatusPage(url string) {
+	if m.disc != nil && !m.started.Load() {
+		m.disc.ConfigurationURL = url
+	}
+}
+
 // Start starts the output (which subscribes to the tracker's change feed) and
 // connects both connections in the background (with retries); Ready says when the
 // ingest connection is connected and subscribed.
@@ -334,6 +349,8 @@ func (m *Client) Start() {
 		return
 	}
 	m.out.Start()
+	m.publishGatewayDiscovery()
+	go m.healthLoop()
 	tok := m.c.Connect()
 	m.connTok = tok
 	go func() {
@@ -387,6 +404,7 @@ func (m *Client) onHAStatus(_ paho.Client, msg paho.Message) {
 	if strings.TrimSpace(string(msg.Payload())) == "online" {
 		m.log.Info().Msg("home assistant online: sending discovery")
 		m.out.ResendDiscovery()
+		m.publishGatewayDiscovery()
 	}
 }
 

@@ -60,8 +60,10 @@ type testEnv struct {
 	dir         string
 	broker      *broker.Broker
 	url         string
-	minInterval time.Duration // mqtt.publish_min_interval (0: the default)
-	window      int           // the output's in-flight window (0: the default)
+	minInterval time.Duration    // mqtt.publish_min_interval (0: the default)
+	window      int              // the output's in-flight window (0: the default)
+	now         func() time.Time // the tracker's clock (nil: time.Now)
+	info        Info
 }
 
 func newTestEnv(t *testing.T) *testEnv {
@@ -116,7 +118,8 @@ func (e *testEnv) start(cfg config.Config, st tracker.Store, ticks chan time.Tim
 	t := e.t
 	topo := cfg.Topology
 	tr, err := tracker.Open(tracker.Options{Store: st, Engine: cfg.EngineOptions(), Topology: &topo,
-		MaxFutureSkew: cfg.Engine.MaxFutureSkew, Tick: cfg.Engine.Tick, Ticks: ticks, Logger: zerolog.Nop()})
+		MaxFutureSkew: cfg.Engine.MaxFutureSkew, Tick: cfg.Engine.Tick, Ticks: ticks, QuietAfter: cfg.Health.DPUQuietAfter,
+		Logger: zerolog.Nop(), Now: e.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +130,8 @@ func (e *testEnv) start(cfg config.Config, st tracker.Store, ticks chan time.Tim
 		t.Fatal(err)
 	}
 	c, err := New(Options{Broker: cfg.MQTT.Broker, MQTT: cfg.MQTT, GatewayID: cfg.Gateway.ID,
-		Tracker: tr, Events: pipe, Rejected: rec.Outgoing(), MinInterval: e.minInterval, Window: e.window, Logger: zerolog.Nop()})
+		Tracker: tr, Events: pipe, Rejected: rec.Outgoing(), MinInterval: e.minInterval, Window: e.window,
+		Info: e.info, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
