@@ -12,6 +12,7 @@ import (
 	"github.com/occupancyd/occupancyd/gateway/payload"
 	"github.com/occupancyd/occupancyd/gateway/stream"
 	"github.com/occupancyd/occupancyd/gateway/tracker"
+	"github.com/occupancyd/occupancyd/occupancy"
 )
 
 // The status page (DESIGN 5a) and its live stream (GET /v1/stream), wired to the
@@ -65,6 +66,7 @@ func (m *Main) pageSources(cfg config.Config, started time.Time, hub *stream.Hub
 		},
 		Stream:      func() (int, int) { return hub.Clients(), hub.MaxClients() },
 		DeadLetters: m.store.DeadLetters,
+		DefaultKind: defaultKind(cfg.MQTT.EventsTopic),
 	}
 	if q, ok := any(m.tracker).(quietDPUs); ok {
 		ps.Quiet = q.QuietDPUs
@@ -76,3 +78,18 @@ func (m *Main) pageSources(cfg config.Config, started time.Time, hub *stream.Hub
 type trackerFeed struct{ t *tracker.Tracker }
 
 func (f trackerFeed) Subscribe() stream.Subscription { return f.t.Subscribe() }
+
+// defaultKind is the report kind of a DPU that sets none: the kind of every events
+// topic entry where they agree ("events" for plain filters), else "" (it depends on
+// the topic the DPU sends on).
+func defaultKind(topics config.EventsTopics) string {
+	kind := occupancy.ReportEvents.String()
+	for i, e := range topics {
+		k := e.ReportKind().String()
+		if i > 0 && k != kind {
+			return ""
+		}
+		kind = k
+	}
+	return kind
+}

@@ -59,6 +59,10 @@ type PageSources struct {
 	// Stream is the number of stream clients and their limit.
 	Stream      func() (clients, max int)
 	DeadLetters func(limit int) ([]buffer.DeadLetter, error)
+	// DefaultKind is the report kind (DESIGN 2a) of a DPU of the topology that sets
+	// none: its events topics' kind where they all have one, "" where it depends on
+	// the topic the DPU sends on (GET /v1/dpus then leaves kind out).
+	DefaultKind string
 }
 
 // ---- GET /v1/status ----
@@ -393,6 +397,7 @@ func (s *Server) rejections(w http.ResponseWriter, r *http.Request) {
 // dpuDoc is a row of GET /v1/dpus: the DPU's statistics and where it is.
 type dpuDoc struct {
 	tracker.DPUStat
+	Kind        string  `json:"kind,omitempty"` // how it reports: events, interval or cumulative
 	Doorway     string  `json:"doorway,omitempty"`
 	DoorwayName string  `json:"doorway_name,omitempty"`
 	PlusSpace   *string `json:"plus_space,omitempty"`
@@ -441,6 +446,10 @@ func (s *Server) dpus(w http.ResponseWriter, r *http.Request) {
 		if c, known := tr.dpus[st.DPU]; known {
 			plus, minus := c.PlusSpace, c.MinusSpace
 			d.Doorway, d.DoorwayName, d.PlusSpace, d.MinusSpace = c.Doorway, tr.doorways[c.Doorway], &plus, &minus
+			d.Kind = c.Kind
+			if d.Kind == "" {
+				d.Kind = s.page.DefaultKind
+			}
 		}
 		docs = append(docs, d)
 	}

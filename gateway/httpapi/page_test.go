@@ -47,6 +47,7 @@ func campus() occupancy.TopologyConfig {
 		}
 		door(site+"-entrance", site+"-f1-r1", "")
 	}
+	tc.DPUs[len(tc.DPUs)-1].Kind = "interval" // d-site-3-entrance reports in periods
 	tc.Spaces = append(tc.Spaces, occupancy.SpaceConfig{ID: "annex", Name: "Annex", Capacity: 12})
 	return tc
 }
@@ -252,6 +253,47 @@ func TestDPUsFilter(t *testing.T) {
 		if r := do(t, "GET", base+"/v1/dpus"+q, "", ""); r.status != code {
 			t.Errorf("GET /v1/dpus%s = %d, want %d", q, r.status, code)
 		}
+	}
+}
+
+// GET /v1/dpus says how each DPU of the topology reports: its own kind, else the
+// kind of the events topics (PageSources.DefaultKind), else nothing.
+func TestDPUsKind(t *testing.T) {
+	own := map[string]string{}
+	for _, d := range campus().DPUs {
+		own[d.ID] = d.Kind
+	}
+	if own["d-site-3-entrance"] != "interval" {
+		t.Fatalf("the campus has no DPU of its own kind: %v", own)
+	}
+	for _, def := range []string{"events", "cumulative", ""} {
+		t.Run("default "+def, func(t *testing.T) {
+			_, base := campusStack(t, Options{Page: PageSources{DefaultKind: def}})
+			var rows []struct {
+				DPU  string  `json:"dpu"`
+				Kind *string `json:"kind"`
+			}
+			getJSON(t, base+"/v1/dpus", &rows)
+			if len(rows) != len(own) {
+				t.Fatalf("GET /v1/dpus: %d rows, want the campus's %d DPUs", len(rows), len(own))
+			}
+			for _, r := range rows {
+				want := own[r.DPU]
+				if want == "" {
+					want = def
+				}
+				got := ""
+				if r.Kind != nil {
+					got = *r.Kind
+					if got == "" {
+						t.Errorf("DPU %s: kind \"\" sent, want it left out", r.DPU)
+					}
+				}
+				if got != want {
+					t.Errorf("DPU %s: kind %q, want %q", r.DPU, got, want)
+				}
+			}
+		})
 	}
 }
 
