@@ -507,3 +507,153 @@ func TestE2EStatusPageCampus(t *testing.T) {
 		t.Errorf("console errors on the page: %q", p)
 	}
 }
+
+// TestE2EQuietDPU: a sensor that stops reporting is seen on every channel an
+// operator watches, and so is its return. The demo's dpu-garden has quiet_after 3s
+// and never reports; the others keep the default 2h. The model: a DPU is quiet once
+// its quiet_after has passed since its last report, or, never having reported,
+// since the topology first knew it (this start, on a fresh store). Checked through
+// the real daemon: GET /v1/dpus (quiet, quiet_since), GET /v1/status, /metrics, the
+// retained occupancyd/demo/dpus topic and Home Assistant's quiet-DPU sensor, and the
+// status page in a browser (the sensor marked quiet with since when, the header's
+// count); then dpu-garden reports again and every channel says it is healthy.
+func TestE2EQuietDPU(t *testing.T) {
+	const quietAfter = 3 * time.Second
+	before := time.Now()
+	d := startDemo(t, false, func(y string) string {
+		return strings.Replace(y, `{id: dpu-garden, doorway: garden, plus_space: cafe, minus_space: ""}`,
+			`{id: dpu-garden, doorway: garden, plus_space: cafe, minus_space: "", quiet_after: 3s}`, 1)
+	})
+	after := time.Now()
+	waitReady(t, d.httpAddr, 20*time.Second)
+	ret := watchRetained(t, d.brokerURL)
+	c := mqttClient(t, d.brokerURL, "quiet-test")
+	// Every other DPU reports once: last_received is set, they stay healthy.
+	others := []string{"dpu-main", "dpu-cafe", "dpu-stairs", "dpu-meeting-a", "dpu-meeting-b", "dpu-office"}
+	var msgs []e2eMessage
+	for i, dpu := range others {
+		msgs = append(msgs, e2eMessage{topic: "dpu/" + dpu + "/events",
+			payload: fmt.Appendf(nil, `{"id": %d, "ts": %d, "direction": 1}`, i+1, time.Now().UnixMilli())})
+	}
+	publishAll(t, c, msgs)
+
+	type dpuRow struct {
+		DPU          string `json:"dpu"`
+		Quiet        bool   `json:"quiet"`
+		QuietSince   string `json:"quiet_since"`
+		LastReceived string `json:"last_received"`
+	}
+	// channels compares every channel with the model: quiet (the garden's
+	// quiet_since, or "" when it is healthy).
+	channels := func(quiet bool) func() string {
+		return func() string {
+			var rows []dpuRow
+			if code := httpGetJSON(t, "http://"+d.httpAddr+"/v1/dpus", &rows); code != 200 {
+				return fmt.Sprintf("GET /v1/dpus = %d", code)
+			}
+			if len(rows) != 7 {
+				return fmt.Sprintf("GET /v1/dpus: %d rows, want the demo's 7", len(rows))
+			}
+			for _, r := range rows {
+				wantQuiet := quiet && r.DPU == "dpu-garden"
+				if r.Quiet != wantQuiet || (r.QuietSince != "") != wantQuiet {
+					return fmt.Sprintf("GET /v1/dpus %s: quiet %v since %q, want quiet %v", r.DPU, r.Quiet, r.QuietSince, wantQuiet)
+				}
+				if r.DPU != "dpu-garden" && r.LastReceived == "" {
+					return fmt.Sprintf("GET /v1/dpus %s: no last_received after its event", r.DPU)
+				}
+			}
+			var st struct {
+				QuietDPUs *int `json:"quiet_dpus"`
+			}
+			n := 0
+			if quiet {
+				n = 1
+			}
+			if httpGetJSON(t, "http://"+d.httpAddr+"/v1/status", &st); st.QuietDPUs == nil || *st.QuietDPUs != n {
+				return fmt.Sprintf("GET /v1/status quiet_dpus %v, want %d", st.QuietDPUs, n)
+			}
+			for series, want := range map[string]string{"occupancyd_dpus_quiet": fmt.Sprint(n), "occupancyd_dpus": "7",
+				`occupancyd_dpu_last_event_timestamp_seconds{dpu="dpu-garden"}`: map[bool]string{true: "0", false: ""}[quiet],
+				`occupancyd_dpu_last_event_timestamp_seconds{dpu="dpu-main"}`:   ""} { // health.last_event_metric: quiet
+				if got := metricLine(t, d.httpAddr, series); got != want {
+					return fmt.Sprintf("/metrics %s = %q, want %q", series, got, want)
+				}
+			}
+			ids := `[]`
+			if quiet {
+				ids = `["dpu-garden"]`
+			}
+			want := fmt.Sprintf(`{"dpus":7,"quiet":%d,"quiet_ids":%s}`, n, ids)
+			if got, _ := ret.get("occupancyd/demo/dpus"); string(got) != want {
+				return fmt.Sprintf("retained occupancyd/demo/dpus %s, want %s", got, want)
+			}
+			return ""
+		}
+	}
+	eventually(t, 30*time.Second, "dpu-garden quiet on every channel", channels(true))
+	var rows []dpuRow
+	httpGetJSON(t, "http://"+d.httpAddr+"/v1/dpus", &rows)
+	var since string
+	for _, r := range rows {
+		if r.DPU == "dpu-garden" {
+			since = r.QuietSince
+		}
+	}
+	at, err := time.Parse(time.RFC3339Nano, since)
+	if lo, hi := before.Add(quietAfter).Truncate(time.Millisecond), after.Add(quietAfter); err != nil || at.Before(lo) || at.After(hi) {
+		t.Errorf("dpu-garden quiet_since %q, want between %v and %v (its quiet_after after this start)", since, lo, hi)
+	}
+	if cfg, ok := ret.get("homeassistant/sensor/demo/quiet_dpus/config"); !ok || !strings.Contains(string(cfg), `"state_topic":"occupancyd/demo/dpus"`) {
+		t.Errorf("Home Assistant's quiet-DPU sensor config: %s", cfg)
+	}
+	if info, _ := ret.get("occupancyd/demo/info"); !strings.Contains(string(info), `"dpus":7`) {
+		t.Errorf("retained occupancyd/demo/info %s, want the demo's 7 DPUs", info)
+	}
+
+	b := newBrowserEnv(t, 1280, 900, d.zone, false)
+	if err := b.run(30*time.Second, chromedp.Navigate("http://"+d.httpAddr+"/"),
+		chromedp.WaitVisible(`#dpus tr[data-dpu="dpu-garden"] .quiet-since`)); err != nil {
+		t.Fatalf("the page does not mark dpu-garden quiet: %v (console: %v)", err, b.consoleProblems())
+	}
+	page, err := evalJS[map[string]string](b, 5*time.Second, `(() => {
+		const row = document.querySelector('#dpus tr[data-dpu="dpu-garden"]');
+		return {since: row.querySelector('.quiet-since').dataset.since, text: row.querySelector('.quiet-since').textContent,
+			tag: row.querySelector('.tag.quiet').textContent, quietRows: String(document.querySelectorAll('#dpus tr.quiet').length),
+			header: document.getElementById('f-size-sub').textContent};
+	})()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page["since"] != since || !strings.HasPrefix(page["text"], "quiet since ") || page["tag"] != "quiet" ||
+		page["quietRows"] != "1" || !strings.Contains(page["header"], "1 quiet") {
+		t.Errorf("the page shows %v, want dpu-garden alone marked quiet since %s and the header's 1 quiet", page, since)
+	}
+
+	// dpu-garden reports again (and keeps reporting, quicker than its quiet_after):
+	// healthy on every channel, and on the page without a reload.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; ; i++ {
+			tok := c.Publish("dpu/dpu-garden/events", 1, false, fmt.Appendf(nil, `{"id": %d, "ts": %d, "direction": %d}`, i, time.Now().UnixMilli(), 1-2*((i+1)%2)))
+			tok.WaitTimeout(5 * time.Second)
+			select {
+			case <-stop:
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	eventually(t, 30*time.Second, "dpu-garden healthy again on every channel", channels(false))
+	if err := waitJS(b, 20*time.Second, `!document.querySelector('#dpus tr.quiet, #dpus .quiet-since') &&
+		!document.getElementById('f-size-sub').textContent.includes('quiet')`); err != nil {
+		dpus, _ := evalJS[string](b, 5*time.Second, `document.getElementById('dpus').textContent`)
+		t.Errorf("the page still shows a quiet sensor 20 s after dpu-garden reported again: %v (%q)", err, dpus)
+	}
+	if p := b.consoleProblems(); len(p) > 0 {
+		t.Errorf("console errors on the page: %q", p)
+	}
+}

@@ -79,6 +79,9 @@
   }
   const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
   const fmtTime = (iso) => (iso ? timeFmt.format(new Date(iso)) : '–');
+  const dayTimeFmt = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+  // fmtWhen is an instant: the time of day within the last 20 hours, else the date too.
+  const fmtWhen = (iso, now) => (!iso ? '–' : now - Date.parse(iso) < 20 * 3600e3 ? fmtTime(iso) : dayTimeFmt.format(new Date(iso)));
   // dayHM is a time of the space's day as HH:MM from the day's start (the first
   // bucket starts at the space's local midnight), so the curve reads in the
   // building's time wherever the browser is.
@@ -209,10 +212,13 @@
     $('f-size-sub').textContent = fmtInt(st.dpus) + ' sensors' + (quiet ? ' · ' + fmtInt(quiet) + ' quiet' : '');
     $('f-size-sub').className = 'sub' + (quiet ? ' warn-text' : '');
 
-    // New events or rejections: the sensor and rejection lists follow at once.
+    // New events or rejections, or a sensor gone quiet: the sensor and rejection
+    // lists follow at once.
     const ev2 = st.events || {};
-    if (state.lastTotals && (ev2.accepted_total !== state.lastTotals[0] || ev2.rejected_total !== state.lastTotals[1])) {
+    if (state.lastTotals && (ev2.accepted_total !== state.lastTotals[0] || ev2.rejected_total !== state.lastTotals[1] ||
+        before && before.quiet_dpus !== st.quiet_dpus)) {
       quietly(loadDPUs);
+      if (state.selected) quietly(() => loadSpaceDPUs(state.selected));
       if (ev2.rejected_total !== state.lastTotals[1]) quietly(loadRejections);
     }
     state.lastTotals = [ev2.accepted_total, ev2.rejected_total];
@@ -658,11 +664,14 @@
     const stat = (label, text, warn) => h('td', { class: 'num stat' + (warn ? ' warn-text' : ''), 'data-label': label, text });
     const body = rows.map((d) => {
       const age = d.last_event ? now - Date.parse(d.last_event) : null;
-      const since = d.quiet_since || d.since;
-      return h('tr', { class: d.quiet ? 'quiet' : null },
+      // Health: a quiet sensor says so, and since when (GET /v1/dpus quiet_since).
+      const since = d.quiet_since;
+      return h('tr', { class: d.quiet ? 'quiet' : null, 'data-dpu': d.dpu },
         h('td', { class: 'c-id' }, h('span', { class: 'mono', text: d.dpu }),
           d.quiet ? h('span', { class: 'tag quiet', text: 'quiet', title: since ? 'quiet since ' + new Date(since).toLocaleString() : 'quiet' }) : null,
-          d.kind && d.kind !== 'events' ? h('span', { class: 'tag', text: d.kind }) : null),
+          d.kind && d.kind !== 'events' ? h('span', { class: 'tag', text: d.kind }) : null,
+          d.quiet && since ? h('span', { class: 'sub-line quiet-since', 'data-since': since,
+            text: 'quiet since ' + fmtWhen(since, now) + ' (' + fmtDuration((now - Date.parse(since)) / 1000) + ')' }) : null),
         h('td', { class: 'c-door' }, d.doorway_name || d.doorway || '–', h('span', { class: 'sub-line', text: direction(d) })),
         h('td', { class: 'c-last', title: d.last_event || 'never' }, d.last_event ? fmtAge(age) : h('span', { class: 'muted', text: 'never' })),
         stat('skew', d.last_event ? fmtSkew(d.clock_skew_ms) : '–', Math.abs(d.clock_skew_ms || 0) >= 5000),
