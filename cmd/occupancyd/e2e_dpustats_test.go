@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,7 +17,8 @@ import (
 // both carry every count over, and since_start starts from zero each time.
 func TestE2EDPUTotalsAcrossRestarts(t *testing.T) {
 	addr := startMosquitto(t)
-	d := newDaemonChildren(t, e2eConfig{broker: "tcp://" + addr, settleAfter: "1m"})
+	// log.level debug: the test waits for the periodic saves ("DPU statistics saved").
+	d := newDaemonChildren(t, e2eConfig{broker: "tcp://" + addr, settleAfter: "1m", logLevel: "debug"})
 	pub := mqttClient(t, "tcp://"+addr, "pub-dpustats")
 	rng := rand.New(rand.NewSource(8))
 	type counts struct{ Accepted, Duplicates, Rejected int64 }
@@ -81,8 +83,17 @@ func TestE2EDPUTotalsAcrossRestarts(t *testing.T) {
 	c2 := d.start(t)
 	check("after a clean stop", zero)
 	check("second run", publish(200))
-	// Past the periodic save, then kill -9: nothing counted before it is lost.
-	time.Sleep(tracker.DefaultStatsInterval + 2*time.Second)
+	// Past a periodic save that began after every event above was counted (the
+	// second save from now: the first may have begun before), then kill -9: nothing
+	// counted before it is lost. The saves come every tracker.DefaultStatsInterval.
+	saves := func() int { return strings.Count(d.logs.String(), `"message":"DPU statistics saved"`) }
+	n := saves()
+	eventually(t, 4*tracker.DefaultStatsInterval, "two periodic saves of the DPU statistics", func() string {
+		if got := saves(); got < n+2 {
+			return fmt.Sprintf("%d saves since the events were counted", got-n)
+		}
+		return ""
+	})
 	c2.kill9(t)
 
 	d.start(t)

@@ -170,6 +170,7 @@ type e2eConfig struct {
 	tick        string // default 50ms
 	embedded    string // embedded broker listen address, default 127.0.0.1:0
 	maxPayload  int    // mqtt.max_payload, default 256 KiB
+	logLevel    string // log.level, default info
 }
 
 func (c e2eConfig) yaml() string {
@@ -194,6 +195,9 @@ func (c e2eConfig) yaml() string {
 	if c.embedded == "" {
 		c.embedded = "127.0.0.1:0"
 	}
+	if c.logLevel == "" {
+		c.logLevel = "info"
+	}
 	s := fmt.Sprintf(`gateway: {id: e2e}
 mqtt:
   broker: %q
@@ -209,8 +213,8 @@ mqtt:
 	s += fmt.Sprintf(`storage: {dir: %q, max_parked: %d}
 engine: {settle_after: %s, tick: %s, late_events: %s, max_future_skew: 1m}
 http: {listen: %q, token: e2e-token}
-log: {level: info, format: json}
-`, c.dir, c.maxParked, c.settleAfter, c.tick, c.lateEvents, c.httpListen)
+log: {level: %s, format: json}
+`, c.dir, c.maxParked, c.settleAfter, c.tick, c.lateEvents, c.httpListen, c.logLevel)
 	return s + c.topology
 }
 

@@ -121,6 +121,7 @@ func (t *Tracker) SaveStats(clean bool) error {
 		t.stats.Unsaved(recs)
 		return fmt.Errorf("save DPU statistics: %w", err)
 	}
+	t.log.Debug().Int("dpus", len(recs)).Bool("clean", clean).Msg("DPU statistics saved")
 	return nil
 }
 
