@@ -35,7 +35,7 @@ func (e *testEnv) watch(filters ...string) *retainedLog {
 		l.count[m.Topic()]++
 		l.mu.Unlock()
 	})
-	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		e.t.Fatalf("subscribe: %v", tok.Error())
 	}
 	return l
@@ -72,7 +72,7 @@ func TestGatewayTopicsAndDiscovery(t *testing.T) {
 
 	expect := func(what, topic, want string) {
 		t.Helper()
-		waitFor(t, 5*time.Second, what, func() string {
+		waitFor(t, 30*time.Second, what, func() string {
 			if got, _ := log.get(topic); got != want {
 				return fmt.Sprintf("%s = %q, want %q", topic, got, want)
 			}
@@ -95,7 +95,7 @@ func TestGatewayTopicsAndDiscovery(t *testing.T) {
 	for _, m := range append(d.Gateway(), d.Occupancy(spaces["hq"]), d.Occupancy(spaces["r1"]), d.Utilization(spaces["r1"])) {
 		expect("discovery "+m.Topic, m.Topic, string(m.Payload))
 	}
-	waitFor(t, 5*time.Second, "cleared utilization configs of spaces without a capacity", func() string {
+	waitFor(t, 30*time.Second, "cleared utilization configs of spaces without a capacity", func() string {
 		for _, s := range []string{"hq", "f1"} {
 			topic := "homeassistant/sensor/gt_" + s + "/utilization/config"
 			if got, n := log.get(topic); n == 0 || got != "" {
@@ -111,7 +111,7 @@ func TestGatewayTopicsAndDiscovery(t *testing.T) {
 	expect("both quiet", "occupancyd/gt/dpus", `{"dpus":2,"quiet":2,"quiet_ids":["d1","d2"]}`)
 	pub := env.client("pub")
 	b, _ := json.Marshal(map[string]any{"id": "1", "ts": time.Now().UnixMilli(), "direction": 1})
-	if tok := pub.Publish("dpu/d1/events", 1, false, b); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := pub.Publish("dpu/d1/events", 1, false, b); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatalf("publish: %v", tok.Error())
 	}
 	expect("d1 reported", "occupancyd/gt/dpus", `{"dpus":2,"quiet":1,"quiet_ids":["d2"]}`)
@@ -119,10 +119,10 @@ func TestGatewayTopicsAndDiscovery(t *testing.T) {
 	// Home Assistant comes online: every config again.
 	_, before := log.get("homeassistant/binary_sensor/gt/connectivity/config")
 	_, beforeSpace := log.get("homeassistant/sensor/gt_r1/utilization/config")
-	if tok := pub.Publish("homeassistant/status", 1, false, "online"); !tok.WaitTimeout(5 * time.Second) {
+	if tok := pub.Publish("homeassistant/status", 1, false, "online"); !tok.WaitTimeout(30 * time.Second) {
 		t.Fatal("publish homeassistant/status timed out")
 	}
-	waitFor(t, 5*time.Second, "discovery again after homeassistant/status online", func() string {
+	waitFor(t, 30*time.Second, "discovery again after homeassistant/status online", func() string {
 		_, n := log.get("homeassistant/binary_sensor/gt/connectivity/config")
 		_, m := log.get("homeassistant/sensor/gt_r1/utilization/config")
 		if n <= before || m <= beforeSpace {
