@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -113,6 +114,7 @@ func TestIngestReportsMatchesModel(t *testing.T) {
 			tr := e.open(func(o *Options) {
 				topo := reportTopology
 				o.Topology, o.Metrics = &topo, m
+				o.StatsStore = o.Store.(StatsStore)
 			})
 			evs, reps, cs := reportTraffic(rng, 24) // 4 minutes, inside the hold
 			type input struct {
@@ -190,6 +192,48 @@ func TestIngestReportsMatchesModel(t *testing.T) {
 			if got := testutil.ToFloat64(m.CounterResets); got != 1 {
 				t.Errorf("occupancyd_counter_resets_total = %v, want 1", got)
 			}
+			// Per DPU (GET /v1/dpus): the accepted events and reports and the re-sent
+			// reports, every DPU that sent anything reporting (last_received), and the
+			// counter reset its cumulative DPU's.
+			type counts struct{ accepted, dups int64 }
+			model := map[string]*counts{}
+			at := func(dpu string) *counts {
+				if model[dpu] == nil {
+					model[dpu] = &counts{}
+				}
+				return model[dpu]
+			}
+			for _, ev := range evs {
+				at(ev.DPU).accepted++
+			}
+			for _, r := range reps {
+				got := outcomes[key(r)]
+				at(r.DPU).accepted += int64(countOutcome(got, Accepted))
+				at(r.DPU).dups += int64(countOutcome(got, Duplicate))
+			}
+			resets := func() (total, sinceStart int64, cumulative bool) {
+				for _, st := range tr.DPUs() {
+					total += st.CounterResets
+					sinceStart += st.SinceStart.CounterResets
+					if st.CounterResets > 0 {
+						cumulative = strings.HasPrefix(st.DPU, "c")
+					}
+				}
+				return total, sinceStart, cumulative
+			}
+			for _, st := range tr.DPUs() {
+				c := model[st.DPU]
+				if c == nil {
+					continue
+				}
+				if st.Accepted != c.accepted || st.Duplicates != c.dups || st.LastReceived == "" {
+					t.Errorf("DPU %s: accepted %d, duplicates %d, last_received %q; want %d, %d and a time",
+						st.DPU, st.Accepted, st.Duplicates, st.LastReceived, c.accepted, c.dups)
+				}
+			}
+			if total, since, cum := resets(); total != 1 || since != 1 || !cum {
+				t.Errorf("counter_resets: %d in all, %d since start, on a cumulative DPU %v; want the one reset of a cumulative DPU", total, since, cum)
+			}
 			// A different interval overlapping a stored one is rejected.
 			ov := reps[4]
 			ov.Start, ov.TS = ov.Start+5_000, ov.TS+5_000
@@ -233,8 +277,14 @@ func TestIngestReportsMatchesModel(t *testing.T) {
 			tr = e.open(func(o *Options) {
 				topo := reportTopology
 				o.Topology = &topo
+				o.StatsStore = o.Store.(StatsStore)
 			})
 			check("rebuilt from the store")
+			// The store counted the reset with its report: kept across the restart
+			// (after a crash too: nothing saved the statistics before the close).
+			if total, since, _ := resets(); total != 1 || since != 0 {
+				t.Errorf("after the restart counter_resets: %d in all, %d since start; want 1 and 0", total, since)
+			}
 		})
 	}
 }
