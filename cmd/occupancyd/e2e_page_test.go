@@ -210,7 +210,7 @@ func TestE2EStatusPage(t *testing.T) {
 		if len(want) != 8 {
 			t.Fatalf("GET /v1/spaces has %d spaces, want the demo's 8", len(want))
 		}
-		eventually(t, 5*time.Second, "the tree shows the daemon's counts", func() string {
+		eventually(t, 15*time.Second, "the tree shows the daemon's counts", func() string {
 			return diffCounts(pageCounts(t, b), want)
 		})
 
@@ -224,8 +224,10 @@ func TestE2EStatusPage(t *testing.T) {
 		publishAll(t, c, []e2eMessage{{topic: "dpu/dpu-main/events",
 			payload: fmt.Appendf(nil, `{"id": 90001, "ts": %d, "direction": 1}`, time.Now().UnixMilli())}})
 		expr := fmt.Sprintf(`document.querySelector('#tree li[data-space="lobby"] > .row .count b').textContent.replace(/[^0-9]/g, '') === '%d'`, before+1)
-		if err := waitJS(b, 2*time.Second, expr); err != nil {
-			t.Fatalf("the lobby did not show %d within 2 s of the publish (%v): %v", before+1, pageCounts(t, b)["lobby"], err)
+		// Without a reload is what is checked; how soon is logged, not bounded (a
+		// -race daemon and Chromium on a loaded machine take seconds at times).
+		if err := waitJS(b, 15*time.Second, expr); err != nil {
+			t.Fatalf("the lobby did not show %d within 15 s of the publish (%v): %v", before+1, pageCounts(t, b)["lobby"], err)
 		}
 		t.Logf("publish to the number on the page: %v", time.Since(start).Round(time.Millisecond))
 		if same, err := evalJS[bool](b, 5*time.Second, `window.__sameDocument === true`); err != nil || !same {
@@ -493,9 +495,9 @@ func TestE2EStatusPageCampus(t *testing.T) {
 	// Someone walks through the gate into that room: its row and the detail follow.
 	c := mqttClient(t, d.brokerURL, "campus-test")
 	publishAll(t, c, []e2eMessage{{topic: "dpu/d-s13-gate/events", payload: fmt.Appendf(nil, `{"ts": %d, "direction": 1}`, time.Now().UnixMilli())}})
-	if err := waitJS(br, 5*time.Second, `document.querySelector('#tree li[data-space="s13-f07-r07"] > .row .count b').textContent === '1' &&
+	if err := waitJS(br, 15*time.Second, `document.querySelector('#tree li[data-space="s13-f07-r07"] > .row .count b').textContent === '1' &&
 		document.getElementById('d-occ').textContent === '1'`); err != nil {
-		t.Errorf("the room's count did not follow the crossing within 5 s: %v", err)
+		t.Errorf("the room's count did not follow the crossing within 15 s: %v", err)
 	}
 
 	// 440 sensors: listed when asked for; the room's own in its detail.
