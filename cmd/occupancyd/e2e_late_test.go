@@ -1,44 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
-
-// ingestBatches reads how many ingest batches have finished (stored, applied and
-// acknowledged) from /metrics.
-func ingestBatches(t *testing.T, httpAddr string) int64 {
-	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 8<<20))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "occupancyd_ingest_batch_seconds_count "); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				t.Fatalf("metric value %q: %v", v, err)
-			}
-			return n
-		}
-	}
-	t.Fatal("occupancyd_ingest_batch_seconds_count not in /metrics")
-	return 0
-}
 
 // A late event's correction is durable once its message is acknowledged. Ticks
 // commit a checkpoint whose horizon is past the late events' ts, then engine.tick

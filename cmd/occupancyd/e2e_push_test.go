@@ -29,6 +29,16 @@ func pushTopology(tokenFile string) string {
 `, tokenFile)
 }
 
+// newPushDaemon is a daemon of pushTopology (settle_after 1m), pi's token in a file.
+func newPushDaemon(t *testing.T) *daemonChildren {
+	t.Helper()
+	tokenFile := filepath.Join(t.TempDir(), "pi-token")
+	if err := os.WriteFile(tokenFile, []byte("pi-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return newDaemonChildren(t, e2eConfig{settleAfter: "1m", topology: pushTopology(tokenFile)})
+}
+
 // push is one POST of a test: its DPU, token and body, and what it stands for.
 type pushReq struct {
 	dpu, token, body string
@@ -54,12 +64,7 @@ func (p pushReq) send(client *http.Client, httpAddr string) (int, string, error)
 // unanswered ones besides; once every push is sent again (answered ones too), each
 // is counted exactly once.
 func TestE2EPushKill9(t *testing.T) {
-	dir := t.TempDir()
-	tokenFile := filepath.Join(dir, "pi-token")
-	if err := os.WriteFile(tokenFile, []byte("pi-secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := newDaemonChildren(t, e2eConfig{settleAfter: "1m", topology: pushTopology(tokenFile)})
+	d := newPushDaemon(t)
 	c1 := d.start(t)
 
 	base := time.Now().Add(-50 * time.Second).UnixMilli()
