@@ -49,11 +49,16 @@ func kindsTopology() occupancy.TopologyConfig {
 
 func kindsPipeline(t *testing.T, now time.Time) (*Pipeline, *Recorder, *tracker.Tracker, *metrics.Metrics) {
 	t.Helper()
-	topo := kindsTopology()
+	return kindsPipelineOf(t, now, kindsTopology(), kindsTopics)
+}
+
+// kindsPipelineOf is kindsPipeline with topo and topics.
+func kindsPipelineOf(t *testing.T, now time.Time, topo occupancy.TopologyConfig, topics config.EventsTopics) (*Pipeline, *Recorder, *tracker.Tracker, *metrics.Metrics) {
+	t.Helper()
 	m := metrics.New()
 	st, tr := openTracker(t, now, topo, occupancy.Options{SettleAfter: 5 * 60_000, ClampNegative: true}, m)
 	rec := NewRecorder(st, m, zerolog.Nop())
-	p, err := New(Options{Tracker: tr, Rejects: rec, Topics: kindsTopics, Topology: &topo, MaxFutureSkew: time.Minute,
+	p, err := New(Options{Tracker: tr, Rejects: rec, Topics: topics, Topology: &topo, MaxFutureSkew: time.Minute,
 		MaxPayload: 1 << 16, Metrics: m, Logger: zerolog.Nop(), Now: clock(now)})
 	if err != nil {
 		t.Fatal(err)
@@ -213,5 +218,74 @@ func TestKindsPush(t *testing.T) {
 	}
 	if res := push("d1", fmt.Sprintf(`{"ts":%d,"in_total":7,"out_total":7}`, ms-500)); res.Accepted != 1 {
 		t.Errorf("d1 as cumulative: got %+v, want accepted", res)
+	}
+}
+
+// TestKindsPushFleet: where every mqtt.events_topic entry has one kind and map (a
+// fleet of one vendor), an HTTP push of a DPU that sets no kind decodes with them,
+// as its MQTT messages do, and a DPU of that kind without a map of its own takes the
+// entry's map; a map that finds the DPU in the payload finds none over HTTP (the
+// route names the DPU: a payload naming another is counted for the route's DPU);
+// entries that differ leave pushes to events.
+func TestKindsPushFleet(t *testing.T) {
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	ms := now.UnixMilli()
+	totals := func(ts, in, out int64) string { return fmt.Sprintf(`{"t":%d,"a":%d,"b":%d}`, ts/1000, in, out) }
+	fleet := &occupancy.Mapping{TS: "t", InTotal: "a", OutTotal: "b", TSFormat: "unix"}
+	inPayload := &occupancy.Mapping{Items: "CountLogs", DPU: "$.serial", TS: "Timestamp", InTotal: "In", OutTotal: "Out", TSFormat: "unix"}
+	irisys := func(serial string, ts, in, out int64) string {
+		return fmt.Sprintf(`{"serial":%q,"CountLogs":[{"Timestamp":%d,"In":%d,"Out":%d}]}`, serial, ts/1000, in, out)
+	}
+	for _, c := range []struct {
+		name     string
+		topics   config.EventsTopics
+		dpu      string
+		payloads []string
+		want     int64 // room after the pushes
+		rejected string
+	}{
+		{"one cumulative fleet: a DPU without a kind", config.EventsTopics{{Filter: "vs/+/up", Kind: "cumulative", Map: fleet}},
+			"d1", []string{totals(ms-60_000, 10, 2), totals(ms-30_000, 14, 3)}, 3, ""},
+		{"two entries of one kind and map", config.EventsTopics{{Filter: "vs/+/up", Kind: "cumulative", Map: fleet}, {Filter: "site/vs/+/up", Kind: "cumulative", Map: fleet}},
+			"d1", []string{totals(ms-60_000, 10, 2), totals(ms-30_000, 14, 3)}, 3, ""},
+		{"a DPU of the fleet's kind takes its map", config.EventsTopics{{Filter: "vs/+/up", Kind: "cumulative", Map: fleet}},
+			"cu", []string{totals(ms-60_000, 10, 2), totals(ms-30_000, 15, 3)}, 4, ""},
+		{"an unknown DPU: the fleet's kind, parked", config.EventsTopics{{Filter: "vs/+/up", Kind: "cumulative", Map: fleet}},
+			"new", []string{totals(ms-60_000, 10, 2)}, 0, ""},
+		{"the DPU in the payload: the route's DPU counts", config.EventsTopics{{Filter: "irisys/counts", Kind: "cumulative", Map: inPayload}},
+			"d1", []string{irisys("cu", ms-60_000, 5, 0), irisys("cu", ms-30_000, 9, 1)}, 3, ""},
+		{"entries that differ: events", config.EventsTopics{{Filter: "dpu/+/events"}, {Filter: "vs/+/up", Kind: "cumulative", Map: fleet}},
+			"d1", []string{totals(ms-60_000, 10, 2)}, 0, "-1:bad_direction"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			topo := occupancy.TopologyConfig{
+				Spaces:   []occupancy.SpaceConfig{{ID: "room", Name: "Room"}},
+				Doorways: []occupancy.DoorwayConfig{{ID: "door", Name: "Door"}},
+				DPUs: []occupancy.DPUConfig{{ID: "d1", Doorway: "door", PlusSpace: "room"},
+					{ID: "cu", Doorway: "door", PlusSpace: "room", Kind: "cumulative"}},
+			}
+			p, _, tr, _ := kindsPipelineOf(t, now, topo, c.topics)
+			var rej []string
+			for _, pl := range c.payloads {
+				res, err := p.Ingest(context.Background(), Message{Topic: "http:/v1/dpus/" + c.dpu + "/events", DPU: c.dpu, Payload: []byte(pl)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range res.Rejected {
+					rej = append(rej, fmt.Sprintf("%d:%s", r.Index, r.Reason))
+				}
+			}
+			if got := strings.Join(rej, ","); got != c.rejected {
+				t.Errorf("rejected %q, want %q", got, c.rejected)
+			}
+			if o, _ := tr.Space("room"); o.Occupancy != c.want {
+				t.Errorf("room = %d, want %d", o.Occupancy, c.want)
+			}
+			for _, st := range tr.DPUs() {
+				if st.DPU != c.dpu && st.Accepted > 0 {
+					t.Errorf("DPU %s has %d accepted: a push counted for another DPU than its route's", st.DPU, st.Accepted)
+				}
+			}
+		})
 	}
 }

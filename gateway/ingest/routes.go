@@ -17,9 +17,13 @@ import (
 //
 // An entry whose map takes the DPU id from the payload (map.dpu) decodes every
 // message on its filter with its own kind and map: the DPU is not known before.
-// HTTP push names its DPU and has no topic: the DPU's own kind and map, else events.
-// A DPU the topology does not know (its reports are parked) is decoded as its entry
-// says; pushed over HTTP, as events.
+// HTTP push names its DPU and has no topic: it takes the entries' kind and map where
+// every entry has the same kind and the same map (a fleet of one vendor, also the
+// kind GET /v1/dpus shows), without the map's dpu path (the route names the DPU, and
+// a payload must not speak for another), else events; then as on a topic: the DPU's
+// own kind and map win, and an entry's map serves a DPU of its kind. A DPU the
+// topology does not know (its reports are parked) is decoded as its entry says, or
+// as the entries' shared kind and map when pushed.
 //
 // Events without a map — the default, and the hot path — decode through
 // occupancy.DecodePayload exactly as before kinds: their decoder is nil here.
@@ -30,6 +34,32 @@ type entryRoute struct {
 	kind         occupancy.ReportKind
 	dec          *occupancy.Decoder // nil: events without a map
 	dpuInPayload bool
+	m            occupancy.Mapping // the entry's map (zero: none)
+}
+
+// pushRoute is the route an HTTP push takes where its DPU sets no kind: the
+// entries' kind and map where they all have the same (without the map's dpu path:
+// the route names the DPU), else events without a map.
+func pushRoute(entries []entryRoute) (*entryRoute, error) {
+	if len(entries) == 0 {
+		return &entryRoute{}, nil
+	}
+	first := entries[0]
+	for _, e := range entries[1:] {
+		if e.kind != first.kind || e.m != first.m {
+			return &entryRoute{}, nil
+		}
+	}
+	r := &entryRoute{kind: first.kind, m: first.m}
+	r.m.DPU = ""
+	if r.kind == occupancy.ReportEvents && r.m.IsZero() {
+		return r, nil
+	}
+	var err error
+	if r.dec, err = occupancy.NewDecoder(r.kind, r.m); err != nil {
+		return nil, fmt.Errorf("mqtt.events_topic map for HTTP push: %w", err)
+	}
+	return r, nil
 }
 
 // dpuRoute is a DPU of the topology that sets its own kind.
@@ -41,6 +71,7 @@ type dpuRoute struct {
 // routes are the decoders of one topology version; replaced whole by SetTopology.
 type routes struct {
 	entries  []entryRoute
+	push     *entryRoute         // what an HTTP push takes where its DPU sets no kind (pushRoute)
 	dpus     map[string]dpuRoute // only DPUs with a kind of their own
 	defaults [3]*occupancy.Decoder
 }
@@ -57,6 +88,9 @@ func newEntries(topics config.EventsTopics) ([]entryRoute, error) {
 			return nil, fmt.Errorf("mqtt.events_topic[%d].kind: %w", i, err)
 		}
 		r := entryRoute{filter: e.Filter, kind: k, dpuInPayload: e.DPUInPayload()}
+		if e.Map != nil {
+			r.m = *e.Map
+		}
 		if e.Map != nil || k != occupancy.ReportEvents {
 			var m occupancy.Mapping
 			if e.Map != nil {
@@ -73,7 +107,11 @@ func newEntries(topics config.EventsTopics) ([]entryRoute, error) {
 
 // newRoutes builds the routes of entries for the DPUs of tc.
 func newRoutes(entries []entryRoute, tc *occupancy.TopologyConfig) (*routes, error) {
-	r := &routes{entries: entries}
+	push, err := pushRoute(entries)
+	if err != nil {
+		return nil, err
+	}
+	r := &routes{entries: entries, push: push}
 	for _, k := range []occupancy.ReportKind{occupancy.ReportInterval, occupancy.ReportCumulative} {
 		d, err := occupancy.NewDecoder(k, occupancy.Mapping{})
 		if err != nil {
@@ -111,6 +149,9 @@ func newRoutes(entries []entryRoute, tc *occupancy.TopologyConfig) (*routes, err
 func (r *routes) decoder(entry *entryRoute, dpu string) *occupancy.Decoder {
 	if entry != nil && entry.dpuInPayload {
 		return entry.dec
+	}
+	if entry == nil {
+		entry = r.push
 	}
 	own, ok := r.dpus[dpu]
 	switch {

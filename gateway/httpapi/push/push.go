@@ -23,10 +23,11 @@
 // sensor's leaked credential does not open the API. With neither configured the
 // route answers 403, as every write route without a token.
 //
-// Which kind and map decode a push: the DPU's own kind and map in the topology in
-// force, else events; a topic filter's map applies to its topic only. A DPU the
-// topology does not know is not refused (DESIGN 3): its payload is read as events
-// and parked until a version knows the DPU.
+// Which kind and map decode a push (the pipeline's routes): the DPU's own kind and
+// map in the topology in force, else the kind and map every mqtt.events_topic entry
+// shares (without a map's dpu path), else events. A DPU the topology does not know
+// is not refused (DESIGN 3): its payload is decoded the same way and parked until a
+// version knows the DPU.
 package push
 
 import (
