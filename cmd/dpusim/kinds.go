@@ -240,8 +240,9 @@ func entryFor(entries config.EventsTopics, topic string) *config.EventsTopic {
 
 // dpuPlan is how one DPU reports: its kind, its topic, its map on MQTT (nil: the
 // kind's own names), and whether it may push over HTTP and in which map. The
-// gateway decodes a push by the DPU's own kind and map, else as events: a DPU whose
-// kind is not its own (--kinds, an entry's) pushes nothing.
+// gateway decodes a push by the DPU's own kind and map, else by the kind and map all
+// entries share, else as events: a DPU whose kind is not its own (--kinds, an
+// entry's) pushes nothing, nor one the entries' shared map would decode.
 type dpuPlan struct {
 	kind  occupancy.ReportKind
 	topic string
@@ -285,5 +286,30 @@ func planDPU(d occupancy.DPUConfig, eventsTopic string, entries config.EventsTop
 		p.m = e.Map
 	}
 	p.push, p.httpM = own || p.kind == occupancy.ReportEvents, d.Map
+	// A DPU without a map of its own is pushed in the kind's own field names, which
+	// the gateway decodes a push with unless every entry shares a map (it then takes
+	// that one for the DPUs of the entries' kind): no push there.
+	if sk, sm, ok := sharedEntry(entries); ok && d.Map == nil && !sm.IsZero() && (!own || sk == p.kind) {
+		p.push = false
+	}
 	return p, nil
+}
+
+// sharedEntry is the kind and map (without its dpu path) every entry has, as the
+// gateway decodes an HTTP push of a DPU that sets no kind; ok false where they differ.
+func sharedEntry(entries config.EventsTopics) (occupancy.ReportKind, occupancy.Mapping, bool) {
+	var kind occupancy.ReportKind
+	var m occupancy.Mapping
+	for i, e := range entries {
+		var em occupancy.Mapping
+		if e.Map != nil {
+			em = *e.Map
+		}
+		if i > 0 && (e.ReportKind() != kind || em != m) {
+			return 0, occupancy.Mapping{}, false
+		}
+		kind, m = e.ReportKind(), em
+	}
+	m.DPU = ""
+	return kind, m, true
 }

@@ -297,8 +297,21 @@ func TestPlanDPU(t *testing.T) {
 		{"the entry's kind and map", occupancy.DPUConfig{ID: "x"}, "fleet/x/events", KindSpec{}, "cumulative fleet/x/events t no <nil>"},
 		{"own kind, the entry's map of that kind", occupancy.DPUConfig{ID: "x", Kind: "cumulative"}, "fleet/x/events", KindSpec{}, "cumulative fleet/x/events t push <nil>"},
 		{"own kind, an entry of another", occupancy.DPUConfig{ID: "x", Kind: "interval"}, "fleet/x/events", KindSpec{}, "interval fleet/x/events <nil> push <nil>"},
+		// One fleet entry: the gateway decodes a push of a DPU without a map of its
+		// own with the entry's map where the kinds agree.
+		{"one entry: own kind, the entry's map", occupancy.DPUConfig{ID: "x", Kind: "cumulative"}, "fleet/x/events", KindSpec{}, "cumulative fleet/x/events t no <nil>"},
+		{"one entry: own kind and map", occupancy.DPUConfig{ID: "x", Kind: "cumulative", Map: cm}, "fleet/x/events", KindSpec{}, "cumulative fleet/x/events t push t"},
+		{"one entry: own kind, another", occupancy.DPUConfig{ID: "x", Kind: "interval"}, "fleet/x/events", KindSpec{}, "interval fleet/x/events <nil> push <nil>"},
+		{"one events entry with a map", occupancy.DPUConfig{ID: "x"}, "ev/x/up", KindSpec{}, "events ev/x/up when no <nil>"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			entries := entries
+			switch {
+			case strings.HasPrefix(c.name, "one entry"):
+				entries = config.EventsTopics{{Filter: "fleet/+/events", Kind: "cumulative", Map: cm}}
+			case strings.HasPrefix(c.name, "one events entry"):
+				entries = config.EventsTopics{{Filter: "ev/+/up", Map: &occupancy.Mapping{TS: "when"}}}
+			}
 			p, err := planDPU(c.d, c.topic, entries, c.spec, 1)
 			if err != nil {
 				t.Fatal(err)
