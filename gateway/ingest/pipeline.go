@@ -307,6 +307,11 @@ func (p *Pipeline) SubmitEmbedded(topic string, payload []byte, ack func()) bool
 // backlog is the number of messages submitted that no worker has taken yet.
 func (p *Pipeline) backlog() int { return int(p.waiting.Load()) }
 
+// Backlog is the number of messages submitted that no worker has taken yet: near
+// the broker's in-flight limit (Mosquitto's max_inflight_messages) while ingest does
+// not keep up, a few batches' worth while it does.
+func (p *Pipeline) Backlog() int { return p.backlog() }
+
 // pump moves queued messages into the workers' channel, oldest first, until Stop.
 // Messages still queued at Stop are never acknowledged (see Submit).
 func (p *Pipeline) pump() {

@@ -58,6 +58,7 @@ type Tracker interface {
 type Events interface {
 	Submit(m ingest.Message) bool
 	Now() int64
+	Backlog() int // messages waiting for a worker
 }
 
 // Options configure a Client. Broker, Tracker and Events are required.
@@ -91,6 +92,12 @@ type Options struct {
 	Metrics    *metrics.Metrics // nil: a fresh set nobody reads
 	Logger     zerolog.Logger
 }
+
+// busyBacklog: with this many event messages waiting for a worker, ingest is not
+// keeping up (a broker holds at most its in-flight limit, Mosquitto's
+// max_inflight_messages, 1000 as DESIGN 4 sets it, unacknowledged; a keeping-up
+// gateway has a few batches' worth waiting), and the output yields the broker to it.
+const busyBacklog = 500
 
 // DefaultMinInterval is mqtt.publish_min_interval's default.
 const DefaultMinInterval = 250 * time.Millisecond
@@ -311,6 +318,7 @@ func New(o Options) (*Client, error) {
 		Render:        payload.AppendOccupancyJSON,
 		Rejected:      o.Rejected,
 		RejectedTopic: names.rejectedTopic,
+		IngestBusy:    func() bool { return o.Events.Backlog() >= busyBacklog },
 		Metrics: OutputMetrics{
 			Publishes: mt.Publishes, Lag: mt.PublishLag, Dirty: mt.PublishPending,
 			Backlog: mt.PublishBacklog, InFlight: mt.PublishInFlight, Window: mt.PublishWindow,

@@ -53,7 +53,9 @@ import (
 // room gets the output at full speed, and a busy one is offered less output
 // instead of falling behind on the events it queues for the gateway — which it
 // drops past its queue limit (Mosquitto's max_queued_messages). Each space's latest
-// value still wins; only the pace changes.
+// value still wins; only the pace changes. And while ingest itself is behind (its
+// backlog deep: IngestBusy), the output keeps only busyWindow publishes in flight,
+// whatever the broker's pace: the events it has not delivered yet come first.
 //
 // Status: both connections carry the last will `offline` (retained). `online` is
 // sent on this connection whenever both are up (SetUpstream reports the other).
@@ -114,9 +116,12 @@ type OutputOptions struct {
 	// while disconnected); nil: none.
 	Rejected      <-chan ingest.Outgoing
 	RejectedTopic string
-	Metrics       OutputMetrics
-	Logger        zerolog.Logger
-	Now           func() time.Time
+	// IngestBusy reports that ingest is not keeping up (its backlog is deep); the
+	// output then keeps at most busyWindow publishes unacknowledged. nil: never.
+	IngestBusy func() bool
+	Metrics    OutputMetrics
+	Logger     zerolog.Logger
+	Now        func() time.Time
 }
 
 // Output is the gateway's output connection and publisher.
@@ -238,6 +243,9 @@ const (
 	defaultWindow = 4096
 	// minWindow is the least the adaptive window shrinks to.
 	minWindow = 64
+	// busyWindow is the window while ingest is not keeping up: the events come
+	// first, and each space's latest value waits (latest wins).
+	busyWindow = 8
 	// ackTarget: an acknowledgement slower than this shrinks the window. On
 	// loopback a broker with room acknowledges within a few milliseconds.
 	ackTarget = 200 * time.Millisecond
@@ -629,7 +637,13 @@ func (p *Output) adapt(st sentToken, now, lastCut time.Time) time.Time {
 
 // free is how many more QoS 1 publishes may go now (the reaper only frees slots
 // concurrently, so this is a lower bound).
-func (p *Output) free() int { return int(p.limit.Load()) - len(p.slots) }
+func (p *Output) free() int {
+	w := int(p.limit.Load())
+	if p.o.IngestBusy != nil && p.o.IngestBusy() {
+		w = min(w, busyWindow)
+	}
+	return w - len(p.slots)
+}
 
 // send publishes one retained QoS 1 message; the caller checked free() > 0.
 func (p *Output) send(topic string, payload []byte) {

@@ -387,6 +387,34 @@ func TestOutputWindowAdapts(t *testing.T) {
 			t.Fatalf("window %d, want the least, %d", got, minWindow)
 		}
 	})
+	t.Run("ingest behind caps it", func(t *testing.T) {
+		for range 1000 {
+			ack(time.Millisecond, nil)
+		}
+		busy := false
+		p.o.IngestBusy = func() bool { return busy }
+		if got, want := p.free(), 256; got != want {
+			t.Fatalf("ingest keeping up: %d free, want the window, %d", got, want)
+		}
+		busy = true
+		if got, want := p.free(), busyWindow; got != want {
+			t.Fatalf("ingest behind: %d free, want %d", got, want)
+		}
+		p.slots <- struct{}{}
+		if got, want := p.free(), busyWindow-1; got != want {
+			t.Fatalf("ingest behind, one in flight: %d free, want %d", got, want)
+		}
+		<-p.slots
+		busy = false
+		if got, want := p.free(), 256; got != want {
+			t.Fatalf("ingest caught up: %d free, want the window again, %d", got, want)
+		}
+		p.o.IngestBusy = nil
+		for range 20 {
+			now = now.Add(time.Second)
+			ack(time.Second, nil)
+		}
+	})
 	t.Run("a lost connection does not count", func(t *testing.T) {
 		if got := ack(5*time.Second, errors.New("connection lost")); got != minWindow {
 			t.Fatalf("window %d after a failed publish, want %d unchanged", got, minWindow)
