@@ -375,7 +375,16 @@ func (m *Client) Start() {
 // State says whether the client is connected to the broker and subscribed to the
 // events topics (the status page shows both).
 func (m *Client) State() (connected, subscribed bool) {
-	return m.connected.Load(), m.subscribed.Load()
+	connected = m.connOpen()
+	return connected, connected && m.subscribed.Load()
+}
+
+// connOpen: connected as far as the callbacks said, and as far as paho's own
+// status says. paho marks a lost connection at once but calls the lost handler only
+// after its workers stopped, which took more than 10 s once (a broker stopped in
+// the second the client had connected after a restart).
+func (m *Client) connOpen() bool {
+	return m.connected.Load() && m.c != nil && m.c.IsConnectionOpen()
 }
 
 // Ready's answers while the client cannot take events.
@@ -388,7 +397,7 @@ var (
 // ErrNotSubscribed.
 func (m *Client) Ready() error {
 	switch {
-	case !m.connected.Load():
+	case !m.connOpen():
 		return ErrNotConnected
 	case !m.subscribed.Load():
 		return ErrNotSubscribed
