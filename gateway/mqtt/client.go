@@ -384,7 +384,7 @@ func (m *Client) State() (connected, subscribed bool) {
 // after its workers stopped, which took more than 10 s once (a broker stopped in
 // the second the client had connected after a restart).
 func (m *Client) connOpen() bool {
-	return m.connected.Load() && m.c != nil && m.c.IsConnectionOpen()
+	return m.connected.Load() && m.c.IsConnectionOpen()
 }
 
 // Ready's answers while the client cannot take events.

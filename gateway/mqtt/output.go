@@ -290,6 +290,9 @@ func NewOutput(o OutputOptions) (*Output, error) {
 	// The window starts at a quarter of its most (or all of a small one) and grows
 	// from there while the broker keeps up.
 	p.limit.Store(int64(min(o.Window, max(o.Window/4, minWindow))))
+	if o.Metrics.Window != nil {
+		o.Metrics.Window.Set(float64(p.limit.Load())) // not 0 until the first acknowledgement
+	}
 	return p, nil
 }
 
