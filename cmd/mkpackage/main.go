@@ -111,6 +111,14 @@ func Build(o Options) ([]string, error) {
 	return out, nil
 }
 
+// DocLinked are the repository files the README and docs/*.md link to, packaged
+// under /usr/share/doc/occupancyd/ at their repository paths.
+var DocLinked = []string{
+	"ARCHITECTURE.md", "BENCHMARKS.md",
+	"configs/demo.yaml", "configs/occupancyd.yaml", "configs/vendors.yaml",
+	"systemd/occupancyd.service", "cmd/occupancyd/testdata/status-page.png",
+}
+
 // packageInfo describes the package for one format.
 // The maintainer scripts are written to tmp.
 func packageInfo(o Options, format, tmp string) (*nfpm.Info, error) {
@@ -141,6 +149,11 @@ func packageInfo(o Options, format, tmp string) (*nfpm.Info, error) {
 	}
 	for _, d := range docs {
 		contents = append(contents, &files.Content{Source: d, Destination: "/usr/share/doc/occupancyd/docs/" + filepath.Base(d), FileInfo: mode(0o644)})
+	}
+	// What the README and the reference link to, at the same relative paths, so
+	// every link of the installed documentation resolves.
+	for _, p := range DocLinked {
+		contents = append(contents, &files.Content{Source: root(p), Destination: "/usr/share/doc/occupancyd/" + p, FileInfo: mode(0o644)})
 	}
 	if format == "deb" {
 		contents = append(contents, &files.Content{Source: root("LICENSE"), Destination: "/usr/share/doc/occupancyd/copyright", FileInfo: mode(0o644)})

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -57,6 +58,9 @@ func repoDocs(t *testing.T) []string {
 	out := make([]string, len(docs))
 	for i, d := range docs {
 		out[i] = "/usr/share/doc/occupancyd/docs/" + filepath.Base(d)
+	}
+	for _, l := range DocLinked {
+		out = append(out, "/usr/share/doc/occupancyd/"+l)
 	}
 	return out
 }
@@ -123,6 +127,21 @@ func TestDeb(t *testing.T) {
 		got, err := os.ReadFile(filepath.Join(dir, path))
 		if err != nil || string(got) != src {
 			t.Errorf("/%s differs from the repository's file (%v)", path, err)
+		}
+	}
+	// Every relative link of the installed Markdown resolves inside the package.
+	doc := filepath.Join(dir, "usr/share/doc/occupancyd")
+	link := regexp.MustCompile(`\]\(([^)#\s]+)`)
+	mds, _ := filepath.Glob(filepath.Join(doc, "*.md"))
+	more, _ := filepath.Glob(filepath.Join(doc, "docs", "*.md"))
+	for _, md := range append(mds, more...) {
+		for _, m := range link.FindAllStringSubmatch(string(must(os.ReadFile(md))), -1) {
+			if strings.Contains(m[1], "://") || strings.HasPrefix(m[1], "mailto:") {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(md), m[1])); err != nil {
+				t.Errorf("%s links to %s, not in the package", strings.TrimPrefix(md, dir), m[1])
+			}
 		}
 	}
 	if got, _ := os.ReadFile(filepath.Join(dir, "usr/bin/occupancyd")); string(got) != string(must(os.ReadFile(binary))) {
